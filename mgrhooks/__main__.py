@@ -1,0 +1,3 @@
+from mgrhooks.cli import main
+
+raise SystemExit(main())

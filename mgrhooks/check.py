@@ -1,0 +1,25 @@
+"""``mgrhooks check``: every problem of a root's plugin files and handler programs."""
+
+from __future__ import annotations
+
+from .model import Problem, Registry
+from .programs import inspect
+from .root import Root
+
+
+def check(root: Root, registry: Registry) -> list[Problem]:
+    """The registry's problems, then each handler program's, once per program.
+
+    Program problems are placed at the first ``<handler>`` that names the program.
+    """
+    problems = list(registry.problems)
+    seen: set[str] = set()
+    handlers = [e.handler for e in registry.events] + [f.handler for f in registry.funcs]
+    for handler in sorted(handlers, key=lambda h: (h.source.path.encode(), h.source.line)):
+        if handler.name in seen:
+            continue
+        seen.add(handler.name)
+        program = inspect(root.addon_dir, handler.name)
+        problems += [Problem("error", handler.source, f"handler '{handler.name}': {e}") for e in program.errors]
+        problems += [Problem("warning", handler.source, f"handler '{handler.name}': {w}") for w in program.warnings]
+    return problems

@@ -1,0 +1,270 @@
+"""The built-in core: the panel's own functions on an embedded SQLite database. I/O.
+
+Functions (PROTOCOL §6 conventions): ``user`` (list), ``user.add`` and ``user.edit``
+(view without ``sok``; create with ``sok`` and no ``elid``; change with ``sok`` and
+``elid``), ``user.delete``, ``user.suspend``, ``user.resume`` (group ``elid`` joined by
+", "), and ``desktop``. Each action runs in one ``BEGIN IMMEDIATE`` transaction: it is
+committed whole or, on any error, rolled back whole.
+
+The ``user.*`` functions need an administrator (level 29 or more; our choice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Protocol
+
+from .errors import PanelError
+from .model import Base, InternalHandler, Request, Stage
+from .xmldoc import Element, add
+
+ADMIN_LEVEL = 29
+DEFAULT_LEVEL = 16
+#: the access levels a panel user may have (PROTOCOL §4)
+LEVELS = (9, 16, 24, 29, 30)
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+GROUP_SEPARATOR = ", "
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    level INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'active',
+    password TEXT NOT NULL,
+    balance TEXT NOT NULL DEFAULT '0.00'
+)
+"""
+
+
+class Core(Protocol):
+    """What the dispatcher needs from a core: its functions and how to run them."""
+
+    def catalogue(self) -> Mapping[str, Sequence[InternalHandler]]:
+        """Every function the core implements, with its internal handlers in order."""
+        ...
+
+    def action(self, request: Request, doc: Element) -> None:
+        """Run the main logic of ``request.func``, adding its result to ``doc``.
+
+        :raises PanelError: a typed error; nothing was changed
+        """
+        ...
+
+    def internal(self, handler: InternalHandler, request: Request, doc: Element) -> None:
+        """Run one internal handler, adding to ``doc``."""
+        ...
+
+
+def hash_password(password: str) -> str:
+    """``scrypt$n$r$p$salt$hash`` (hex), with the standard library's scrypt."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Whether ``password`` matches a :func:`hash_password` string."""
+    _, n, r, p, salt, digest = stored.split("$")
+    candidate = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p))
+    return hmac.compare_digest(candidate.hex(), digest)
+
+
+Action = Callable[["BuiltinCore", sqlite3.Connection, Request, Element], None]
+
+
+class BuiltinCore:
+    """The embedded default core, on the SQLite database ``db_path`` (created on use)."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+
+    def catalogue(self) -> Mapping[str, Sequence[InternalHandler]]:
+        return {name: INTERNALS.get(name, ()) for name in ACTIONS}
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside ``BEGIN IMMEDIATE``: committed on success, else rolled back."""
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(_SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def action(self, request: Request, doc: Element) -> None:
+        if request.func.startswith("user") and request.level < ADMIN_LEVEL:
+            raise PanelError("access", "func", request.func, f"Access to '{request.func}' needs level {ADMIN_LEVEL}")
+        with self.transaction() as conn:
+            ACTIONS[request.func](self, conn, request, doc)
+
+    def internal(self, handler: InternalHandler, request: Request, doc: Element) -> None:
+        with self.transaction() as conn:
+            row = _find(conn, request.user)
+        if handler.name == "desktop.user":
+            user = add(doc, "user")
+            add(user, "name", request.user)
+            add(user, "level", str(request.level))
+        elif handler.name == "desktop.balance":
+            add(doc, "balance", row["balance"] if row else "0.00")
+
+
+def _find(conn: sqlite3.Connection, name: str) -> sqlite3.Row | None:
+    conn.row_factory = sqlite3.Row
+    row: sqlite3.Row | None = conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+    return row
+
+
+def _existing(conn: sqlite3.Connection, name: str) -> sqlite3.Row:
+    row = _find(conn, name)
+    if row is None:
+        raise PanelError("missed", "user", name, f"User '{name}' not found")
+    return row
+
+
+def _elids(request: Request) -> list[str]:
+    elid = request.get("elid")
+    if not elid:
+        raise PanelError("value", "elid", "", "No user selected (parameter 'elid' is empty)")
+    return elid.split(GROUP_SEPARATOR)
+
+
+def user_list(core: BuiltinCore, conn: sqlite3.Connection, request: Request, doc: Element) -> None:
+    """``user``: one ``<elem>`` row (name, level, state) per user, by name."""
+    conn.row_factory = sqlite3.Row
+    for row in conn.execute("SELECT name, level, state FROM users ORDER BY name"):
+        elem = add(doc, "elem")
+        for key in ("name", "level", "state"):
+            add(elem, key, str(row[key]))
+
+
+def user_edit(core: BuiltinCore, conn: sqlite3.Connection, request: Request, doc: Element) -> None:
+    """``user.add``/``user.edit``: view, create or change one user (never echoes passwords)."""
+    elid = request.get("elid")
+    if not request.get("sok"):
+        _user_form(conn, elid, doc)
+    elif not elid:
+        _user_create(conn, request, doc)
+    else:
+        _user_change(conn, request, elid, doc)
+
+
+def _user_form(conn: sqlite3.Connection, elid: str, doc: Element) -> None:
+    row = _existing(conn, elid) if elid else None
+    add(doc, "elid", elid)
+    add(doc, "name", row["name"] if row else "")
+    add(doc, "level", str(row["level"] if row else DEFAULT_LEVEL))
+    add(doc, "state", row["state"] if row else "active")
+    add(doc, "balance", row["balance"] if row else "0.00")
+
+
+def _user_create(conn: sqlite3.Connection, request: Request, doc: Element) -> None:
+    name = _valid_name(request.get("name"))
+    password = request.get("passwd")
+    if not password:
+        raise PanelError("value", "passwd", "", "Parameter 'passwd' is required to create a user")
+    if _find(conn, name) is not None:
+        raise PanelError("exists", "user", name, f"User '{name}' already exists")
+    level = _valid_level(request.get("level", str(DEFAULT_LEVEL)))
+    balance = _valid_balance(request.get("balance", "0.00"))
+    conn.execute(
+        "INSERT INTO users (name, level, password, balance) VALUES (?, ?, ?, ?)",
+        (name, level, hash_password(password), balance),
+    )
+    add(doc, "ok")
+    add(doc, "id", name)
+
+
+def _user_change(conn: sqlite3.Connection, request: Request, elid: str, doc: Element) -> None:
+    row = _existing(conn, elid)
+    name = _valid_name(request.get("name", elid))
+    if name != elid and _find(conn, name) is not None:
+        raise PanelError("exists", "user", name, f"User '{name}' already exists")
+    level = _valid_level(request.get("level", str(row["level"])))
+    balance = _valid_balance(request.get("balance", row["balance"]))
+    password = request.get("passwd")
+    stored = hash_password(password) if password else row["password"]
+    conn.execute(
+        "UPDATE users SET name = ?, level = ?, balance = ?, password = ? WHERE name = ?",
+        (name, level, balance, stored, elid),
+    )
+    add(doc, "ok")
+    add(doc, "id", name)
+
+
+def _valid_name(name: str) -> str:
+    if not NAME_PATTERN.fullmatch(name):
+        raise PanelError("value", "name", name, f"Invalid user name '{name}': letters, digits, '_.@-', 1 to 64")
+    return name
+
+
+def _valid_level(text: str) -> int:
+    if text not in {str(level) for level in LEVELS}:
+        raise PanelError("value", "level", text, f"Invalid level '{text}': one of {', '.join(map(str, LEVELS))}")
+    return int(text)
+
+
+def _valid_balance(text: str) -> str:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise PanelError("value", "balance", text, f"Invalid balance '{text}': a decimal number")
+    return str(value.quantize(Decimal("0.01")))
+
+
+def user_delete(core: BuiltinCore, conn: sqlite3.Connection, request: Request, doc: Element) -> None:
+    """``user.delete``: remove every user in the group ``elid``, all or none."""
+    for name in _elids(request):
+        _existing(conn, name)
+        conn.execute("DELETE FROM users WHERE name = ?", (name,))
+    add(doc, "ok")
+
+
+def _set_state(state: str) -> Action:
+    def action(core: BuiltinCore, conn: sqlite3.Connection, request: Request, doc: Element) -> None:
+        for name in _elids(request):
+            _existing(conn, name)
+            conn.execute("UPDATE users SET state = ? WHERE name = ?", (state, name))
+        add(doc, "ok")
+
+    action.__doc__ = f"Set the state of every user in the group ``elid`` to ``{state}``."
+    return action
+
+
+def desktop(core: BuiltinCore, conn: sqlite3.Connection, request: Request, doc: Element) -> None:
+    """``desktop``: the main logic adds nothing; its internal handlers fill the page."""
+
+
+ACTIONS: dict[str, Action] = {
+    "user": user_list,
+    "user.add": user_edit,
+    "user.edit": user_edit,
+    "user.delete": user_delete,
+    "user.suspend": _set_state("suspended"),
+    "user.resume": _set_state("active"),
+    "desktop": desktop,
+}
+#: the seed's example: core adds the caller's data, the product (project) adds <balance>
+INTERNALS: dict[str, tuple[InternalHandler, ...]] = {
+    "desktop": (
+        InternalHandler("desktop.user", Stage.AFTER, Base.CORE),
+        InternalHandler("desktop.balance", Stage.AFTER, Base.PROJECT),
+    ),
+}

@@ -1,0 +1,224 @@
+"""One function call through the whole pipeline (PROTOCOL §3). I/O orchestration.
+
+before-handlers → main logic (core action or an addon's ``<func>``) → after-handlers and
+internal handlers → final-handlers. The order comes from :func:`mgrhooks.plan.plan`; this
+module only walks it and decides when to stop.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from importlib.metadata import PackageNotFoundError, version
+
+from . import logs, merge
+from .core import BuiltinCore, Core
+from .env import Panel, handler_environment, query_string
+from .errors import PanelError
+from .model import Event, FuncDecl, Handler, HandlerType, Plan, Request, Stage, Step, StepKind
+from .plan import plan
+from .programs import inspect
+from .root import Root
+from .runner import DEFAULT_TIMEOUT, RunOutcome, RunRequest, run
+from .xmldoc import DocumentError, Element, error_doc, find_error, new_doc, parse, serialise
+
+Runner = Callable[[RunRequest], RunOutcome]
+
+
+def _version() -> str:
+    try:
+        return version("mgrhooks")
+    except PackageNotFoundError:
+        return "0"
+
+
+@dataclass(frozen=True)
+class Response:
+    """The result of a call: the response document and whether it holds an ``<error>``."""
+
+    doc: Element
+    plan: Plan | None
+
+    @property
+    def error(self) -> bool:
+        return find_error(self.doc) is not None
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-call settings. ``timeout`` (seconds) overrides every handler's own timeout."""
+
+    timeout: float | None = None
+    environ: Mapping[str, str] | None = None
+
+
+def call(
+    root: Root, request: Request, core: Core | None = None, options: Options = Options(), runner: Runner = run
+) -> Response:
+    """Run ``request`` against ``root`` and return the response document.
+
+    Never raises for bad input, unknown functions or failing handlers: those come back
+    as ``<error>`` documents (typed; handler failures have ``type="handler"``).
+    """
+    request = request if request.call_id else replace(request, call_id=uuid.uuid4().hex)
+    core = core if core is not None else BuiltinCore(root.db_file)
+    call_ = _Call(root, request, core, options, runner)
+    return call_.run()
+
+
+class _Call:
+    def __init__(self, root: Root, request: Request, core: Core, options: Options, runner: Runner) -> None:
+        self.root = root
+        self.request = request
+        self.core = core
+        self.options = options
+        self.runner = runner
+        self.panel = Panel(root.mgr, str(root.path), _version())
+        self.environ = options.environ if options.environ is not None else os.environ
+
+    def run(self) -> Response:
+        try:
+            self.plan = plan(self.root.registry(), self.request, self.core.catalogue())
+        except PanelError as exc:
+            return Response(self._panel_error(exc), None)
+        initial = new_doc(self.request.func, self.request.lang, f"/{self.root.mgr}")
+        doc = self._main(initial)
+        self._final(doc, initial)
+        return Response(doc, self.plan)
+
+    def _main(self, doc: Element) -> Element:
+        for step in self.plan.stage(Stage.BEFORE):
+            doc, stop, skip = self._handler(step, doc)
+            if stop:
+                return doc
+            if skip:
+                logs.ACTION.info("'%s' answered skipaction: main logic and after-handlers skipped", step.name)
+                return doc
+        doc = self._action(self.plan.action, doc)
+        if find_error(doc) is not None:
+            return doc
+        for step in self.plan.stage(Stage.AFTER):
+            if step.kind is StepKind.INTERNAL:
+                assert step.internal is not None
+                self.core.internal(step.internal, self.request, doc)
+                continue
+            doc, stop, _ = self._handler(step, doc)
+            if stop:
+                return doc
+        return doc
+
+    def _action(self, step: Step, doc: Element) -> Element:
+        if step.func is None:
+            try:
+                self.core.action(self.request, doc)
+            except PanelError as exc:
+                return self._panel_error(exc)
+            return doc
+        func: FuncDecl = step.func
+        outcome = self._spawn(func.handler, "action", doc, postdata=False, why=str(func.source))
+        return self._apply(func.handler, "action", doc, outcome)[0]
+
+    def _handler(self, step: Step, doc: Element) -> tuple[Element, bool, bool]:
+        """Run one before/after handler step: (new doc, stop the call?, skipaction?)."""
+        event: Event | None = step.event
+        assert event is not None
+        outcome = self._spawn(event.handler, event.stage.value, doc, event.postdata, str(event.source))
+        return self._apply(event.handler, event.stage.value, doc, outcome)
+
+    def _final(self, result: Element, initial: Element) -> None:
+        for step in self.plan.stage(Stage.FINAL):
+            assert step.event is not None
+            handler = step.event.handler
+            stdin_doc = result if step.event.sessiondata else initial
+            outcome = self._spawn(handler, "final", stdin_doc, step.event.postdata, str(step.event.source))
+            if not outcome.ok:
+                logs.EXTERNAL.warning("final handler '%s' failed: %s", handler.name, outcome.reason)
+
+    def _spawn(self, handler: Handler, stage: str, doc: Element, postdata: bool, why: str) -> RunOutcome:
+        program = inspect(self.root.addon_dir, handler.name)
+        for warning in program.warnings:
+            logs.EXTERNAL.log(logs.EXTINFO, "%s", warning)
+        if program.path is None:
+            message = "; ".join(program.errors)
+            logs.EXTERNAL.warning("%s", message)
+            request = RunRequest((program.shown,), str(self.root.path), {}, b"", description=why)
+            return RunOutcome(request, None, b"", b"", 0.0, failure="spawn", reason=message)
+        cgi_post = handler.type is HandlerType.CGI and postdata
+        stdin = query_string(self.request).encode() if cgi_post else serialise(doc)
+        env = handler_environment(
+            self.environ, self.request, self.panel, stage=stage, post_length=len(stdin) if cgi_post else None
+        )
+        timeout = self.options.timeout or handler.timeout or DEFAULT_TIMEOUT
+        request = RunRequest(
+            (str(program.path),),
+            str(self.root.path),
+            env,
+            stdin,
+            timeout,
+            description=f"handler '{handler.name}' ({stage} {self.request.func}, {why})",
+        )
+        logs.EXTERNAL.info("Executing: %s", shlex.join((program.shown,)))
+        outcome = self.runner(request)
+        self._log_outcome(handler, outcome)
+        return outcome
+
+    def _log_outcome(self, handler: Handler, outcome: RunOutcome) -> None:
+        for line in outcome.stderr.decode("utf-8", "backslashreplace").splitlines():
+            logs.EXTERNAL.info("%s: %s", handler.name, line)
+        status = "ok" if outcome.ok else outcome.reason
+        logs.EXTERNAL.log(
+            logs.EXTINFO,
+            "'%s' pid %s: %s (exit %s) in %.3fs",
+            handler.name,
+            outcome.pid,
+            status,
+            outcome.returncode,
+            outcome.duration,
+        )
+
+    def _apply(self, handler: Handler, stage: str, doc: Element, outcome: RunOutcome) -> tuple[Element, bool, bool]:
+        reason = outcome.reason if not outcome.ok else ""
+        output = None
+        if not reason:
+            try:
+                stdout = outcome.stdout
+                output = parse(_strip_cgi_headers(stdout) if handler.type is HandlerType.CGI else stdout)
+            except DocumentError as exc:
+                reason = f"invalid output: {exc.reason}" + (f" (line {exc.line})" if exc.line else "")
+        if output is None:
+            return self._failed(handler, stage, doc, reason)
+        merged = merge.apply(doc, output, handler.type)
+        if merged.error:
+            logs.EXTERNAL.info("'%s' (%s) answered an error: the call stops", handler.name, stage)
+        return merged.doc, merged.error, merged.skipaction and stage == Stage.BEFORE.value
+
+    def _failed(self, handler: Handler, stage: str, doc: Element, reason: str) -> tuple[Element, bool, bool]:
+        message = f"Handler '{handler.name}' ({stage} {self.request.func}, {handler.source}) failed: {reason}"
+        if handler.ignore_errors:
+            logs.EXTERNAL.warning('%s; ignored (ignore_errors="yes")', message)
+            return doc, False, False
+        logs.EXTERNAL.error("%s", message)
+        return error_doc(self.request.func, "handler", handler.name, stage, message), True, False
+
+    def _panel_error(self, exc: PanelError) -> Element:
+        logs.ACTION.info("'%s' failed: %s", self.request.func, exc.msg)
+        return error_doc(self.request.func, exc.type, exc.object, exc.value, exc.msg)
+
+
+def _strip_cgi_headers(output: bytes) -> bytes:
+    """Drop a CGI header block (``Content-Type: ...`` then a blank line) before the XML.
+
+    The protocol wants bare XML, but scripts written with stock CGI libraries often print
+    a header first; the panel's users expect them to work (our choice).
+    """
+    head = output.lstrip()[:1]
+    if head in (b"<", b""):
+        return output
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        header, found, body = output.partition(separator)
+        if found and all(b":" in line for line in header.splitlines()):
+            return body
+    return output

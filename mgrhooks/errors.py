@@ -1,0 +1,55 @@
+"""Exceptions and exit statuses.
+
+Handler misbehaviour is never an exception: it is a :class:`mgrhooks.runner.RunOutcome`
+that the dispatcher turns into an ``<error>`` document. Exceptions here are for input the
+caller can fix (a bad parameter, an unknown function, an unusable root) and carry the exit
+status the CLI returns.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+
+class ExitStatus(enum.IntEnum):
+    """Every exit status of the ``mgrhooks`` command, in one place (our choice)."""
+
+    OK = 0
+    #: the response document holds an ``<error>``, or ``check`` found errors
+    ERROR = 1
+    #: click's own status for a usage error (bad option, missing argument)
+    USAGE = 2
+    #: the root cannot be used (missing directory, unreadable database)
+    ROOT = 3
+    #: a bug in mgrhooks itself
+    INTERNAL = 4
+
+
+class MgrhooksError(Exception):
+    """Base class: a one-line message and the exit status the CLI maps it to."""
+
+    exit_status: ClassVar[ExitStatus] = ExitStatus.ERROR
+
+
+class RootError(MgrhooksError):
+    """The root directory is missing or cannot be used."""
+
+    exit_status = ExitStatus.ROOT
+
+
+class PanelError(MgrhooksError):
+    """A typed panel error (PROTOCOL §5): becomes ``<error type= object= value=>``.
+
+    :param type: the error type, e.g. ``exists``, ``missed``, ``value``, ``access``
+    :param object: what the error is about (``user``, ``func``, a parameter name)
+    :param value: the offending value, or ``""``
+    :param msg: the human sentence shown to the caller
+    """
+
+    def __init__(self, type: str, object: str, value: str, msg: str) -> None:  # noqa: A002
+        super().__init__(msg)
+        self.type = type
+        self.object = object
+        self.value = value
+        self.msg = msg

@@ -1,0 +1,88 @@
+"""Applying a handler's output document to the response document (PROTOCOL §5). Pure.
+
+* xml handler: its document replaces the current one.
+* cgi handler: its document is merged into a copy of the current one, child by child:
+  ``<param>`` is ignored; ``<error>`` replaces any error and ends the merge (no tag after
+  it is processed); ``<ok>`` and ``<redirect>`` replace their namesake; ``<elem>`` rows
+  are appended; any other element replaces the first child with the same tag and the
+  same ``name`` attribute, or is appended. Attributes of the handler's ``<doc>`` are set
+  on the response's ``<doc>`` (``func`` excepted). Our choice where the vendor is silent.
+* ``<skipaction/>`` anywhere among ``<doc>``'s children is taken out and reported.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from .model import HandlerType
+from .xmldoc import Element, find_error
+
+_REPLACED = ("ok", "redirect")
+
+
+@dataclass(frozen=True)
+class Merged:
+    """The new response document and what the handler asked for."""
+
+    doc: Element
+    error: bool
+    skipaction: bool
+
+
+def apply(current: Element, output: Element, handler_type: HandlerType) -> Merged:
+    """Combine ``current`` with a handler's parsed ``output``; neither is modified."""
+    result = copy.deepcopy(output) if handler_type is HandlerType.XML else _merge(current, output)
+    skip = _take_skipaction(result)
+    return Merged(result, find_error(result) is not None, skip)
+
+
+def _take_skipaction(doc: Element) -> bool:
+    flags = doc.findall("skipaction")
+    for flag in flags:
+        _remove(flag)
+    return bool(flags)
+
+
+def _remove(elem: Element) -> None:
+    """Remove ``elem`` but keep its tail text in place."""
+    parent = elem.getparent()
+    assert parent is not None
+    if elem.tail and elem.tail.strip():
+        previous = elem.getprevious()
+        if previous is not None:
+            previous.tail = (previous.tail or "") + elem.tail
+        else:
+            parent.text = (parent.text or "") + elem.tail
+    parent.remove(elem)
+
+
+def _merge(current: Element, output: Element) -> Element:
+    doc = copy.deepcopy(current)
+    for key, value in output.attrib.items():
+        if key != "func":
+            doc.set(key, value)
+    for child in output:
+        if not isinstance(child.tag, str) or child.tag == "param":
+            continue
+        if child.tag == "skipaction":
+            doc.append(copy.deepcopy(child))
+        elif child.tag == "error":
+            for old in doc.findall("error"):
+                _remove(old)
+            doc.append(copy.deepcopy(child))
+            break
+        else:
+            _place(doc, copy.deepcopy(child))
+    return doc
+
+
+def _place(doc: Element, child: Element) -> None:
+    if child.tag != "elem":
+        name = child.get("name")
+        for old in doc.iterchildren(str(child.tag)):
+            if child.tag in _REPLACED or old.get("name") == name:
+                child.tail = old.tail
+                doc.replace(old, child)
+                return
+    doc.append(child)

@@ -1,0 +1,196 @@
+"""Frozen records shared by the pure modules: plugin descriptions, requests, plan steps."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Stage(enum.StrEnum):
+    """When a handler runs relative to the function's main logic (PROTOCOL §3)."""
+
+    BEFORE = "before"
+    AFTER = "after"
+    FINAL = "final"
+
+
+class HandlerType(enum.StrEnum):
+    """How a handler gets its input (PROTOCOL §4)."""
+
+    CGI = "cgi"
+    XML = "xml"
+
+
+class Base(enum.StrEnum):
+    """Which internal group an event is anchored to (``base=``; PROTOCOL §3)."""
+
+    CORE = "core"
+    PROJECT = "project"
+
+
+class Placement(enum.StrEnum):
+    """Side of the base's internal group (``proirity=`` in plugin files)."""
+
+    BEFORE = "before"
+    AFTER = "after"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where something was declared: a file path and a 1-based line (0 when unknown)."""
+
+    path: str
+    line: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}" if self.line else self.path
+
+
+@dataclass(frozen=True)
+class Handler:
+    """One ``<handler>`` of a plugin description.
+
+    ``timeout`` (seconds) comes from our ``timeout=`` extension attribute, ``None`` meaning
+    the run default.
+    """
+
+    name: str
+    type: HandlerType
+    plugin: str
+    source: Source
+    ignore_errors: bool = False
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One registration of a handler for one function (or ``*``) at one stage.
+
+    ``index`` is the document order of the ``<event>`` element in its plugin file (an
+    ``<event after="yes" final="yes">`` gives two records with the same index).
+    """
+
+    func: str
+    stage: Stage
+    handler: Handler
+    source: Source
+    index: int
+    postdata: bool = False
+    sessiondata: bool = False
+    hi: bool = False
+    base: Base = Base.CORE
+    placement: Placement = Placement.AFTER
+
+
+@dataclass(frozen=True)
+class FuncDecl:
+    """A ``<func name=.../>``: the handler is the whole function (EVENT_TYPE=action)."""
+
+    name: str
+    handler: Handler
+    source: Source
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong in a plugin file or handler program, with its place.
+
+    ``severity`` is ``"error"`` (the thing is not used) or ``"warning"`` (it is used).
+    """
+
+    severity: str
+    source: Source
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.severity}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Everything the plugin descriptions of one root declare, in load order."""
+
+    events: tuple[Event, ...] = ()
+    funcs: tuple[FuncDecl, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    files: tuple[str, ...] = ()
+
+    def func(self, name: str) -> FuncDecl | None:
+        """The first ``<func>`` declaring ``name`` (file name order), or ``None``."""
+        return next((f for f in self.funcs if f.name == name), None)
+
+
+@dataclass(frozen=True)
+class InternalHandler:
+    """A handler the core itself runs around a function (the seed's ``balance``)."""
+
+    name: str
+    stage: Stage
+    base: Base
+
+
+@dataclass(frozen=True)
+class Request:
+    """One function call.
+
+    ``params`` are the request parameters in order, without ``func``; ``level`` is the
+    caller's access level (30 super user, 29 admin, 24 reseller, 16 user; PROTOCOL §4).
+    """
+
+    func: str
+    params: tuple[tuple[str, str], ...] = ()
+    user: str = "root"
+    level: int = 30
+    lang: str = "en"
+    call_id: str = ""
+
+    def get(self, key: str, default: str = "") -> str:
+        """The last value of parameter ``key`` (``default`` when absent)."""
+        value = default
+        for k, v in self.params:
+            if k == key:
+                value = v
+        return value
+
+    @property
+    def all_params(self) -> tuple[tuple[str, str], ...]:
+        """``func`` first, then the parameters: what CGI handlers and PARAM_* see."""
+        return (("func", self.func), *self.params)
+
+
+class StepKind(enum.StrEnum):
+    """What a plan step runs."""
+
+    HANDLER = "handler"
+    INTERNAL = "internal"
+    ACTION = "action"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One entry of a plan, with the reason it stands where it does."""
+
+    kind: StepKind
+    stage: Stage | None
+    name: str
+    why: str
+    event: Event | None = None
+    func: FuncDecl | None = None
+    internal: InternalHandler | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The ordered steps of one function call."""
+
+    func: str
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+    def stage(self, stage: Stage) -> tuple[Step, ...]:
+        """The handler and internal steps of one stage, in order."""
+        return tuple(s for s in self.steps if s.stage is stage)
+
+    @property
+    def action(self) -> Step:
+        """The step that runs the function's main logic."""
+        return next(s for s in self.steps if s.kind is StepKind.ACTION)

@@ -1,0 +1,113 @@
+"""Planning: which steps run for a function call, and in what order. Pure.
+
+The ordering rule lives in :func:`order_key` and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from .errors import PanelError
+from .model import (
+    Base,
+    Event,
+    InternalHandler,
+    Placement,
+    Plan,
+    Registry,
+    Request,
+    Stage,
+    Step,
+    StepKind,
+)
+
+#: the core's functions and, for each, its internal handlers (a :class:`Catalogue`)
+Catalogue = Mapping[str, Sequence[InternalHandler]]
+
+_STAGE_RANK = {Stage.BEFORE: 0, Stage.AFTER: 2, Stage.FINAL: 3}
+_ACTION_RANK = 1
+#: the six slots of a stage; an internal group sits between its base's before/after slots
+_SLOTS = (
+    (Base.CORE, Placement.BEFORE),
+    (Base.CORE, None),
+    (Base.CORE, Placement.AFTER),
+    (Base.PROJECT, Placement.BEFORE),
+    (Base.PROJECT, None),
+    (Base.PROJECT, Placement.AFTER),
+)
+
+
+def order_key(event: Event) -> tuple[int, int, int, bytes, int]:
+    """The sort key of an external handler's registration: the whole ordering rule.
+
+    1. stage: before-handlers, then the main logic, then after-, then final-handlers;
+    2. slot within the stage (PROTOCOL §3, Choice), the same six in every stage:
+       ``proirity="before" base="core"`` → core internal handlers → ``base="core"``
+       (the default) → ``proirity="before" base="project"`` → product (project) internal
+       handlers → ``base="project"`` (``proirity="after"`` being the default side);
+    3. ``priority="hi"`` first;
+    4. plugin file name, byte order;
+    5. document order of the ``<event>`` in its file.
+
+    The same handler registered twice for one stage of one call (say for ``user.add``
+    and for ``*``) runs once, at its first place.
+    """
+    return (
+        _STAGE_RANK[event.stage],
+        _SLOTS.index((event.base, event.placement)),
+        0 if event.hi else 1,
+        event.handler.plugin.encode(),
+        event.index,
+    )
+
+
+def _internal_key(internal: InternalHandler, position: int) -> tuple[int, int, int, bytes, int]:
+    return (_STAGE_RANK[internal.stage], _SLOTS.index((internal.base, None)), 0, b"", position)
+
+
+def _handler_why(event: Event) -> str:
+    anchor = f"base={event.base.value}, proirity={event.placement.value}"
+    hi = "priority=hi, " if event.hi else ""
+    place = f"file {event.handler.plugin}, event #{event.index} ({event.source})"
+    return f"{event.stage.value} stage, slot {anchor}; {hi}{place}"
+
+
+def plan(registry: Registry, request: Request, catalogue: Catalogue) -> Plan:
+    """The ordered steps of calling ``request.func`` (PROTOCOL §3).
+
+    :param registry: the loaded plugin descriptions
+    :param request: the call; only ``func`` decides the plan today
+    :param catalogue: the functions the core implements, with their internal handlers
+    :returns: handler, internal and action steps in execution order, each with ``why``
+    :raises PanelError: ``missed``/``func`` when neither the core nor an addon's
+        ``<func>`` implements the function
+    """
+    func = request.func
+    addon = registry.func(func)
+    if addon is None and func not in catalogue:
+        raise PanelError("missed", "func", func, f"Unknown function '{func}'")
+    keyed: list[tuple[tuple[int, int, int, bytes, int], Step]] = []
+    seen: set[tuple[str, str, Stage]] = set()
+    for event in sorted((e for e in registry.events if e.func in (func, "*")), key=order_key):
+        identity = (event.handler.plugin, event.handler.name, event.stage)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        step = Step(StepKind.HANDLER, event.stage, event.handler.name, _handler_why(event), event=event)
+        keyed.append((order_key(event), step))
+    if addon is None:
+        for position, internal in enumerate(catalogue[func]):
+            base = internal.base.value
+            why = (
+                f"{internal.stage.value} stage, internal handler of {base}: after handlers with"
+                f' proirity="before" base="{base}", before those with base="{base}"'
+            )
+            step = Step(StepKind.INTERNAL, internal.stage, internal.name, why, internal=internal)
+            keyed.append((_internal_key(internal, position), step))
+        action = Step(StepKind.ACTION, None, func, f"main logic: the core's function '{func}'")
+    else:
+        why = f"main logic: <func> of handler '{addon.handler.name}' ({addon.source})"
+        action = Step(StepKind.ACTION, None, addon.handler.name, why, func=addon)
+    keyed.append(((_ACTION_RANK, 0, 0, b"", 0), action))
+    keyed.sort(key=lambda pair: pair[0])
+    return Plan(func, tuple(step for _, step in keyed))

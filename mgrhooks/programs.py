@@ -1,0 +1,58 @@
+"""Finding and vetting a handler's program in ``addon/`` (PROTOCOL §7). I/O.
+
+A program is refused unless it is a regular, executable file inside ``addon/`` (no
+absolute name, no ``..`` or symlink leading out) and not writable by group or others.
+Readable or runnable by others is a warning (the vendor asks for mode 750 or 700).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Program:
+    """The verdict on one handler name: ``path`` is set only when it may run."""
+
+    name: str
+    shown: str
+    path: Path | None
+    errors: tuple[str, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def inspect(addon_dir: Path, name: str) -> Program:
+    """Resolve handler ``name`` inside ``addon_dir`` and check it.
+
+    Messages follow the panel's log wording (``Addon 'addon/x' is not executable``).
+    """
+    shown = f"{addon_dir.name}/{name}"
+    if os.path.isabs(name) or ".." in Path(name).parts:
+        return Program(name, shown, None, (f"Addon '{name}' must be a file name inside {addon_dir.name}/",))
+    candidate = addon_dir / name
+    try:
+        real = candidate.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return Program(name, shown, None, (f"Addon '{shown}' does not exist",))
+    if not real.is_relative_to(addon_dir.resolve()):
+        return Program(name, shown, None, (f"Addon '{shown}' leads outside {addon_dir.name}/ (to {real})",))
+    errors, warnings = _mode_problems(shown, real.stat())
+    return Program(name, shown, None if errors else real, tuple(errors), tuple(warnings))
+
+
+def _mode_problems(shown: str, info: os.stat_result) -> tuple[list[str], list[str]]:
+    if not stat.S_ISREG(info.st_mode):
+        return [f"Addon '{shown}' is not a regular file"], []
+    errors = []
+    if not info.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
+        errors.append(f"Addon '{shown}' is not executable")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        errors.append(f"Addon '{shown}' is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})")
+    warnings = []
+    if info.st_mode & (stat.S_IROTH | stat.S_IXOTH):
+        mode = f"{stat.S_IMODE(info.st_mode):o}"
+        warnings.append(f"Addon '{shown}' may be read or run by others (mode {mode}; 750 advised)")
+    return errors, warnings

@@ -1,0 +1,296 @@
+"""Running one handler program: a subprocess in its own session. I/O.
+
+:func:`run` never raises because a handler misbehaved: a program that cannot start,
+exits non-zero, times out or floods stdout gives a :class:`RunOutcome` with a reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import psutil
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
+
+#: seconds a handler may run (our choice; overridden per handler by ``timeout=`` and per call)
+DEFAULT_TIMEOUT = 60.0
+#: seconds between SIGTERM and SIGKILL when a handler is stopped
+KILL_GRACE = 1.0
+#: seconds to keep reading stdout after the handler exited while a child of it holds it open
+DRAIN_GRACE = 0.5
+#: bytes of stdout accepted from one handler (64 MiB; our choice)
+OUTPUT_LIMIT = 64 * 1024 * 1024
+#: bytes of stderr kept (the last ones) for the log
+STDERR_KEEP = 64 * 1024
+_CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to run: ``argv[0]`` is an absolute program path; ``timeout`` in seconds."""
+
+    argv: tuple[str, ...]
+    cwd: str
+    env: Mapping[str, str]
+    stdin: bytes
+    timeout: float = DEFAULT_TIMEOUT
+    description: str = ""
+    output_limit: int = OUTPUT_LIMIT
+    kill_grace: float = KILL_GRACE
+    drain_grace: float = DRAIN_GRACE
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What happened. ``returncode`` is negative for a signal, ``None`` if never started.
+
+    ``failure`` is ``None`` for success, else one of ``spawn``, ``timeout``, ``output``
+    (stdout over the limit) or ``exit`` (non-zero status); ``reason`` says it in words.
+    """
+
+    request: RunRequest
+    returncode: int | None
+    stdout: bytes
+    stderr: bytes
+    duration: float
+    pid: int | None = None
+    failure: str | None = None
+    reason: str = ""
+    killed: tuple[int, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def run(request: RunRequest) -> RunOutcome:
+    """Run ``request``: write stdin fully and close it, collect stdout and stderr.
+
+    On timeout or output overflow the handler's whole process tree (its session, plus
+    any descendant that left it) gets SIGTERM, then SIGKILL after ``kill_grace``. When the
+    handler exits while a background child still holds stdout, reading stops after
+    ``drain_grace`` and the child is left running (real addons start daemons that way).
+    """
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            request.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=request.cwd,
+            env=dict(request.env),
+            start_new_session=True,  # keeps CPython's vfork fast path, unlike preexec_fn
+            close_fds=True,
+        )
+    except OSError as exc:
+        reason = f"cannot start {request.argv[0]}: {exc.strerror or exc}"
+        return RunOutcome(request, None, b"", b"", time.monotonic() - started, failure="spawn", reason=reason)
+    with proc:
+        return _Session(proc, request, started).collect()
+
+
+class _Session:
+    """The I/O loop of one running handler."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], request: RunRequest, started: float) -> None:
+        self.proc = proc
+        self.request = request
+        self.started = started
+        self.deadline = started + request.timeout
+        self.stdout: list[bytes] = []
+        self.stdout_size = 0
+        self.stderr = bytearray()
+        self.pending = memoryview(request.stdin)
+        self.selector = selectors.DefaultSelector()
+        self.pidfd = _pidfd(proc.pid)
+
+    def collect(self) -> RunOutcome:
+        failure = None
+        try:
+            failure = self._loop()
+        finally:
+            self.selector.close()
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+        killed: tuple[int, ...] = ()
+        if failure is not None:
+            killed = kill_tree(self.proc, self.request.kill_grace)
+        returncode = self.proc.wait()
+        if failure is None and returncode != 0:
+            failure = "exit"
+        return RunOutcome(
+            self.request,
+            returncode,
+            b"".join(self.stdout),
+            bytes(self.stderr),
+            time.monotonic() - self.started,
+            pid=self.proc.pid,
+            failure=failure,
+            reason=_reason(failure, returncode, self.request),
+            killed=killed,
+        )
+
+    def _loop(self) -> str | None:
+        """Pump the pipes until the handler exited and both outputs hit EOF (or the
+        drain grace ran out); return a failure kind or ``None``."""
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            os.set_blocking(stream.fileno(), False)
+        if self.pending:
+            self.selector.register(self.proc.stdin, selectors.EVENT_WRITE)
+        else:
+            self.proc.stdin.close()
+        self.selector.register(self.proc.stdout, selectors.EVENT_READ)
+        self.selector.register(self.proc.stderr, selectors.EVENT_READ)
+        if self.pidfd is not None:
+            self.selector.register(self.pidfd, selectors.EVENT_READ)
+        drain_until: float | None = None
+        while True:
+            exited = self.proc.poll() is not None
+            if exited and not self._outputs_open():
+                return None
+            now = time.monotonic()
+            if now >= self.deadline:
+                return "timeout"
+            if exited and drain_until is None:
+                drain_until = now + self.request.drain_grace
+            if drain_until is not None and now >= drain_until:
+                return None
+            wait = min(self.deadline, drain_until or self.deadline) - now
+            if self.pidfd is None:
+                wait = min(wait, 0.05)
+            for key, _ in self.selector.select(wait):
+                if key.fileobj == self.pidfd:
+                    self.selector.unregister(self.pidfd)
+                elif key.fileobj is self.proc.stdin:
+                    self._write()
+                elif self._read(key.fileobj) and self.stdout_size > self.request.output_limit:
+                    return "output"
+
+    def _outputs_open(self) -> bool:
+        registered = self.selector.get_map()
+        return any(s in registered for s in (self.proc.stdout, self.proc.stderr))
+
+    def _write(self) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            written = os.write(stdin.fileno(), self.pending[:_CHUNK])
+        except BlockingIOError:
+            return
+        except BrokenPipeError:
+            written = len(self.pending)  # the handler closed stdin without reading it all
+        self.pending = self.pending[written:]
+        if not self.pending:
+            self.selector.unregister(stdin)
+            stdin.close()
+
+    def _read(self, stream: FileDescriptorLike) -> bool:
+        """Read one chunk; return whether it was stdout data."""
+        assert self.proc.stdout and self.proc.stderr
+        is_stdout = stream is self.proc.stdout
+        fd = self.proc.stdout.fileno() if is_stdout else self.proc.stderr.fileno()
+        try:
+            data = os.read(fd, _CHUNK)
+        except BlockingIOError:
+            return False
+        if not data:
+            self.selector.unregister(stream)
+            return False
+        if is_stdout:
+            self.stdout.append(data)
+            self.stdout_size += len(data)
+        else:
+            self.stderr += data
+            del self.stderr[:-STDERR_KEEP]
+        return is_stdout
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits (Linux ≥ 5.3), else ``None``."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def kill_tree(proc: subprocess.Popen[bytes], grace: float) -> tuple[int, ...]:
+    """Stop ``proc``, its process group and every descendant: SIGTERM, then SIGKILL.
+
+    The direct child is reaped through ``proc`` (so its status is kept); descendants,
+    including those that left the group, are found with psutil before any signal.
+
+    :returns: the pids that were signalled, ``proc`` first
+    """
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    _signal_group(proc.pid, signal.SIGTERM)
+    _signal_each(descendants, signal.SIGTERM)
+    ends = time.monotonic() + grace
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    alive = _wait_gone(descendants, max(0.0, ends - time.monotonic()))
+    _signal_group(proc.pid, signal.SIGKILL)
+    _signal_each(alive, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    _wait_gone(alive, grace)
+    return (proc.pid, *(d.pid for d in descendants))
+
+
+def _wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process has ended or is a zombie; return those still running.
+
+    A zombie counts as gone: once orphaned it is reaped by whoever is PID 1, which in a
+    container may never happen, and it runs no code either way.
+    """
+    ends = time.monotonic() + timeout
+    alive = processes
+    while True:
+        alive = [p for p in alive if _running(p)]
+        if not alive or time.monotonic() >= ends:
+            return alive
+        time.sleep(0.01)
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _signal_each(processes: list[psutil.Process], sig: int) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(sig)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _reason(failure: str | None, returncode: int, request: RunRequest) -> str:
+    if failure == "timeout":
+        return f"timed out after {request.timeout:g}s"
+    if failure == "output":
+        return f"output exceeded {request.output_limit} bytes"
+    if failure == "exit":
+        if returncode < 0:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        return f"exit status {returncode}"
+    return ""

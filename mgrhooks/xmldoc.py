@@ -1,0 +1,117 @@
+"""The XML response document: safe parsing, serialising, typed errors. Pure.
+
+Every document mgrhooks reads (plugin descriptions, handler output) goes through one
+hardened lxml parser: no entity expansion, no DTD loading, no network, libxml2's default
+size and depth limits (256 levels). A document that declares a DTD is refused outright,
+so entity bombs and external entities are never expanded nor fetched.
+"""
+
+from __future__ import annotations
+
+from lxml import etree
+
+Element = etree._Element
+
+
+#: the declaration every serialised document starts with, in the panel's own quoting
+DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+class DocumentError(ValueError):
+    """Bytes that are not an acceptable XML document; ``line`` is 1-based, 0 if unknown."""
+
+    def __init__(self, reason: str, line: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+
+
+def parser(remove_blank_text: bool = False) -> etree.XMLParser:
+    """A new hardened parser (lxml parsers are not thread-safe, so one per use)."""
+    return etree.XMLParser(
+        remove_blank_text=remove_blank_text,
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+    )
+
+
+def parse(data: bytes, root_tag: str | None = "doc") -> Element:
+    """Parse ``data`` into an element, refusing DTDs and, if given, another root tag.
+
+    :raises DocumentError: empty input, malformed XML, a DTD, or the wrong root element.
+    """
+    if not data.strip():
+        raise DocumentError("empty output, expected an XML document")
+    try:
+        tree = etree.fromstring(data, parser())
+    except etree.XMLSyntaxError as exc:
+        raise DocumentError(f"invalid XML: {exc.msg}", exc.lineno or 0) from None
+    if tree.getroottree().docinfo.doctype:
+        raise DocumentError("a DTD (<!DOCTYPE>) is not allowed", 1)
+    if root_tag is not None and tree.tag != root_tag:
+        raise DocumentError(f"root element is <{str(tree.tag)}>, expected <{root_tag}>", tree.sourceline or 0)
+    return tree
+
+
+def new_doc(func: str, lang: str = "en", binary: str = "") -> Element:
+    """An empty response document ``<doc func= lang= binary=>`` (COREmanager's attributes)."""
+    doc = etree.Element("doc")
+    doc.set("func", func)
+    doc.set("lang", lang)
+    if binary:
+        doc.set("binary", binary)
+    return doc
+
+
+def add(parent: Element, tag: str, text: str | None = None, **attrs: str) -> Element:
+    """Append ``<tag attrs>text</tag>`` to ``parent`` and return it."""
+    child = etree.SubElement(parent, tag, attrs)
+    if text is not None:
+        child.text = text
+    return child
+
+
+def serialise(doc: Element) -> bytes:
+    """The document as UTF-8 bytes with a declaration, ending in ``\\n</doc>\\n``.
+
+    Never ``<doc/>``: addons insert text before ``</doc>`` with sed, so the closing tag
+    always stands on a line of its own (PROTOCOL §4, Choice). Whitespace is adjusted on
+    the document itself (the last child's tail, or the root's text).
+    """
+    children = list(doc)
+    if children:
+        last = children[-1]
+        if not (last.tail or "").endswith("\n"):
+            last.tail = (last.tail or "") + "\n"
+    elif not (doc.text or "").endswith("\n"):
+        doc.text = (doc.text or "") + "\n"
+    body: bytes = etree.tostring(doc, encoding="UTF-8", xml_declaration=False)
+    return DECLARATION + body + b"\n"
+
+
+def error_doc(func: str, type: str, object: str, value: str, msg: str, **attrs: str) -> Element:  # noqa: A002
+    """A typed COREmanager error document (PROTOCOL §5).
+
+    Shape: ``<doc func=F><error type=T object=O value=V [attrs]><param name="object">O</param>
+    <param name="value">V</param><msg>MSG</msg></error></doc>``.
+    """
+    doc = new_doc(func)
+    err = add(doc, "error", type=type, object=object, value=value, **attrs)
+    add(err, "param", object, name="object")
+    add(err, "param", value, name="value")
+    add(err, "msg", msg)
+    return doc
+
+
+def find_error(doc: Element) -> Element | None:
+    """The first ``<error>`` child of the document (typed or numeric), or ``None``."""
+    return doc.find("error")
+
+
+def error_text(error: Element) -> str:
+    """The human message of a typed (``<msg>``) or numeric (element text) error."""
+    msg = error.findtext("msg")
+    return (msg if msg is not None else "".join(error.itertext())).strip()

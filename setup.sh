@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up mgrhooks in this checkout: the system packages its examples and tests use
+# (Perl's CGI.pm, PHP with SimpleXML), then a virtual environment .venv with mgrhooks
+# and its test tools. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+missing=()
+perl -MCGI -e 1 2>/dev/null || missing+=(libcgi-pm-perl)
+php -r 'exit(class_exists("SimpleXMLElement") ? 0 : 1);' 2>/dev/null || missing+=(php-cli php-xml)
+if ((${#missing[@]})); then
+    if command -v apt-get >/dev/null; then
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        echo "setup: installing ${missing[*]}" >&2
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "setup: please install ${missing[*]} (Perl CGI.pm, PHP with SimpleXML) with your package manager" >&2
+    fi
+fi
+
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test]'
+chmod 750 addon/*    # the vendor's advice for handler programs; git keeps only the x bit
+echo "setup: done; run .venv/bin/mgrhooks --help" >&2

@@ -1,0 +1,118 @@
+"""The built-in core through the Python API, on a root with no handlers."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mgrhooks import Request, Root, call
+from mgrhooks.core import verify_password
+from mgrhooks.render import render
+
+
+@pytest.fixture
+def panel(tmp_path: Path) -> Root:
+    return Root.open(tmp_path)
+
+
+def do(root: Root, func: str, caller: tuple[str, int] = ("root", 30), **params: str):
+    return call(root, Request(func, tuple(params.items()), user=caller[0], level=caller[1])).doc
+
+
+def text(root: Root, func: str, **params: str) -> str:
+    return render(do(root, func, **params), "text")
+
+
+def rows(root: Root) -> list[tuple[str, int, str]]:
+    with sqlite3.connect(root.db_file) as db:
+        return db.execute("SELECT name, level, state FROM users ORDER BY name").fetchall()
+
+
+def test_create_view_change(panel: Root) -> None:
+    assert text(panel, "user.add", name="alice", passwd="pw", sok="ok") == "OK\nid=alice\n"
+    assert text(panel, "user.edit", elid="alice") == "elid=alice\nname=alice\nlevel=16\nstate=active\nbalance=0.00\n"
+    assert text(panel, "user.edit", elid="alice", sok="ok", level="24", balance="12.5") == "OK\nid=alice\n"
+    assert rows(panel) == [("alice", 24, "active")]
+    assert text(panel, "user.edit", elid="alice", sok="ok", name="alicia") == "OK\nid=alicia\n"
+    assert rows(panel) == [("alicia", 24, "active")]
+
+
+def test_blank_form_has_defaults(panel: Root) -> None:
+    assert text(panel, "user.add") == "level=16\nstate=active\nbalance=0.00\n"
+
+
+def test_password_is_hashed_and_never_echoed(panel: Root) -> None:
+    response = render(do(panel, "user.add", name="bob", passwd="hunter2", sok="ok"), "xml")
+    assert "hunter2" not in response
+    assert "hunter2" not in render(do(panel, "user.edit", elid="bob"), "xml")
+    with sqlite3.connect(panel.db_file) as db:
+        (stored,) = db.execute("SELECT password FROM users").fetchone()
+    assert stored.startswith("scrypt$") and "hunter2" not in stored
+    assert verify_password("hunter2", stored) and not verify_password("hunter3", stored)
+    do(panel, "user.edit", elid="bob", sok="ok", passwd="new")
+    with sqlite3.connect(panel.db_file) as db:
+        (changed,) = db.execute("SELECT password FROM users").fetchone()
+    assert verify_password("new", changed)
+
+
+@pytest.mark.parametrize(
+    ("func", "params", "expected"),
+    [
+        (
+            "user.add",
+            {"name": "alice", "passwd": "x", "sok": "ok"},
+            "ERROR exists(user,alice): User 'alice' already exists",
+        ),
+        ("user.add", {"name": "bad name", "passwd": "x", "sok": "ok"}, "ERROR value(name,bad name): Invalid user name"),
+        ("user.add", {"name": "carol", "sok": "ok"}, "ERROR value(passwd): Parameter 'passwd' is required"),
+        (
+            "user.add",
+            {"name": "carol", "passwd": "x", "level": "31", "sok": "ok"},
+            "ERROR value(level,31): Invalid level",
+        ),
+        ("user.edit", {"elid": "nobody"}, "ERROR missed(user,nobody): User 'nobody' not found"),
+        ("user.edit", {"elid": "alice", "sok": "ok", "balance": "lots"}, "ERROR value(balance,lots): Invalid balance"),
+        ("user.delete", {}, "ERROR value(elid): No user selected"),
+        ("nothing.here", {}, "ERROR missed(func,nothing.here): Unknown function 'nothing.here'"),
+    ],
+)
+def test_typed_errors(panel: Root, func: str, params: dict[str, str], expected: str) -> None:
+    do(panel, "user.add", name="alice", passwd="pw", sok="ok")
+    assert text(panel, func, **params).startswith(expected)
+    assert rows(panel) == [("alice", 16, "active")]
+
+
+def test_access_level(panel: Root) -> None:
+    doc = do(panel, "user", caller=("bob", 16))
+    assert render(doc, "text") == "ERROR access(func,user): Access to 'user' needs level 29\n"
+
+
+def test_group_operations_and_list(panel: Root) -> None:
+    for name in ("a", "b", "c"):
+        do(panel, "user.add", name=name, passwd="pw", sok="ok")
+    assert text(panel, "user.suspend", elid="a, c") == "OK\n"
+    assert (
+        text(panel, "user")
+        == "name=a level=16 state=suspended\nname=b level=16 state=active\nname=c level=16 state=suspended\n"
+    )
+    assert text(panel, "user.resume", elid="c") == "OK\n"
+    assert text(panel, "user.delete", elid="a, b") == "OK\n"
+    assert rows(panel) == [("c", 16, "active")]
+
+
+def test_group_action_is_all_or_nothing(panel: Root) -> None:
+    for name in ("a", "b"):
+        do(panel, "user.add", name=name, passwd="pw", sok="ok")
+    assert text(panel, "user.delete", elid="a, ghost, b").startswith("ERROR missed(user,ghost)")
+    assert text(panel, "user.suspend", elid="b, ghost").startswith("ERROR missed(user,ghost)")
+    assert rows(panel) == [("a", 16, "active"), ("b", 16, "active")]
+
+
+def test_desktop_internal_handlers(panel: Root) -> None:
+    do(panel, "user.add", name="alice", passwd="pw", sok="ok", balance="7.5")
+    assert text(panel, "desktop") == "user.name=root\nuser.level=30\nbalance=0.00\n"
+    assert (
+        render(do(panel, "desktop", caller=("alice", 16)), "text") == "user.name=alice\nuser.level=16\nbalance=7.50\n"
+    )

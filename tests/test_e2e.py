@@ -1,0 +1,290 @@
+"""End to end through the real ``mgrhooks`` command, with real handlers in four languages."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from urllib.parse import parse_qsl
+
+from conftest import PanelRoot, need
+
+PERL_CGI_ECHO = r"""
+#!/usr/bin/perl
+use CGI;
+my $Q = CGI->new;
+open(my $out, ">", "var/perl.seen") or die;
+print $out join("&", map { "$_=" . $Q->param($_) } $Q->param), "\n";
+print $out "$ENV{REQUEST_METHOD} $ENV{HANDLER_STAGE} $ENV{AUTH_USER} $ENV{AUTH_LEVEL}\n";
+close($out);
+print "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<doc/>\n";
+"""
+
+
+def users(root: PanelRoot) -> list[str]:
+    if not (root.path / "var/billmgr.db").exists():
+        return []
+    with sqlite3.connect(root.path / "var/billmgr.db") as db:
+        return [name for (name,) in db.execute("SELECT name FROM users ORDER BY name")]
+
+
+def add_alice(root: PanelRoot, *extra: str):
+    return root.mgrhooks("exec", "user.add", "name=alice", "passwd=s3cr&t x", "sok=ok", *extra)
+
+
+def test_perl_cgi_reads_post_body(root: PanelRoot) -> None:
+    need("perl", ["perl", "-MCGI", "-e1"])
+    root.handler("echo.pl", PERL_CGI_ECHO, '<event name="user.add" after="yes" postdata="yes"/>', type="cgi")
+    result = add_alice(root)
+    assert result.returncode == 0, result.stderr
+    params, meta = root.read("var/perl.seen").splitlines()
+    assert params == "func=user.add&name=alice&passwd=s3cr&t x&sok=ok"
+    assert meta == "POST after root 30"
+
+
+def test_perl_cgi_reads_query_string(root: PanelRoot) -> None:
+    need("perl", ["perl", "-MCGI", "-e1"])
+    root.handler("echo.pl", PERL_CGI_ECHO, '<event name="user.add" before="yes"/>', type="cgi")
+    result = root.mgrhooks("exec", "user.add", "--elid", "bob", "--user", "admin", "--level", "29")
+    assert result.returncode == 1  # bob does not exist
+    params, meta = root.read("var/perl.seen").splitlines()
+    assert params == "func=user.add&elid=bob"
+    assert meta == "GET before admin 29"
+
+
+def test_bash_sed_inserts_before_closing_tag(root: PanelRoot) -> None:
+    root.handler(
+        "stamp.sh",
+        """
+        #!/bin/sh
+        sed "s|^</doc>|<stamp>$PARAM_func/$HANDLER_STAGE</stamp>\\n</doc>|"
+        """,
+        '<event name="user" after="yes"/>',
+    )
+    result = root.mgrhooks("exec", "user", "--out", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["doc"]["stamp"] == {"$": "user/after"}
+
+
+def test_php_simplexml_on_stdin(root: PanelRoot) -> None:
+    need("php", ["php", "-r", "exit(class_exists('SimpleXMLElement') ? 0 : 1);"])
+    root.handler(
+        "count.php",
+        """
+        #!/usr/bin/env php
+        <?php
+        $doc = simplexml_load_string(file_get_contents("php://stdin"));
+        $doc->addChild("rows", (string) count($doc->elem));
+        $doc->addChild("who", getenv("AUTH_USER") . "@" . $_SERVER["MGR"]);
+        echo $doc->asXML();
+        """,
+        '<event name="user" after="yes"/>',
+    )
+    for name in ("a", "b"):
+        root.mgrhooks("exec", "user.add", f"name={name}", "passwd=x", "sok=ok")
+    result = root.mgrhooks("exec", "user", "--out", "text")
+    assert result.stdout == "name=a level=16 state=active\nname=b level=16 state=active\nrows=2\nwho=root@billmgr\n"
+
+
+def test_python_environment_and_stdin(root: PanelRoot) -> None:
+    root.handler(
+        "env.py",
+        """
+        #!/usr/bin/env python3
+        import json, os, sys
+        import xml.etree.ElementTree as ET
+        doc = ET.fromstring(sys.stdin.read())
+        seen = {k: v for k, v in os.environ.items() if k.startswith(("PARAM_", "AUTH_", "QUERY", "EVENT", "ACTION"))}
+        ET.SubElement(doc, "seen").text = json.dumps(seen, sort_keys=True)
+        ET.SubElement(doc, "cwd").text = os.getcwd()
+        print(ET.tostring(doc, encoding="unicode"))
+        """,
+        '<event name="user.edit" before="yes"/>',
+    )
+    result = root.mgrhooks("exec", "user.edit", "-p", "note=a b&c", "--user", "admin", "--level", "29", "--out", "json")
+    doc = json.loads(result.stdout)["doc"]
+    seen = json.loads(doc["seen"]["$"])
+    assert parse_qsl(seen.pop("QUERY_STRING")) == [("func", "user.edit"), ("note", "a b&c")]
+    assert seen == {
+        "ACTION_NAME": "user.edit",
+        "AUTH_LEVEL": "29",
+        "AUTH_USER": "admin",
+        "EVENT_TYPE": "before",
+        "PARAM_func": "user.edit",
+        "PARAM_note": "a b&c",
+    }
+    assert doc["cwd"]["$"] == str(root.path)
+
+
+def test_error_from_before_handler_stops_the_call_and_nothing_is_written(root: PanelRoot) -> None:
+    root.handler(
+        "deny.sh",
+        """
+        #!/bin/sh
+        echo '<doc><error type="value" object="name" value="alice"><msg>name is reserved</msg></error></doc>'
+        """,
+        '<event name="user.add" before="yes"/>',
+    )
+    root.handler("after.sh", "#!/bin/sh\ntouch var/after.ran\ncat\n", '<event name="user.add" after="yes"/>')
+    result = add_alice(root)
+    assert result.returncode == 1
+    assert result.stdout.count("<error") == 1 and "name is reserved" in result.stdout
+    assert users(root) == []
+    assert not (root.path / "var/after.ran").exists()
+
+
+def test_skipaction_replaces_the_core_action(root: PanelRoot) -> None:
+    root.handler(
+        "skip.py",
+        """
+        #!/usr/bin/env python3
+        print("<doc><skipaction/><ok/><done>by addon</done></doc>")
+        """,
+        '<event name="user.add" before="yes"/>',
+    )
+    root.handler("z_later.sh", "#!/bin/sh\ntouch var/later.ran\ncat\n", '<event name="user.add" before="yes"/>')
+    root.handler("after.sh", "#!/bin/sh\ntouch var/after.ran\ncat\n", '<event name="user.add" after="yes"/>')
+    result = add_alice(root, "--out", "text")
+    assert (result.returncode, result.stdout) == (0, "OK\ndone=by addon\n")
+    assert users(root) == []
+    assert not (root.path / "var/later.ran").exists()
+    assert not (root.path / "var/after.ran").exists()
+
+
+def test_failing_after_handler_is_an_error_naming_it(root: PanelRoot) -> None:
+    plugin = root.handler("broken.sh", "#!/bin/sh\necho oops >&2\nexit 7\n", '<event name="user.add" after="yes"/>')
+    del plugin
+    result = add_alice(root, "--out", "text")
+    assert result.returncode == 1
+    assert result.stdout == (
+        "ERROR handler(broken.sh,after): Handler 'broken.sh' (after user.add, "
+        "etc/xml/billmgr_mod_broken_sh.xml:1) failed: exit status 7\n"
+    )
+    assert users(root) == ["alice"]  # the action had committed before after-handlers ran
+    assert "external INFO broken.sh: oops" in root.log()
+    assert "oops" not in result.stdout
+
+
+def test_ignore_errors_keeps_the_document(root: PanelRoot) -> None:
+    root.handler(
+        "junk.sh", "#!/bin/sh\necho 'not xml'\n", '<event name="user.add" after="yes"/>', attrs='ignore_errors="yes"'
+    )
+    result = add_alice(root, "--out", "text")
+    assert (result.returncode, result.stdout) == (0, "OK\nid=alice\n")
+    assert "failed: invalid output: invalid XML" in root.log()
+
+
+def test_timeouts_per_handler_and_per_call(root: PanelRoot) -> None:
+    root.handler("slow.sh", "#!/bin/sh\nsleep 30\n", '<event name="user" before="yes"/>', attrs='timeout="0.5"')
+    result = root.mgrhooks("exec", "user", "--out", "text")
+    assert result.stdout.endswith("failed: timed out after 0.5s\n")
+    result = root.mgrhooks("exec", "user", "--out", "text", "--timeout", "0.2")
+    assert result.stdout.endswith("failed: timed out after 0.2s\n")
+
+
+def test_unusable_programs_are_refused_with_the_panel_wording(root: PanelRoot) -> None:
+    root.handler("noexec.sh", "#!/bin/sh\ncat\n", '<event name="user" before="yes"/>')
+    (root.path / "addon/noexec.sh").chmod(0o640)
+    result = root.mgrhooks("exec", "user", "--out", "text")
+    assert result.returncode == 1
+    assert "Addon 'addon/noexec.sh' is not executable" in result.stdout
+    assert "external WARNING Addon 'addon/noexec.sh' is not executable" in root.log()
+
+
+def test_final_handler_gets_result_with_sessiondata_and_cannot_change_it(root: PanelRoot) -> None:
+    root.handler(
+        "fin.sh",
+        "#!/bin/sh\ncat > var/final.seen\necho '<doc><error code=\"1\">ignored</error></doc>'\n",
+        '<event name="user.add" final="yes" sessiondata="yes"/>',
+    )
+    result = add_alice(root, "--out", "text")
+    assert (result.returncode, result.stdout) == (0, "OK\nid=alice\n")
+    assert "<id>alice</id>" in root.read("var/final.seen")
+
+
+def test_addon_function_runs_as_the_action(root: PanelRoot) -> None:
+    root.plugin("hello", '<mgrdata><handler name="hello.sh" type="xml"><func name="hello.world"/></handler></mgrdata>')
+    root.addon("hello.sh", '#!/bin/sh\nsed "s|^</doc>|<greeting>$EVENT_TYPE $PARAM_who</greeting>\\n</doc>|"\n')
+    result = root.mgrhooks("exec", "hello.world", "who=there", "--out", "text")
+    assert (result.returncode, result.stdout) == (0, "greeting=action there\n")
+
+
+def test_desktop_after_base_project_sees_balance(root: PanelRoot) -> None:
+    probe = (
+        "#!/bin/sh\nif grep -q '<balance>'; then saw=balance; else saw=none; fi\necho \"<doc><$1 saw='$saw'/></doc>\"\n"
+    )
+    root.handler("early.sh", probe.replace("$1", "early"), '<event name="desktop" after="yes"/>', type="cgi")
+    late = '<event name="desktop" after="yes" proirity="after" base="project"/>'
+    root.handler("late.sh", probe.replace("$1", "late"), late, type="cgi")
+    doc = json.loads(root.mgrhooks("exec", "desktop", "--out", "json").stdout)["doc"]
+    assert (doc["early"], doc["late"]) == ({"$saw": "none"}, {"$saw": "balance"})
+
+
+def test_plan_prints_order_and_reasons(root: PanelRoot) -> None:
+    root.handler("late.sh", "#!/bin/sh\ncat\n", '<event name="desktop" after="yes" proirity="after" base="project"/>')
+    result = root.mgrhooks("plan", "desktop")
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[::2] == [
+        "  1. action  action    desktop",
+        "  2. after   internal  desktop.user",
+        "  3. after   internal  desktop.balance",
+        "  4. after   handler   late.sh (xml)",
+    ]
+    assert "why: after stage, slot base=project, proirity=after; file billmgr_mod_late_sh.xml" in result.stdout
+
+
+def test_check_reports_every_problem_with_file_and_line(root: PanelRoot) -> None:
+    root.plugin("broken", "<mgrdata><handler name='x'>\n</mgrdata>")
+    root.handler("ok.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>')
+    root.plugin(
+        "ghost", '<mgrdata>\n<handler name="ghost.sh" type="cgi"><event name="user" after="yes"/></handler></mgrdata>'
+    )
+    root.plugin(
+        "escape",
+        '<mgrdata>\n\n<handler name="../etc/passwd" type="xml"><event name="user" after="yes"/></handler></mgrdata>',
+    )
+    root.handler("loose.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>')
+    (root.path / "addon/loose.sh").chmod(0o777)
+    result = root.mgrhooks("check")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "etc/xml/billmgr_mod_broken.xml:2: error: invalid XML: Opening and ending tag mismatch: handler line 1 and mgrdata, "
+        "line 2, column 11",
+        "etc/xml/billmgr_mod_escape.xml:3: error: handler '../etc/passwd': Addon '../etc/passwd' must be a file name inside addon/",
+        "etc/xml/billmgr_mod_ghost.xml:2: error: handler 'ghost.sh': Addon 'addon/ghost.sh' does not exist",
+        "etc/xml/billmgr_mod_loose_sh.xml:1: error: handler 'loose.sh': Addon 'addon/loose.sh' is writable by group or others "
+        "(mode 777)",
+        "etc/xml/billmgr_mod_loose_sh.xml:1: warning: handler 'loose.sh': Addon 'addon/loose.sh' may be read or run by others "
+        "(mode 777; 750 advised)",
+    ]
+    assert result.stderr == "4 error(s), 1 warning(s)\n"
+
+
+def test_a_broken_plugin_file_does_not_stop_the_others(root: PanelRoot) -> None:
+    root.plugin("aaa_broken", "<mgrdata><handler")
+    root.handler("fine.sh", "#!/bin/sh\nsed 's|^</doc>|<fine/>\\n</doc>|'\n", '<event name="user" after="yes"/>')
+    result = root.mgrhooks("exec", "user")
+    assert result.returncode == 0 and "<fine/>" in result.stdout
+    assert "action ERROR etc/xml/billmgr_mod_aaa_broken.xml:1: error: invalid XML" in root.log()
+
+
+def test_log_lines_like_the_panel(root: PanelRoot) -> None:
+    root.handler("samba.pl", "#!/bin/sh\necho '<doc/>'\n", '<event name="user.add" after="yes"/>', type="cgi")
+    add_alice(root)
+    log = root.log()
+    assert "action EXTINFO Register event 'samba.pl' for action 'user.add'" in log
+    assert "external INFO Executing: addon/samba.pl" in log
+    add_alice(root)
+    assert root.log().count("Register event") == 1  # logged again only when plugin files change
+
+
+def test_usage_errors(root: PanelRoot) -> None:
+    result = root.mgrhooks("exec", "user", "novalue")
+    assert result.returncode == 2 and "expected key=value, got 'novalue'" in result.stderr
+    result = root.mgrhooks("exec", "user", "--out", "yaml")
+    assert result.returncode == 2
+
+
+def test_missing_root_is_a_clear_error(root: PanelRoot) -> None:
+    result = PanelRoot(root.path / "nope").mgrhooks("exec", "user")
+    assert result.returncode == 3
+    assert result.stderr == f"Error: root {root.path / 'nope'} is not a directory\n"

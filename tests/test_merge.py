@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from mgrhooks.merge import apply
+from mgrhooks.model import HandlerType
+from mgrhooks.xmldoc import parse, serialise
+
+CURRENT = b'<doc func="user.edit" lang="en"><name>alice</name><ok/><elem><n>1</n></elem><x name="a">1</x><x name="b">2</x></doc>'
+
+
+def body(doc) -> str:
+    return serialise(doc).decode().split("\n", 1)[1].replace("\n", "")
+
+
+def test_xml_handler_output_replaces_the_document() -> None:
+    current = parse(CURRENT)
+    merged = apply(current, parse(b"<doc><only/></doc>"), HandlerType.XML)
+    assert body(merged.doc) == "<doc><only/></doc>"
+    assert not merged.error and not merged.skipaction
+    assert body(current).startswith('<doc func="user.edit"')  # the input is untouched
+
+
+def test_cgi_empty_doc_changes_nothing() -> None:
+    merged = apply(parse(CURRENT), parse(b"<doc/>"), HandlerType.CGI)
+    assert body(merged.doc) == body(parse(CURRENT))
+
+
+def test_cgi_merge_rules() -> None:
+    output = b"""<doc theme="dark" func="evil"><param name="x">ignored</param><name>bob</name>
+    <ok type="form"/><elem><n>2</n></elem><x name="b">20</x><x name="c">30</x><new>n</new></doc>"""
+    merged = apply(parse(CURRENT), parse(output), HandlerType.CGI)
+    assert body(merged.doc) == (
+        '<doc func="user.edit" lang="en" theme="dark"><name>bob</name><ok type="form"/><elem><n>1</n></elem>'
+        '<x name="a">1</x><x name="b">20</x><elem><n>2</n></elem><x name="c">30</x><new>n</new></doc>'
+    )
+
+
+def test_cgi_error_replaces_errors_and_stops_the_merge() -> None:
+    current = parse(b'<doc><error code="1">old</error></doc>')
+    merged = apply(current, parse(b'<doc><a/><error type="value" object="name"/><b/></doc>'), HandlerType.CGI)
+    assert merged.error
+    assert body(merged.doc) == '<doc><a/><error type="value" object="name"/></doc>'
+
+
+def test_numeric_error_counts_as_error_for_xml_handlers() -> None:
+    assert apply(parse(b"<doc/>"), parse(b'<doc><error code="9">no</error></doc>'), HandlerType.XML).error
+
+
+def test_skipaction_is_reported_and_removed() -> None:
+    for handler_type in HandlerType:
+        merged = apply(parse(b"<doc><a/></doc>"), parse(b"<doc>\n<skipaction/>\n<ok/>\n</doc>"), handler_type)
+        assert merged.skipaction
+        assert merged.doc.find("skipaction") is None
+        assert merged.doc.find("ok") is not None

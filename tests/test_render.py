@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+
+from mgrhooks.render import render
+from mgrhooks.xmldoc import error_doc, parse
+
+LIST = b'<doc func="user" lang="en"><elem><name>a</name><level>16</level></elem><elem><name>b</name><level>29</level></elem></doc>'
+
+
+def test_json_shape() -> None:
+    doc = parse(b'<doc func="f"><ok/><name>alice</name><elem><n>1</n></elem><elem><n>2</n></elem><e a="1">t</e></doc>')
+    assert json.loads(render(doc, "json")) == {
+        "doc": {
+            "$func": "f",
+            "ok": {},
+            "name": {"$": "alice"},
+            "elem": [{"n": {"$": "1"}}, {"n": {"$": "2"}}],
+            "e": {"$a": "1", "$": "t"},
+        }
+    }
+
+
+def test_json_keeps_non_ascii() -> None:
+    assert "Пётр" in render(parse("<doc><name>Пётр</name></doc>".encode()), "json")
+
+
+def test_text_list_is_one_line_per_row() -> None:
+    assert render(parse(LIST), "text") == "name=a level=16\nname=b level=29\n"
+
+
+def test_text_form_ok_and_nested() -> None:
+    doc = parse(b"<doc><ok/><id>alice</id><user><name>root</name><level>30</level></user><empty/></doc>")
+    assert render(doc, "text") == "OK\nid=alice\nuser.name=root\nuser.level=30\n"
+
+
+def test_text_errors() -> None:
+    typed = error_doc("user.add", "exists", "user", "alice", "User 'alice' already exists")
+    assert render(typed, "text") == "ERROR exists(user,alice): User 'alice' already exists\n"
+    numeric = parse(b'<doc><error code="9">Access denied</error></doc>')
+    assert render(numeric, "text") == "ERROR code 9: Access denied\n"
+
+
+def test_xml_is_the_serialised_document() -> None:
+    assert render(parse(b"<doc/>"), "xml") == '<?xml version="1.0" encoding="UTF-8"?>\n<doc>\n</doc>\n'
