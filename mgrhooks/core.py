@@ -90,14 +90,18 @@ class BuiltinCore:
         return {name: INTERNALS.get(name, ()) for name in ACTIONS}
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside ``BEGIN IMMEDIATE``: committed on success, else rolled back."""
+    def transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """A connection inside a transaction: committed on success, else rolled back.
+
+        :param write: take the write lock at once (``BEGIN IMMEDIATE``), so that a
+            read-check-write action cannot race another process; ``False`` for reads
+        """
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(_SCHEMA)
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield conn
             except BaseException:
@@ -114,7 +118,7 @@ class BuiltinCore:
             ACTIONS[request.func](self, conn, request, doc)
 
     def internal(self, handler: InternalHandler, request: Request, doc: Element) -> None:
-        with self.transaction() as conn:
+        with self.transaction(write=False) as conn:
             row = _find(conn, request.user)
         if handler.name == "desktop.user":
             user = add(doc, "user")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from .model import Base, Event, FuncDecl, Handler, HandlerType, Placement, Problem, Registry, Source, Stage
 from .xmldoc import DocumentError, Element, parse
@@ -152,21 +153,24 @@ def _events(elem: Element, handler: Handler, index: int, file: _File) -> list[Ev
 
 
 def _anchor(elem: Element, file: _File, context: str) -> tuple[Base, Placement]:
-    base_text = elem.get("base", "core")
-    try:
-        base = Base(base_text)
-    except ValueError:
-        message = f"{context}attribute 'base': expected core or project, got '{base_text}': core used"
-        file.report("warning", elem, message)
-        base = Base.CORE
-    placement_text = elem.get("proirity", "after")
-    try:
-        placement = Placement(placement_text)
-    except ValueError:
-        message = f"{context}attribute 'proirity': expected before or after, got '{placement_text}': after used"
-        file.report("warning", elem, message)
-        placement = Placement.AFTER
+    base = _choice(elem, "base", Base.CORE, file, context)
+    placement = _choice(elem, "proirity", Placement.AFTER, file, context)
     return base, placement
+
+
+E = TypeVar("E", Base, Placement)
+
+
+def _choice(elem: Element, attr: str, default: E, file: _File, context: str) -> E:
+    """The enum value of attribute ``attr``; an unknown value is a warning and ``default``."""
+    text = elem.get(attr, default.value)
+    try:
+        return type(default)(text)
+    except ValueError:
+        expected = " or ".join(member.value for member in type(default))
+        message = f"{context}attribute '{attr}': expected {expected}, got '{text}': {default.value} used"
+        file.report("warning", elem, message)
+        return default
 
 
 def _func(elem: Element, handler: Handler, file: _File) -> FuncDecl | None:

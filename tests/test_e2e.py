@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import time
 from urllib.parse import parse_qsl
+
+import psutil
 
 from conftest import PanelRoot, need
 
@@ -288,3 +293,22 @@ def test_missing_root_is_a_clear_error(root: PanelRoot) -> None:
     result = PanelRoot(root.path / "nope").mgrhooks("exec", "user")
     assert result.returncode == 3
     assert result.stderr == f"Error: root {root.path / 'nope'} is not a directory\n"
+
+
+def test_background_child_holding_stdout_does_not_hang_the_call(root: PanelRoot) -> None:
+    root.handler(
+        "daemon.sh",
+        "#!/bin/sh\nsleep 30 &\necho $! > var/daemon.pid\necho '<doc><started/></doc>'\n",
+        '<event name="user" after="yes"/>',
+        type="cgi",
+    )
+    started = time.monotonic()
+    result = root.mgrhooks("exec", "user", timeout=10)
+    elapsed = time.monotonic() - started
+    pid = int(root.read("var/daemon.pid"))
+    try:
+        assert result.returncode == 0 and "<started/>" in result.stdout
+        assert elapsed < 10
+        assert psutil.pid_exists(pid)  # left running, as on the panel
+    finally:
+        os.kill(pid, signal.SIGKILL)
