@@ -65,29 +65,34 @@ def call(
     """
     request = request if request.call_id else replace(request, call_id=uuid.uuid4().hex)
     core = core if core is not None else BuiltinCore(root.db_file)
-    call_ = _Call(root, request, core, options, runner)
-    return call_.run()
+    try:
+        steps = plan(root.registry(), request, core.catalogue())
+    except PanelError as exc:
+        return Response(_panel_error(request, exc), None)
+    return _Call(root, request, core, steps, options, runner).run()
 
 
 class _Call:
-    def __init__(self, root: Root, request: Request, core: Core, options: Options, runner: Runner) -> None:
+    """Walks one plan; owns the stop/continue policy."""
+
+    def __init__(self, root: Root, request: Request, core: Core, steps: Plan, options: Options, runner: Runner) -> None:
         self.root = root
         self.request = request
         self.core = core
+        self.plan = steps
         self.options = options
         self.runner = runner
         self.panel = Panel(root.mgr, str(root.path), _version())
         self.environ = options.environ if options.environ is not None else os.environ
 
     def run(self) -> Response:
-        try:
-            self.plan = plan(self.root.registry(), self.request, self.core.catalogue())
-        except PanelError as exc:
-            return Response(self._panel_error(exc), None)
-        initial = new_doc(self.request.func, self.request.lang, f"/{self.root.mgr}")
-        doc = self._main(initial)
-        self._final(doc, initial)
+        doc = self._main(self._initial())
+        self._final(doc)
         return Response(doc, self.plan)
+
+    def _initial(self) -> Element:
+        """The document a call starts from (a new one each time: steps may change it)."""
+        return new_doc(self.request.func, self.request.lang, f"/{self.root.mgr}")
 
     def _main(self, doc: Element) -> Element:
         for step in self.plan.stage(Stage.BEFORE):
@@ -115,7 +120,7 @@ class _Call:
             try:
                 self.core.action(self.request, doc)
             except PanelError as exc:
-                return self._panel_error(exc)
+                return _panel_error(self.request, exc)
             return doc
         func: FuncDecl = step.func
         outcome = self._spawn(func.handler, "action", doc, postdata=False, why=str(func.source))
@@ -128,11 +133,11 @@ class _Call:
         outcome = self._spawn(event.handler, event.stage.value, doc, event.postdata, str(event.source))
         return self._apply(event.handler, event.stage.value, doc, outcome)
 
-    def _final(self, result: Element, initial: Element) -> None:
+    def _final(self, result: Element) -> None:
         for step in self.plan.stage(Stage.FINAL):
             assert step.event is not None
             handler = step.event.handler
-            stdin_doc = result if step.event.sessiondata else initial
+            stdin_doc = result if step.event.sessiondata else self._initial()
             outcome = self._spawn(handler, "final", stdin_doc, step.event.postdata, str(step.event.source))
             if not outcome.ok:
                 logs.EXTERNAL.warning("final handler '%s' failed: %s", handler.name, outcome.reason)
@@ -203,9 +208,10 @@ class _Call:
         logs.EXTERNAL.error("%s", message)
         return error_doc(self.request.func, "handler", handler.name, stage, message), True, False
 
-    def _panel_error(self, exc: PanelError) -> Element:
-        logs.ACTION.info("'%s' failed: %s", self.request.func, exc.msg)
-        return error_doc(self.request.func, exc.type, exc.object, exc.value, exc.msg)
+
+def _panel_error(request: Request, exc: PanelError) -> Element:
+    logs.ACTION.info("'%s' failed: %s", request.func, exc.msg)
+    return error_doc(request.func, exc.type, exc.object, exc.value, exc.msg)
 
 
 def _strip_cgi_headers(output: bytes) -> bytes:

@@ -201,9 +201,14 @@ def test_final_handler_gets_result_with_sessiondata_and_cannot_change_it(root: P
         "#!/bin/sh\ncat > var/final.seen\necho '<doc><error code=\"1\">ignored</error></doc>'\n",
         '<event name="user.add" final="yes" sessiondata="yes"/>',
     )
+    root.handler("fin2.sh", "#!/bin/sh\ncat > var/final2.seen\necho '<doc/>'\n", '<event name="user.add" final="yes"/>')
     result = add_alice(root, "--out", "text")
     assert (result.returncode, result.stdout) == (0, "OK\nid=alice\n")
     assert "<id>alice</id>" in root.read("var/final.seen")
+    assert (
+        root.read("var/final2.seen")
+        == '<?xml version="1.0" encoding="UTF-8"?>\n<doc func="user.add" lang="en" binary="/billmgr">\n</doc>\n'
+    )
 
 
 def test_addon_function_runs_as_the_action(root: PanelRoot) -> None:
