@@ -1,11 +1,14 @@
-"""The ``mgrhooks`` command: a thin click layer over :mod:`mgrhooks.dispatch`."""
+"""The ``mgrhooks`` command and the root's ``sbin/mgrctl``: a thin click layer over
+:mod:`mgrhooks.dispatch`."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -15,6 +18,15 @@ from .model import Request, Stage
 from .root import DEFAULT_MGR, Root
 
 F = TypeVar("F", bound=Callable[..., Any])
+FORMATS = ["xml", "devel", "json", "sjson", "text"]
+
+
+def _open_root(root_dir: str, mgr: str) -> Root:
+    try:
+        return Root.open(root_dir, mgr)
+    except MgrhooksError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_status)
 
 
 def _root_options(command: F) -> F:
@@ -32,12 +44,7 @@ def _root_options(command: F) -> F:
     @click.option("--mgr", default=DEFAULT_MGR, show_default=True, help="The product (billmgr, ispmgr, ...).")
     @functools.wraps(command)
     def wrapper(root_dir: str, mgr: str, **kwargs: Any) -> Any:  # noqa: ANN401 (click passes options through)
-        try:
-            root = Root.open(root_dir, mgr)
-        except MgrhooksError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(exc.exit_status)
-        return command(root=root, **kwargs)
+        return command(root=_open_root(root_dir, mgr), **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
@@ -49,7 +56,7 @@ def main() -> None:
 
 
 def _params(
-    pairs: tuple[str, ...], options: tuple[str, ...], named: dict[str, str | None]
+    pairs: tuple[str, ...], options: tuple[str, ...] = (), named: dict[str, str | None] | None = None
 ) -> tuple[tuple[str, str], ...]:
     """Parameters in mgrctl's ``key=value`` form; a later value of a key replaces an earlier one."""
     params: dict[str, str] = {}
@@ -58,9 +65,43 @@ def _params(
         if not found or not key:
             raise click.BadParameter(f"expected key=value, got {item!r}")
         params[key] = value
-    params.update({k: v for k, v in named.items() if v is not None})
+    params.update({k: v for k, v in (named or {}).items() if v is not None})
     params.pop("func", None)
     return tuple(params.items())
+
+
+def _call_and_print(
+    root: Root,
+    request: Request,
+    fmt: str,
+    *,
+    timeout: float | None = None,
+    core_doc: Path | None = None,
+    verbose: bool = False,
+) -> None:
+    """Run the call, print the response, run final handlers after stdout is released, exit."""
+    from .dispatch import Options, call, nesting
+    from .render import render
+
+    depth, chain = nesting(os.environ)
+    options = Options(timeout=timeout, depth=depth, chain=chain, core_doc=core_doc, defer_final=True)
+    echo = logging.StreamHandler(sys.stderr) if verbose else None
+    with root.logging(echo):
+        response = call(root, request, options=options)
+        click.echo(render(response.doc, fmt, request.all_params), nl=False)
+        if response.finish is not None:
+            _release_stdout()
+            response.finish()
+    sys.exit(ExitStatus.ERROR if response.error else ExitStatus.OK)
+
+
+def _release_stdout() -> None:
+    """Point stdout at /dev/null, so whoever reads our output sees its end now (final
+    handlers run afterwards, as background handlers on the panel)."""
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 @main.command("exec")
@@ -74,8 +115,13 @@ def _params(
 @click.option("--user", default="root", show_default=True, help="The calling user (AUTH_USER).")
 @click.option("--level", default=30, show_default=True, type=click.IntRange(0, 31), help="The caller's access level.")
 @click.option("--lang", default="en", show_default=True, help="The request language.")
-@click.option("--out", "fmt", type=click.Choice(["xml", "json", "text"]), default="xml", show_default=True)
+@click.option("--out", "fmt", type=click.Choice(FORMATS), default="xml", show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds each handler may run.")
+@click.option(
+    "--core-doc",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A <doc> file that is the main logic's result (for functions of other products).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also print the log lines of this call on stderr.")
 def exec_command(
     root: Root,
@@ -90,37 +136,32 @@ def exec_command(
     lang: str,
     fmt: str,
     timeout: float | None,
+    core_doc: Path | None,
     verbose: bool,
 ) -> None:
     """Call FUNC with mgrctl-style KEY=VALUE parameters and print the response.
 
     Exit status 0 when the response holds no <error>, 1 when it does.
     """
-    from .dispatch import Options, call
-    from .render import render
-
     params = _params(pairs, options, {"elid": elid, "plid": plid, "sok": sok})
     request = Request(func, params, user=user, level=level, lang=lang)
-    echo = logging.StreamHandler(sys.stderr) if verbose else None
-    with root.logging(echo):
-        response = call(root, request, options=Options(timeout=timeout))
-    click.echo(render(response.doc, fmt), nl=False)
-    sys.exit(ExitStatus.ERROR if response.error else ExitStatus.OK)
+    _call_and_print(root, request, fmt, timeout=timeout, core_doc=core_doc, verbose=verbose)
 
 
 @main.command("plan")
 @_root_options
 @click.argument("func")
-def plan_command(root: Root, func: str) -> None:
+@click.option("--level", default=30, show_default=True, type=click.IntRange(0, 31), help="The caller's access level.")
+def plan_command(root: Root, func: str, level: int) -> None:
     """Print the steps a call of FUNC runs, in order, and why each is where it is."""
-    from .core import BuiltinCore
+    from .dispatch import reachable
     from .errors import PanelError
     from .plan import plan
 
     with root.logging():
-        registry = root.registry()
+        registry, functions = reachable(root, func)
     try:
-        steps = plan(registry, Request(func), BuiltinCore(root.db_file).catalogue()).steps
+        steps = plan(registry, Request(func, level=level), functions.catalogue()).steps
     except PanelError as exc:
         click.echo(f"Error: {exc.msg}", err=True)
         sys.exit(ExitStatus.ERROR)
@@ -138,9 +179,44 @@ def check_command(root: Root) -> None:
     from .check import check
     from .plugins import load_registry
 
-    problems = check(root, load_registry(root.plugin_dir, root.mgr, display_base=root.path))
+    problems = check(root, load_registry(root.path, root.mgr))
     for problem in problems:
         click.echo(str(problem))
     errors = sum(p.severity == "error" for p in problems)
     click.echo(f"{errors} error(s), {len(problems) - errors} warning(s)", err=True)
     sys.exit(ExitStatus.ERROR if errors else ExitStatus.OK)
+
+
+@main.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def init_command(directory: Path) -> None:
+    """Lay out a new root in DIRECTORY: etc/xml, etc/core, addon, var, sbin/mgrctl."""
+    from .root import init_root
+
+    created = init_root(directory, sys.executable)
+    for path in created:
+        click.echo(f"created {path}")
+
+
+@click.command("mgrctl", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", "root_dir", envvar="MGRHOOKS_ROOT", default=".", type=click.Path(file_okay=False))
+@click.option("-m", "mgr", envvar="MGR", default=DEFAULT_MGR, show_default=True, help="The product.")
+@click.option("-o", "fmt", type=click.Choice(FORMATS), default="text", show_default=True, help="Output format.")
+@click.option("-i", "info", is_flag=True, help="List the functions, or FUNC's parameters.")
+@click.argument("func", required=False)
+@click.argument("pairs", nargs=-1, metavar="[KEY=VALUE]...")
+def mgrctl(root_dir: str, mgr: str, fmt: str, info: bool, func: str | None, pairs: tuple[str, ...]) -> None:
+    """The panel's mgrctl: call FUNC as the super user, through mgrhooks.
+
+    Calls made from inside a handler are nested calls of the same root.
+    """
+    root = _open_root(root_dir, mgr)
+    if info or func is None:
+        from .dispatch import reachable
+
+        registry, functions = reachable(root, func or "")
+        names = functions.parameters(func) if func else sorted({*functions.catalogue(), *registry.function_names})
+        for name in names:
+            click.echo(name)
+        return
+    _call_and_print(root, Request(func, _params(pairs)), fmt)

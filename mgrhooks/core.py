@@ -265,6 +265,14 @@ ACTIONS: dict[str, Action] = {
     "user.resume": _set_state("active"),
     "desktop": desktop,
 }
+#: what each function reads (``mgrctl -i FUNC``)
+PARAMETERS: dict[str, tuple[str, ...]] = {
+    "user.add": ("elid", "name", "passwd", "level", "balance", "sok"),
+    "user.edit": ("elid", "name", "passwd", "level", "balance", "sok"),
+    "user.delete": ("elid",),
+    "user.suspend": ("elid",),
+    "user.resume": ("elid",),
+}
 #: the seed's example: core adds the caller's data, the product (project) adds <balance>
 INTERNALS: dict[str, tuple[InternalHandler, ...]] = {
     "desktop": (

@@ -13,17 +13,20 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from . import logs, merge
 from .core import BuiltinCore, Core
 from .env import Panel, handler_environment, query_string
 from .errors import PanelError
-from .model import Event, FuncDecl, Handler, HandlerType, Plan, Request, Stage, Step, StepKind
+from .functions import Functions, core_docs
+from .model import Event, FuncDecl, Handler, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
 from .plan import plan
 from .programs import inspect
 from .root import Root
 from .runner import DEFAULT_TIMEOUT, RunOutcome, RunRequest, run
-from .xmldoc import DocumentError, Element, error_doc, find_error, new_doc, parse, serialise
+from .shape import initial_document, old_generation_input, without_old_generation
+from .xmldoc import DocumentError, Element, error_doc, find_error, parse, serialise
 
 Runner = Callable[[RunRequest], RunOutcome]
 
@@ -35,12 +38,20 @@ def _version() -> str:
         return "0"
 
 
+#: how deep calls made from handlers (``sbin/mgrctl``) may nest (our choice)
+MAX_DEPTH = 8
+
+
 @dataclass(frozen=True)
 class Response:
-    """The result of a call: the response document and whether it holds an ``<error>``."""
+    """The result of a call: the response document and whether it holds an ``<error>``.
+
+    ``finish`` runs the final-stage handlers when the call deferred them (else ``None``).
+    """
 
     doc: Element
     plan: Plan | None
+    finish: Callable[[], None] | None = None
 
     @property
     def error(self) -> bool:
@@ -49,10 +60,23 @@ class Response:
 
 @dataclass(frozen=True)
 class Options:
-    """Per-call settings. ``timeout`` (seconds) overrides every handler's own timeout."""
+    """Per-call settings.
+
+    :param timeout: seconds every handler of this call may run (overrides their own)
+    :param environ: the runner environment handlers' allow-listed variables come from
+    :param depth: 1 for a call from outside; a call from a handler's ``sbin/mgrctl`` is
+        one deeper than the call running that handler
+    :param chain: the functions of the enclosing calls, outermost first
+    :param core_doc: a document file that is the main logic's result for this function
+    :param defer_final: leave final-stage handlers to ``Response.finish``
+    """
 
     timeout: float | None = None
     environ: Mapping[str, str] | None = None
+    depth: int = 1
+    chain: tuple[str, ...] = ()
+    core_doc: Path | None = None
+    defer_final: bool = False
 
 
 def call(
@@ -61,38 +85,75 @@ def call(
     """Run ``request`` against ``root`` and return the response document.
 
     Never raises for bad input, unknown functions or failing handlers: those come back
-    as ``<error>`` documents (typed; handler failures have ``type="handler"``).
+    as ``<error>`` documents (typed; handler failures have ``type="handler"``, a nesting
+    deeper than :data:`MAX_DEPTH` ``type="nesting"``).
     """
     request = request if request.call_id else replace(request, call_id=uuid.uuid4().hex)
-    core = core if core is not None else BuiltinCore(root.db_file)
+    chain = (*options.chain, request.func)
+    if options.depth > MAX_DEPTH:
+        message = f"Calls nested deeper than {MAX_DEPTH}: {' > '.join(chain)}"
+        logs.ACTION.error("%s", message)
+        return Response(error_doc(request.func, "nesting", "func", request.func, message), None)
+    registry, functions = reachable(root, request.func, core, options.core_doc)
     try:
-        steps = plan(root.registry(), request, core.catalogue())
+        steps = plan(registry, request, functions.catalogue())
     except PanelError as exc:
         return Response(_panel_error(request, exc), None)
-    return _Call(root, request, core, steps, options, runner).run()
+    panel = Panel(root.mgr, str(root.path), _version(), depth=options.depth, chain=chain)
+    return _Call(root, request, functions, registry, steps, panel, options, runner).run()
+
+
+def reachable(
+    root: Root, func: str, core: Core | None = None, core_doc: Path | None = None
+) -> tuple[Registry, Functions]:
+    """The root's registry and every function a call of ``func`` can reach besides addons."""
+    registry = root.registry()
+    docs = core_docs(root.path, root.mgr, func, core_doc)
+    return registry, Functions(core if core is not None else BuiltinCore(root.db_file), registry, docs)
+
+
+def nesting(environ: Mapping[str, str]) -> tuple[int, tuple[str, ...]]:
+    """``(depth, chain)`` for a call started from ``environ``: one deeper than the call
+    whose handler set ``MGRHOOKS_DEPTH`` and ``MGRHOOKS_CHAIN`` there, else ``(1, ())``."""
+    depth = environ.get("MGRHOOKS_DEPTH", "0")
+    chain = tuple(f for f in environ.get("MGRHOOKS_CHAIN", "").split(" > ") if f)
+    return (int(depth) + 1 if depth.isdigit() else 1), chain
 
 
 class _Call:
     """Walks one plan; owns the stop/continue policy."""
 
-    def __init__(self, root: Root, request: Request, core: Core, steps: Plan, options: Options, runner: Runner) -> None:
+    def __init__(
+        self,
+        root: Root,
+        request: Request,
+        core: Core,
+        registry: Registry,
+        steps: Plan,
+        panel: Panel,
+        options: Options,
+        runner: Runner,
+    ) -> None:
         self.root = root
         self.request = request
         self.core = core
+        self.registry = registry
         self.plan = steps
+        self.panel = panel
         self.options = options
         self.runner = runner
-        self.panel = Panel(root.mgr, str(root.path), _version())
         self.environ = options.environ if options.environ is not None else os.environ
 
     def run(self) -> Response:
         doc = self._main(self._initial())
+        if self.options.defer_final:
+            return Response(doc, self.plan, finish=lambda: self._final(doc))
         self._final(doc)
         return Response(doc, self.plan)
 
     def _initial(self) -> Element:
         """The document a call starts from (a new one each time: steps may change it)."""
-        return new_doc(self.request.func, self.request.lang, f"/{self.root.mgr}")
+        return initial_document(self.request, self.root.mgr, self.registry)
 
     def _main(self, doc: Element) -> Element:
         for step in self.plan.stage(Stage.BEFORE):
@@ -152,21 +213,27 @@ class _Call:
             request = RunRequest((program.shown,), str(self.root.path), {}, b"", description=why)
             return RunOutcome(request, None, b"", b"", 0.0, failure="spawn", reason=message)
         cgi_post = handler.type is HandlerType.CGI and postdata
+        if handler.generation == 4:
+            doc = old_generation_input(doc, self.request)
         stdin = query_string(self.request).encode() if cgi_post else serialise(doc)
+        argv = (str(program.path), stage) if handler.generation == 4 else (str(program.path),)
         env = handler_environment(
             self.environ, self.request, self.panel, stage=stage, post_length=len(stdin) if cgi_post else None
         )
         timeout = self.options.timeout or handler.timeout or DEFAULT_TIMEOUT
         request = RunRequest(
-            (str(program.path),),
+            argv,
             str(self.root.path),
             env,
             stdin,
             timeout,
             description=f"handler '{handler.name}' ({stage} {self.request.func}, {why})",
         )
-        logs.EXTERNAL.info("Executing: %s", shlex.join((program.shown,)))
+        logs.EXTERNAL.info("Executing: %s", shlex.join((program.shown, *argv[1:])))
+        logs.EXTERNAL.debug("'%s': %d bytes on stdin, environment %s", handler.name, len(stdin), " ".join(sorted(env)))
+        logs.EXTERNAL.log(logs.TRACE, "'%s' stdin: %s", handler.name, stdin[: logs.DUMP_BYTES])
         outcome = self.runner(request)
+        logs.EXTERNAL.log(logs.TRACE, "'%s' stdout: %s", handler.name, outcome.stdout[: logs.DUMP_BYTES])
         self._log_outcome(handler, outcome)
         return outcome
 
@@ -195,6 +262,8 @@ class _Call:
                 reason = f"invalid output: {exc.reason}" + (f" (line {exc.line})" if exc.line else "")
         if output is None:
             return self._failed(handler, stage, doc, reason)
+        if handler.generation == 4:
+            output = without_old_generation(output)
         merged = merge.apply(doc, output, handler.type)
         if merged.error:
             logs.EXTERNAL.info("'%s' (%s) answered an error: the call stops", handler.name, stage)

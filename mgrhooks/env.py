@@ -8,6 +8,7 @@ the runner's environment do not leak into addons).
 from __future__ import annotations
 
 import platform
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -29,6 +30,11 @@ class Panel:
     root: str
     version: str
     osname: str = platform.system()
+    #: nesting of the call whose handlers run (1: called from outside) and its chain
+    depth: int = 1
+    chain: tuple[str, ...] = ()
+    #: the Python running mgrhooks, so that sbin/mgrctl finds it from inside a handler
+    python: str = sys.executable
 
 
 def query_string(request: Request) -> str:
@@ -85,6 +91,9 @@ def handler_environment(
         ACTION_NAME=request.func,
         MGRHOOKS_ROOT=panel.root,
         MGRHOOKS_CALL_ID=request.call_id,
+        MGRHOOKS_DEPTH=str(panel.depth),
+        MGRHOOKS_CHAIN=" > ".join(panel.chain),
+        MGRHOOKS_PYTHON=panel.python,
         GATEWAY_INTERFACE="CGI/1.1",
         SERVER_PROTOCOL="HTTP/1.1",
         SERVER_SOFTWARE=f"mgrhooks/{panel.version}",

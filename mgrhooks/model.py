@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -51,7 +52,9 @@ class Handler:
     """One ``<handler>`` of a plugin description.
 
     ``timeout`` (seconds) comes from our ``timeout=`` extension attribute, ``None`` meaning
-    the run default.
+    the run default. ``minlevel`` is the lowest caller level it runs for (old generation).
+    ``generation`` is 5 for ``etc/xml/`` files, 4 for old-generation ``etc/`` files: it
+    decides the input shape (PROTOCOL §4).
     """
 
     name: str
@@ -60,6 +63,8 @@ class Handler:
     source: Source
     ignore_errors: bool = False
     timeout: float | None = None
+    minlevel: int = 0
+    generation: int = 5
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class FuncDecl:
     name: str
     handler: Handler
     source: Source
+    minlevel: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,10 +120,19 @@ class Registry:
     funcs: tuple[FuncDecl, ...] = ()
     problems: tuple[Problem, ...] = ()
     files: tuple[str, ...] = ()
+    #: serialised ``<metadata name=F>`` elements by function (first file wins)
+    metadata: Mapping[str, bytes] = field(default_factory=dict)
+    #: serialised ``<messages name=F>`` elements by (language, function), in file order
+    messages: Mapping[tuple[str, str], tuple[bytes, ...]] = field(default_factory=dict)
 
     def func(self, name: str) -> FuncDecl | None:
         """The first ``<func>`` declaring ``name`` (file name order), or ``None``."""
         return next((f for f in self.funcs if f.name == name), None)
+
+    @property
+    def function_names(self) -> set[str]:
+        """Every function an addon's ``<func>`` declares."""
+        return {f.name for f in self.funcs}
 
 
 @dataclass(frozen=True)

@@ -79,16 +79,22 @@ def plan(registry: Registry, request: Request, catalogue: Catalogue) -> Plan:
     :param request: the call; only ``func`` decides the plan today
     :param catalogue: the functions the core implements, with their internal handlers
     :returns: handler, internal and action steps in execution order, each with ``why``
+    Handlers whose ``minlevel`` is above the caller's level are left out.
+
     :raises PanelError: ``missed``/``func`` when neither the core nor an addon's
-        ``<func>`` implements the function
+        ``<func>`` implements the function; ``access``/``func`` when the addon's
+        ``minlevel`` is above the caller's level
     """
     func = request.func
     addon = registry.func(func)
     if addon is None and func not in catalogue:
         raise PanelError("missed", "func", func, f"Unknown function '{func}'")
+    if addon is not None and addon.minlevel > request.level:
+        raise PanelError("access", "func", func, f"Access to '{func}' needs level {addon.minlevel}")
     keyed: list[tuple[tuple[int, int, int, bytes, int], Step]] = []
     seen: set[tuple[str, str, Stage]] = set()
-    for event in sorted((e for e in registry.events if e.func in (func, "*")), key=order_key):
+    matching = (e for e in registry.events if e.func in (func, "*") and e.handler.minlevel <= request.level)
+    for event in sorted(matching, key=order_key):
         identity = (event.handler.plugin, event.handler.name, event.stage)
         if identity in seen:
             continue

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
+
+from lxml import etree
 
 from .model import Base, Event, FuncDecl, Handler, HandlerType, Placement, Problem, Registry, Source, Stage
 from .xmldoc import DocumentError, Element, parse
@@ -22,6 +25,7 @@ KNOWN_ATTRIBUTES = {
     "func": {"name", "minlevel"},
 }
 #: children of <mgrdata> that belong to the panel's interface, not to handlers: ignored quietly
+#: (``metadata`` and ``lang`` are kept for function addons)
 INTERFACE_ELEMENTS = {"metadata", "mainmenu", "lang", "plugin", "messages", "toolbar", "menu", "feature"}
 _STAGE_ATTRIBUTES = (("before", Stage.BEFORE), ("after", Stage.AFTER), ("final", Stage.FINAL))
 
@@ -29,8 +33,9 @@ _STAGE_ATTRIBUTES = (("before", Stage.BEFORE), ("after", Stage.AFTER), ("final",
 class _File:
     """Collects problems for one plugin file."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, generation: int) -> None:
         self.path = path
+        self.generation = generation
         self.problems: list[Problem] = []
 
     def at(self, elem: Element) -> Source:
@@ -40,42 +45,65 @@ class _File:
         self.problems.append(Problem(severity, self.at(elem), message))
 
 
-def parse_plugin(data: bytes, path: str) -> tuple[list[Event], list[FuncDecl], list[Problem]]:
+@dataclass(frozen=True)
+class ParsedFile:
+    """What one plugin description declares, in document order, and its problems."""
+
+    events: list[Event] = field(default_factory=list)
+    funcs: list[FuncDecl] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    metadata: dict[str, bytes] = field(default_factory=dict)
+    messages: dict[tuple[str, str], list[bytes]] = field(default_factory=dict)
+
+
+def parse_plugin(data: bytes, path: str, generation: int = 5) -> ParsedFile:
     """Parse one plugin description.
 
     :param data: the file's bytes
-    :param path: the file's path as shown in messages (also names the plugin)
-    :returns: events and funcs in document order, and every problem found
+    :param path: the file's path as shown in messages (its file name names the plugin)
+    :param generation: 5 for ``etc/xml/`` files, 4 for old-generation ``etc/`` files
+    :returns: events, funcs, interface data for function addons, and every problem found
     """
-    file = _File(path)
+    file = _File(path, generation)
+    parsed = ParsedFile(problems=file.problems)
     try:
         root = parse(data, root_tag="mgrdata")
     except DocumentError as exc:
-        return [], [], [Problem("error", Source(path, exc.line), exc.reason)]
-    events: list[Event] = []
-    funcs: list[FuncDecl] = []
+        file.problems.append(Problem("error", Source(path, exc.line), exc.reason))
+        return parsed
     index = 0
     for child in root:
         if not isinstance(child.tag, str):
             continue  # comments, processing instructions
-        if child.tag != "handler":
-            if child.tag not in INTERFACE_ELEMENTS:
-                file.report("warning", child, f"unknown element <{child.tag}> ignored")
-            continue
-        handler = _handler(child, file)
-        if handler is None:
-            continue
-        for item in child:
-            if item.tag == "event":
-                index += 1
-                events.extend(_events(item, handler, index, file))
-            elif item.tag == "func":
-                func = _func(item, handler, file)
-                if func is not None:
-                    funcs.append(func)
-            elif isinstance(item.tag, str):
-                file.report("warning", item, f"handler '{handler.name}': unknown element <{item.tag}> ignored")
-    return events, funcs, file.problems
+        if child.tag == "handler":
+            index = _handler_block(child, file, parsed, index)
+        elif child.tag == "metadata" and child.get("name"):
+            parsed.metadata.setdefault(child.get("name", ""), etree.tostring(child))
+        elif child.tag == "lang" and child.get("name"):
+            for messages in child.iterchildren("messages"):
+                key = (child.get("name", ""), messages.get("name", ""))
+                parsed.messages.setdefault(key, []).append(etree.tostring(messages))
+        elif child.tag not in INTERFACE_ELEMENTS:
+            file.report("warning", child, f"unknown element <{child.tag}> ignored")
+    return parsed
+
+
+def _handler_block(elem: Element, file: _File, parsed: ParsedFile, index: int) -> int:
+    """Add one ``<handler>``'s events and funcs to ``parsed``; return the event count so far."""
+    handler = _handler(elem, file)
+    if handler is None:
+        return index
+    for item in elem:
+        if item.tag == "event":
+            index += 1
+            parsed.events.extend(_events(item, handler, index, file))
+        elif item.tag == "func":
+            func = _func(item, handler, file)
+            if func is not None:
+                parsed.funcs.append(func)
+        elif isinstance(item.tag, str):
+            file.report("warning", item, f"handler '{handler.name}': unknown element <{item.tag}> ignored")
+    return index
 
 
 def _warn_unknown_attributes(elem: Element, file: _File, context: str) -> None:
@@ -98,14 +126,15 @@ def _handler(elem: Element, file: _File) -> Handler | None:
     if type_text not in ("cgi", "xml"):
         file.report("error", elem, f"{context}attribute 'type': expected one of cgi, xml, got '{type_text}': skipped")
         return None
-    timeout = _timeout(elem, file, context)
     return Handler(
         name=name,
         type=HandlerType(type_text),
         plugin=Path(file.path).name,
         source=file.at(elem),
         ignore_errors=elem.get("ignore_errors") == "yes",
-        timeout=timeout,
+        timeout=_timeout(elem, file, context),
+        minlevel=_minlevel(elem, file, context),
+        generation=file.generation,
     )
 
 
@@ -121,6 +150,14 @@ def _timeout(elem: Element, file: _File, context: str) -> float | None:
         file.report("warning", elem, f"{context}attribute 'timeout': expected seconds > 0, got '{text}': default used")
         return None
     return value
+
+
+def _minlevel(elem: Element, file: _File, context: str) -> int:
+    text = elem.get("minlevel", "0")
+    if not text.isdigit():
+        file.report("warning", elem, f"{context}attribute 'minlevel': expected a level 0-31, got '{text}': 0 used")
+        return 0
+    return int(text)
 
 
 def _events(elem: Element, handler: Handler, index: int, file: _File) -> list[Event]:
@@ -179,29 +216,42 @@ def _func(elem: Element, handler: Handler, file: _File) -> FuncDecl | None:
     if not name:
         file.report("error", elem, f"handler '{handler.name}': <func> without a name: skipped")
         return None
-    return FuncDecl(name=name, handler=handler, source=file.at(elem))
+    minlevel = _minlevel(elem, file, f"handler '{handler.name}': ")
+    return FuncDecl(name=name, handler=handler, source=file.at(elem), minlevel=max(minlevel, handler.minlevel))
 
 
-def plugin_files(plugin_dir: Path, mgr: str) -> list[Path]:
-    """The plugin descriptions of ``mgr`` in ``plugin_dir``, in file-name byte order."""
-    files = [p for p in plugin_dir.glob(f"{mgr}_mod_*.xml") if p.is_file()]
-    return sorted(files, key=lambda p: p.name.encode())
+def plugin_files(root: Path, mgr: str) -> list[tuple[Path, int]]:
+    """``(path, generation)`` of every plugin description of ``mgr`` under ``root``.
+
+    ``etc/xml/<mgr>_mod_*.xml`` are generation 5, ``etc/<mgr>_mod_*.xml`` generation 4;
+    together they are sorted by file name (byte order), ``etc/xml/`` first on a tie.
+    """
+    pattern = f"{mgr}_mod_*.xml"
+    found = [(p, 5) for p in (root / "etc" / "xml").glob(pattern) if p.is_file()]
+    found += [(p, 4) for p in (root / "etc").glob(pattern) if p.is_file()]
+    return sorted(found, key=lambda item: (item[0].name.encode(), -item[1]))
 
 
-def build_registry(parsed: Iterable[tuple[str, bytes]]) -> Registry:
-    """Combine parsed files (``(path, bytes)`` in load order) into one registry."""
+def build_registry(parsed: Iterable[tuple[str, bytes, int]]) -> Registry:
+    """Combine files (``(shown path, bytes, generation)`` in load order) into one registry."""
     events: list[Event] = []
     funcs: list[FuncDecl] = []
     problems: list[Problem] = []
     files: list[str] = []
-    for path, data in parsed:
-        file_events, file_funcs, file_problems = parse_plugin(data, path)
-        events += file_events
-        funcs += file_funcs
-        problems += file_problems
+    metadata: dict[str, bytes] = {}
+    messages: dict[tuple[str, str], tuple[bytes, ...]] = {}
+    for path, data, generation in parsed:
+        result = parse_plugin(data, path, generation)
+        events += result.events
+        funcs += result.funcs
+        problems += result.problems
         files.append(path)
+        for name, element in result.metadata.items():
+            metadata.setdefault(name, element)
+        for key, elements in result.messages.items():
+            messages[key] = messages.get(key, ()) + tuple(elements)
     problems += _duplicate_funcs(funcs)
-    return Registry(tuple(events), tuple(funcs), tuple(problems), tuple(files))
+    return Registry(tuple(events), tuple(funcs), tuple(problems), tuple(files), metadata, messages)
 
 
 def _duplicate_funcs(funcs: Sequence[FuncDecl]) -> list[Problem]:
@@ -217,24 +267,18 @@ def _duplicate_funcs(funcs: Sequence[FuncDecl]) -> list[Problem]:
     return problems
 
 
-def load_registry(plugin_dir: Path, mgr: str, display_base: Path | None = None) -> Registry:
-    """Read and parse every plugin description of ``mgr``.
+def load_registry(root: Path, mgr: str) -> Registry:
+    """Read and parse every plugin description of ``mgr`` under ``root``.
 
-    :param display_base: paths in records and problems are shown relative to this
-        directory (the root), when given.
+    Paths in records and problems are shown relative to ``root``.
     """
-
-    def shown(path: Path) -> str:
-        if display_base is not None and path.is_relative_to(display_base):
-            return str(path.relative_to(display_base))
-        return str(path)
-
     parsed = []
     unreadable = []
-    for path in plugin_files(plugin_dir, mgr):
+    for path, generation in plugin_files(root, mgr):
+        shown = str(path.relative_to(root))
         try:
-            parsed.append((shown(path), path.read_bytes()))
+            parsed.append((shown, path.read_bytes(), generation))
         except OSError as exc:
-            unreadable.append(Problem("error", Source(shown(path)), f"cannot read: {exc.strerror}"))
+            unreadable.append(Problem("error", Source(shown), f"cannot read: {exc.strerror}"))
     registry = build_registry(parsed)
-    return Registry(registry.events, registry.funcs, registry.problems + tuple(unreadable), registry.files)
+    return replace(registry, problems=registry.problems + tuple(unreadable))

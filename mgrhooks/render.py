@@ -1,8 +1,14 @@
 """Rendering the response document as XML, JSON or text (PROTOCOL §6). Pure.
 
-* ``xml``: the document itself, UTF-8, with a declaration and ``</doc>`` on its own line.
+* ``xml``: the document's data, UTF-8, with a declaration and ``</doc>`` on its own line.
+  The interface parts (``<metadata>``, ``<messages>``) are left out of every format but:
+* ``devel``: the whole document, plus ``<tparams>`` holding the request's parameters
+  (``func`` first, then ``out``), as the panel's developer output.
 * ``json``: ``{"doc": {...}}``: attributes as ``"$name"``, element text as ``"$"``,
   children by tag, a tag that repeats under one parent as an array (COREmanager's form).
+* ``sjson``: as ``json``, but shaped for programs that do not want to test for arrays
+  (our reading of the panel's "stable" JSON): ``elem`` is always an array, and every field
+  of a row is an array.
 * ``text``: mgrctl's form (our reading of it): an error is one line
   ``ERROR type(object,value): message`` (numeric errors ``ERROR code N: text``);
   ``<ok/>`` is ``OK``; each ``<elem>`` row is one line of space-separated ``key=value``
@@ -12,27 +18,60 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from .xmldoc import Element, error_text, find_error, serialise
+from .shape import INTERFACE, is_xml_name
+from .xmldoc import Element, add, error_text, find_error, serialise
 
-FORMATS = ("xml", "json", "text")
+FORMATS = ("xml", "devel", "json", "sjson", "text")
 
 
-def render(doc: Element, fmt: str) -> str:
-    """The document in format ``fmt`` (one of :data:`FORMATS`), ending in a newline."""
+def render(doc: Element, fmt: str, params: Sequence[tuple[str, str]] = ()) -> str:
+    """The document in format ``fmt`` (one of :data:`FORMATS`), ending in a newline.
+
+    :param params: the request's parameters, ``func`` first (shown by ``devel``)
+    """
+    if fmt == "devel":
+        return serialise(_with_tparams(doc, params)).decode("utf-8")
+    data = _data_only(doc)
     if fmt == "xml":
-        return serialise(doc).decode("utf-8")
-    if fmt == "json":
-        return json.dumps({str(doc.tag): to_json(doc)}, ensure_ascii=False) + "\n"
+        return serialise(data).decode("utf-8")
+    if fmt in ("json", "sjson"):
+        return json.dumps({str(data.tag): to_json(data, simple=fmt == "sjson")}, ensure_ascii=False) + "\n"
     if fmt == "text":
-        return to_text(doc)
+        return to_text(data)
     raise ValueError(f"unknown output format {fmt!r}")
 
 
-def to_json(elem: Element) -> dict[str, Any]:
-    """One element as COREmanager's JSON object (see the module docstring)."""
+def _data_only(doc: Element) -> Element:
+    """``doc`` without its interface parts (a copy only when it has some)."""
+    if not any(child.tag in INTERFACE for child in doc):
+        return doc
+    data = copy.deepcopy(doc)
+    for child in [c for c in data if c.tag in INTERFACE]:
+        data.remove(child)
+    return data
+
+
+def _with_tparams(doc: Element, params: Sequence[tuple[str, str]]) -> Element:
+    devel = copy.deepcopy(doc)
+    tparams = add(devel, "tparams")
+    for key, value in (*params, ("out", "devel")):
+        if is_xml_name(key):
+            add(tparams, key, value)
+        else:
+            add(tparams, "param", value, name=key)
+    return devel
+
+
+def to_json(elem: Element, simple: bool = False, in_row: bool = False) -> dict[str, Any]:
+    """One element as COREmanager's JSON object (see the module docstring).
+
+    :param simple: the ``sjson`` shape: ``elem`` and the fields of rows always arrays
+    """
     obj: dict[str, Any] = {f"${key}": value for key, value in elem.attrib.items()}
     text = (elem.text or "").strip()
     if text:
@@ -40,14 +79,12 @@ def to_json(elem: Element) -> dict[str, Any]:
     for child in elem:
         if not isinstance(child.tag, str):
             continue
-        value = to_json(child)
         tag = str(child.tag)
-        if tag not in obj:
-            obj[tag] = value
-        elif isinstance(obj[tag], list):
-            obj[tag].append(value)
+        value = to_json(child, simple, in_row=tag == "elem")
+        if tag in obj:
+            obj[tag] = [*obj[tag], value] if isinstance(obj[tag], list) else [obj[tag], value]
         else:
-            obj[tag] = [obj[tag], value]
+            obj[tag] = [value] if simple and (in_row or tag == "elem") else value
     return obj
 
 
@@ -86,9 +123,11 @@ def _leaves(elem: Element, prefix: str, top: bool = False) -> list[tuple[str, st
 
 
 def _error_line(error: Element) -> str:
+    """``ERROR type(object,value): msg``; numeric: ``ERROR code N(obj,val): text``."""
     message = error_text(error)
-    code = error.get("code")
-    if code is not None and error.get("type") is None:
-        return f"ERROR code {code}: {message}"
-    detail = ",".join(v for v in (error.get("object", ""), error.get("value", "")) if v)
-    return f"ERROR {error.get('type', 'error')}({detail}): {message}"
+    if error.get("type") is None and error.get("code") is not None:
+        kind, parts = f"code {error.get('code')}", (error.get("obj", ""), error.get("val", ""))
+    else:
+        kind, parts = error.get("type", "error"), (error.get("object", ""), error.get("value", ""))
+    detail = ",".join(p for p in parts if p)
+    return f"ERROR {kind}({detail}): {message}" if detail else f"ERROR {kind}: {message}"

@@ -20,6 +20,36 @@ from .model import Registry
 from .plugins import load_registry, plugin_files
 
 DEFAULT_MGR = "billmgr"
+#: sbin/mgrctl of a root: the panel's command-line client, run through mgrhooks. The
+#: Python comes from $MGRHOOKS_PYTHON (set for every handler), else the one named here.
+MGRCTL_SCRIPT = """#!/bin/sh
+# mgrctl for this root: runs panel functions through mgrhooks (see `mgrhooks init`).
+root=$(cd "$(dirname "$0")/.." && pwd)
+exec "${{MGRHOOKS_PYTHON:-{python}}}" -m mgrhooks.mgrctl --root "$root" "$@"
+"""
+
+
+def mgrctl_script(python: str) -> str:
+    """The text of ``sbin/mgrctl`` for a root whose fallback Python is ``python``
+    (a path, or a shell expression such as ``$root/.venv/bin/python``)."""
+    return MGRCTL_SCRIPT.format(python=python)
+
+
+def init_root(directory: Path, python: str) -> list[Path]:
+    """Lay out a root: ``etc/xml``, ``etc/core``, ``addon`` (mode 750), ``var``,
+    ``sbin/mgrctl``. Existing files are kept. :returns: what was created."""
+    created = []
+    for sub, mode in (("etc/xml", 0o755), ("etc/core", 0o755), ("addon", 0o750), ("var", 0o750), ("sbin", 0o755)):
+        path = directory / sub
+        if not path.is_dir():
+            path.mkdir(parents=True, mode=mode)
+            created.append(path)
+    script = directory / "sbin" / "mgrctl"
+    if not script.exists():
+        script.write_text(mgrctl_script(python))
+        script.chmod(0o755)
+        created.append(script)
+    return created
 
 
 @dataclass(frozen=True)
@@ -64,20 +94,25 @@ class Root:
 
     def registry(self) -> Registry:
         """Load the plugin descriptions; log registrations when the files changed."""
-        registry = load_registry(self.plugin_dir, self.mgr, display_base=self.path)
+        registry = load_registry(self.path, self.mgr)
         self._log_registration(registry)
         return registry
 
     @contextmanager
     def logging(self, echo: logging.Handler | None = None) -> Iterator[None]:
-        """Send mgrhooks' log records to ``var/<mgr>.log`` (and ``echo``) meanwhile."""
+        """Send mgrhooks' log records to ``var/<mgr>.log`` (and ``echo``) meanwhile, at the
+        levels ``etc/debug.conf`` sets."""
         self.var_dir.mkdir(parents=True, exist_ok=True)
-        with logs.to_file(self.log_file, echo):
+        try:
+            conf = (self.path / "etc" / "debug.conf").read_text(errors="replace")
+        except OSError:
+            conf = ""
+        with logs.to_file(self.log_file, logs.read_debug_conf(conf, self.mgr), echo):
             yield
 
     def _fingerprint(self) -> str:
         digest = hashlib.sha256()
-        for path in plugin_files(self.plugin_dir, self.mgr):
+        for path, _ in plugin_files(self.path, self.mgr):
             info = path.stat()
             digest.update(f"{path.name}\0{info.st_mtime_ns}\0{info.st_size}\n".encode())
         return digest.hexdigest()

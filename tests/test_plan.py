@@ -20,7 +20,7 @@ CATALOGUE = {
 
 
 def registry(*files: tuple[str, str]):
-    return build_registry([(name, xml.encode()) for name, xml in files])
+    return build_registry([(name, xml.encode(), 5) for name, xml in files])
 
 
 def handler(name: str, *events: str) -> str:

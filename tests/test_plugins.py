@@ -6,8 +6,9 @@ from mgrhooks.model import Base, HandlerType, Placement, Stage
 from mgrhooks.plugins import build_registry, load_registry, parse_plugin
 
 
-def parse(xml: str, path: str = "etc/xml/billmgr_mod_t.xml"):
-    return parse_plugin(xml.encode(), path)
+def parse(xml: str, path: str = "etc/xml/billmgr_mod_t.xml", generation: int = 5):
+    parsed = parse_plugin(xml.encode(), path, generation)
+    return parsed.events, parsed.funcs, parsed.problems
 
 
 def test_vendor_samba_example() -> None:
@@ -129,7 +130,7 @@ def test_broken_file_reported_with_line_and_others_still_load(tmp_path: Path) ->
     (plugins / "ispmgr_mod_c.xml").write_text(
         '<mgrdata><handler name="c" type="xml"><event name="x" after="yes"/></handler></mgrdata>'
     )
-    registry = load_registry(plugins, "billmgr", display_base=tmp_path)
+    registry = load_registry(tmp_path, "billmgr")
     assert [e.handler.name for e in registry.events] == ["b"]
     assert registry.files == ("etc/xml/billmgr_mod_a.xml", "etc/xml/billmgr_mod_b.xml")
     (problem,) = registry.problems
@@ -155,8 +156,8 @@ def test_hostile_plugin_file_is_refused_not_expanded() -> None:
 def test_duplicate_func_is_a_warning() -> None:
     registry = build_registry(
         [
-            ("a.xml", b'<mgrdata><handler name="one" type="xml"><func name="f"/></handler></mgrdata>'),
-            ("b.xml", b'<mgrdata><handler name="two" type="xml"><func name="f"/></handler></mgrdata>'),
+            ("a.xml", b'<mgrdata><handler name="one" type="xml"><func name="f"/></handler></mgrdata>', 5),
+            ("b.xml", b'<mgrdata><handler name="two" type="xml"><func name="f"/></handler></mgrdata>', 5),
         ]
     )
     func = registry.func("f")

@@ -1,0 +1,105 @@
+"""The functions a call can reach besides addons: the core's, the runner's own
+``eventlist``, and functions of other products answered from supplied documents. I/O.
+
+A function the built-in core does not have (``webdomain.edit``, ``payment.add``, ...) can
+still be called: its main logic's result is the ``<doc>`` in ``--core-doc FILE`` (for the
+called function only) or in ``etc/core/<mgr>/<func>.xml`` in the root. The document's
+attributes and children are merged into the response as a cgi handler's are (our choice),
+so the handlers around it run exactly as on the real panel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from . import merge
+from .core import PARAMETERS, Core
+from .errors import PanelError
+from .model import HandlerType, InternalHandler, Registry, Request
+from .xmldoc import DocumentError, Element, add, parse
+
+EVENTLIST = "eventlist"
+#: metadata elements that name a parameter
+_FIELDS = ("input", "select", "textarea", "slider", "col", "datetime", "htmldata")
+
+
+class Functions:
+    """A :class:`~mgrhooks.core.Core` that adds ``eventlist`` and supplied documents to ``core``.
+
+    :param core_docs: function name → document file, consulted before ``core``
+    """
+
+    def __init__(self, core: Core, registry: Registry, core_docs: Mapping[str, Path]) -> None:
+        self.core = core
+        self.registry = registry
+        self.core_docs = core_docs
+
+    def catalogue(self) -> Mapping[str, Sequence[InternalHandler]]:
+        catalogue = dict(self.core.catalogue())
+        catalogue[EVENTLIST] = ()
+        for name in self.core_docs:
+            catalogue.setdefault(name, ())
+        return catalogue
+
+    def action(self, request: Request, doc: Element) -> None:
+        if request.func in self.core_docs:
+            _merge_into(doc, _load(self.core_docs[request.func]))
+        elif request.func == EVENTLIST:
+            self._eventlist(doc)
+        else:
+            self.core.action(request, doc)
+
+    def internal(self, handler: InternalHandler, request: Request, doc: Element) -> None:
+        self.core.internal(handler, request, doc)
+
+    def parameters(self, func: str) -> list[str]:
+        """The parameters ``func`` reads: the fields named in its ``<metadata>``, else the
+        built-in core's list (``mgrctl -i FUNC``)."""
+        metadata = self.registry.metadata.get(func)
+        if metadata is not None:
+            names = (e.get("name", "") for e in parse(metadata, root_tag="metadata").iter(*_FIELDS))
+            return list(dict.fromkeys(n for n in names if n))
+        return list(PARAMETERS.get(func, ()))
+
+    def _eventlist(self, doc: Element) -> None:
+        """One ``<elem>`` per registration: event, stage, handler, type, plugin file and line."""
+        for event in self.registry.events:
+            elem = add(doc, "elem")
+            add(elem, "name", event.func)
+            add(elem, "stage", event.stage.value)
+            add(elem, "handler", event.handler.name)
+            add(elem, "type", event.handler.type.value)
+            add(elem, "plugin", str(event.source))
+        for func in self.registry.funcs:
+            elem = add(doc, "elem")
+            add(elem, "name", func.name)
+            add(elem, "stage", "action")
+            add(elem, "handler", func.handler.name)
+            add(elem, "type", func.handler.type.value)
+            add(elem, "plugin", str(func.source))
+
+
+def core_docs(root: Path, mgr: str, func: str, core_doc: Path | None) -> dict[str, Path]:
+    """Supplied documents: every ``etc/core/<mgr>/*.xml`` by function, then ``core_doc`` for ``func``."""
+    found = {path.stem: path for path in sorted((root / "etc" / "core" / mgr).glob("*.xml"))}
+    if core_doc is not None:
+        found[func] = core_doc
+    return found
+
+
+def _load(path: Path) -> Element:
+    try:
+        return parse(path.read_bytes())
+    except OSError as exc:
+        raise PanelError("value", "core-doc", str(path), f"Cannot read core document {path}: {exc.strerror}") from None
+    except DocumentError as exc:
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        raise PanelError("value", "core-doc", str(path), f"Core document {where}: {exc.reason}") from None
+
+
+def _merge_into(doc: Element, supplied: Element) -> None:
+    merged = merge.apply(doc, supplied, HandlerType.CGI).doc
+    doc.attrib.update(merged.attrib)
+    doc[:] = list(merged)
+    doc.text = merged.text
