@@ -11,8 +11,9 @@ import os
 import selectors
 import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -73,7 +74,11 @@ class RunOutcome:
 
 
 def run(request: RunRequest) -> RunOutcome:
-    """Run ``request``: write stdin fully and close it, collect stdout and stderr.
+    """Run ``request`` with its stdin complete before it starts; collect stdout and stderr.
+
+    stdin is an in-memory file already holding all of ``request.stdin`` (a memfd, or an
+    unlinked temporary file where there is none): a handler may read it to EOF, in
+    one non-blocking read, or not at all, and can never block mgrhooks by not reading.
 
     On timeout or output overflow the handler's whole process tree (its session, plus
     any descendant that left it) gets SIGTERM, then SIGKILL after ``kill_grace``. When the
@@ -82,16 +87,17 @@ def run(request: RunRequest) -> RunOutcome:
     """
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            request.argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=request.cwd,
-            env=dict(request.env),
-            start_new_session=True,  # keeps CPython's vfork fast path, unlike preexec_fn
-            close_fds=True,
-        )
+        with _stdin_file(request.stdin) as stdin:
+            proc = subprocess.Popen(
+                request.argv,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=request.cwd,
+                env=dict(request.env),
+                start_new_session=True,  # keeps CPython's vfork fast path, unlike preexec_fn
+                close_fds=True,
+            )
     except OSError as exc:
         reason = f"cannot start {request.argv[0]}: {exc.strerror or exc}"
         return RunOutcome(request, None, b"", b"", time.monotonic() - started, failure="spawn", reason=reason)
@@ -110,7 +116,6 @@ class _Session:
         self.stdout: list[bytes] = []
         self.stdout_size = 0
         self.stderr = bytearray()
-        self.pending = memoryview(request.stdin)
         self.selector = selectors.DefaultSelector()
         self.pidfd = _pidfd(proc.pid)
 
@@ -143,13 +148,9 @@ class _Session:
     def _loop(self) -> str | None:
         """Pump the pipes until the handler exited and both outputs hit EOF (or the
         drain grace ran out); return a failure kind or ``None``."""
-        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        assert self.proc.stdout and self.proc.stderr
+        for stream in (self.proc.stdout, self.proc.stderr):
             os.set_blocking(stream.fileno(), False)
-        if self.pending:
-            self.selector.register(self.proc.stdin, selectors.EVENT_WRITE)
-        else:
-            self.proc.stdin.close()
         self.selector.register(self.proc.stdout, selectors.EVENT_READ)
         self.selector.register(self.proc.stderr, selectors.EVENT_READ)
         if self.pidfd is not None:
@@ -172,28 +173,12 @@ class _Session:
             for key, _ in self.selector.select(wait):
                 if key.fileobj == self.pidfd:
                     self.selector.unregister(self.pidfd)
-                elif key.fileobj is self.proc.stdin:
-                    self._write()
                 elif self._read(key.fileobj) and self.stdout_size > self.request.output_limit:
                     return "output"
 
     def _outputs_open(self) -> bool:
         registered = self.selector.get_map()
         return any(s in registered for s in (self.proc.stdout, self.proc.stderr))
-
-    def _write(self) -> None:
-        stdin = self.proc.stdin
-        assert stdin is not None
-        try:
-            written = os.write(stdin.fileno(), self.pending[:_CHUNK])
-        except BlockingIOError:
-            return
-        except BrokenPipeError:
-            written = len(self.pending)  # the handler closed stdin without reading it all
-        self.pending = self.pending[written:]
-        if not self.pending:
-            self.selector.unregister(stdin)
-            stdin.close()
 
     def _read(self, stream: FileDescriptorLike) -> bool:
         """Read one chunk; return whether it was stdout data."""
@@ -214,6 +199,23 @@ class _Session:
             self.stderr += data
             del self.stderr[:-STDERR_KEEP]
         return is_stdout
+
+
+@contextlib.contextmanager
+def _stdin_file(data: bytes) -> Iterator[int]:
+    """A descriptor of an in-memory file holding ``data``, positioned at its start."""
+    try:
+        fd = os.memfd_create("mgrhooks-stdin", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        fd = os.dup(tempfile.TemporaryFile().fileno())
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _pidfd(pid: int) -> int | None:

@@ -90,6 +90,7 @@ def repo_root(tmp_path: Path) -> PanelRoot:
     target = tmp_path / "repo"
     shutil.copytree(REPO / "etc", target / "etc")
     shutil.copytree(REPO / "addon", target / "addon")
+    shutil.copytree(REPO / "sbin", target / "sbin")
     for program in (target / "addon").iterdir():
         program.chmod(0o750)
     return PanelRoot(target)

@@ -33,7 +33,11 @@ def test_readme_walkthrough_prints_what_it_shows(repo_root: PanelRoot) -> None:
     need("perl", ["perl", "-MCGI", "-e1"])
     steps = sessions((REPO / "README.md").read_text())
     assert len(steps) >= 10
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MGRHOOKS_PYTHON": sys.executable,  # the copied root has no .venv of its own
+    }
     for command, expected in steps:
         result = subprocess.run(["bash", "-c", command], cwd=repo_root.path, env=env, capture_output=True, text=True)
         assert result.stdout == expected, f"$ {command}\n{result.stderr}"

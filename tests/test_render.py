@@ -39,6 +39,22 @@ def test_text_errors() -> None:
     assert render(typed, "text") == "ERROR exists(user,alice): User 'alice' already exists\n"
     numeric = parse(b'<doc><error code="9">Access denied</error></doc>')
     assert render(numeric, "text") == "ERROR code 9: Access denied\n"
+    assert (
+        render(parse(b'<doc><error code="2" obj="user">exists</error></doc>'), "text") == "ERROR code 2(user): exists\n"
+    )
+    assert render(parse(b'<doc><error code="4" val="x y">bad</error></doc>'), "text") == "ERROR code 4(x y): bad\n"
+    assert json.loads(render(parse(b'<doc><error code="2" obj="user"/></doc>'), "json")) == {
+        "doc": {"error": {"$code": "2", "$obj": "user"}}
+    }
+
+
+def test_data_formats_leave_out_the_interface_and_devel_shows_it() -> None:
+    doc = parse(b'<doc func="f"><metadata name="f"/><messages name="f"><msg name="t">T</msg></messages><x>1</x></doc>')
+    assert render(doc, "xml") == '<?xml version="1.0" encoding="UTF-8"?>\n<doc func="f"><x>1</x>\n</doc>\n'
+    assert render(doc, "text") == "x=1\n"
+    devel = render(doc, "devel", [("func", "f"), ("a b", "1")])
+    assert '<metadata name="f"/>' in devel
+    assert '<tparams><func>f</func><param name="a b">1</param><out>devel</out></tparams>' in devel
 
 
 def test_xml_is_the_serialised_document() -> None:
