@@ -9,7 +9,8 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import parse_qsl
 
 import click
 
@@ -56,10 +57,16 @@ def main() -> None:
 
 
 def _params(
-    pairs: tuple[str, ...], options: tuple[str, ...] = (), named: dict[str, str | None] | None = None
+    pairs: tuple[str, ...],
+    options: tuple[str, ...] = (),
+    named: dict[str, str | None] | None = None,
+    body: bytes = b"",
 ) -> tuple[tuple[str, str], ...]:
-    """Parameters in mgrctl's ``key=value`` form; a later value of a key replaces an earlier one."""
-    params: dict[str, str] = {}
+    """Parameters from a urlencoded ``body``, then mgrctl's ``key=value`` arguments; a
+    later value of a key replaces an earlier one."""
+    params: dict[str, str] = dict(
+        parse_qsl(body.decode("ascii", "replace"), keep_blank_values=True, encoding="utf-8", errors="surrogateescape")
+    )
     for item in (*pairs, *options):
         key, found, value = item.partition("=")
         if not found or not key:
@@ -80,14 +87,20 @@ def _call_and_print(
     verbose: bool = False,
 ) -> None:
     """Run the call, print the response, run final handlers after stdout is released, exit."""
+    from .containment import adopt_orphans
     from .dispatch import Options, call, nesting
     from .render import render
 
+    adopt_orphans()  # daemons a handler starts stay findable, so a timeout can stop them
     depth, chain = nesting(os.environ)
     options = Options(timeout=timeout, depth=depth, chain=chain, core_doc=core_doc, defer_final=True)
     echo = logging.StreamHandler(sys.stderr) if verbose else None
     with root.logging(echo):
-        response = call(root, request, options=options)
+        try:
+            response = call(root, request, options=options)
+        except MgrhooksError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_status)
         click.echo(render(response.doc, fmt, request.all_params), nl=False)
         if response.finish is not None:
             _release_stdout()
@@ -118,6 +131,12 @@ def _release_stdout() -> None:
 @click.option("--out", "fmt", type=click.Choice(FORMATS), default="xml", show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds each handler may run.")
 @click.option(
+    "--body",
+    type=click.File("rb"),
+    help="Read parameters from FILE ('-': stdin) as a urlencoded POST body, for values too large "
+    "or odd for the command line (a NUL byte, over 128 KiB).",
+)
+@click.option(
     "--core-doc",
     type=click.Path(dir_okay=False, path_type=Path),
     help="A <doc> file that is the main logic's result (for functions of other products).",
@@ -136,6 +155,7 @@ def exec_command(
     lang: str,
     fmt: str,
     timeout: float | None,
+    body: BinaryIO | None,
     core_doc: Path | None,
     verbose: bool,
 ) -> None:
@@ -143,7 +163,7 @@ def exec_command(
 
     Exit status 0 when the response holds no <error>, 1 when it does.
     """
-    params = _params(pairs, options, {"elid": elid, "plid": plid, "sok": sok})
+    params = _params(pairs, options, {"elid": elid, "plid": plid, "sok": sok}, body.read() if body else b"")
     request = Request(func, params, user=user, level=level, lang=lang)
     _call_and_print(root, request, fmt, timeout=timeout, core_doc=core_doc, verbose=verbose)
 

@@ -66,14 +66,15 @@ class Core(Protocol):
 def hash_password(password: str) -> str:
     """``scrypt$n$r$p$salt$hash`` (hex), with the standard library's scrypt."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
+    digest = hashlib.scrypt(password.encode("utf-8", "surrogateescape"), salt=salt, **_SCRYPT)
     return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
 
 
 def verify_password(password: str, stored: str) -> bool:
     """Whether ``password`` matches a :func:`hash_password` string."""
     _, n, r, p, salt, digest = stored.split("$")
-    candidate = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p))
+    secret = password.encode("utf-8", "surrogateescape")
+    candidate = hashlib.scrypt(secret, salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p))
     return hmac.compare_digest(candidate.hex(), digest)
 
 
@@ -85,6 +86,11 @@ class BuiltinCore:
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
+        self._hashes: dict[str, str] = {}
+
+    def hashed(self, password: str) -> str:
+        """``password`` hashed: worked out before the write lock was taken, when possible."""
+        return self._hashes.get(password) or hash_password(password)
 
     def catalogue(self) -> Mapping[str, Sequence[InternalHandler]]:
         return {name: INTERNALS.get(name, ()) for name in ACTIONS}
@@ -114,6 +120,10 @@ class BuiltinCore:
     def action(self, request: Request, doc: Element) -> None:
         if request.func.startswith("user") and request.level < ADMIN_LEVEL:
             raise PanelError("access", "func", request.func, f"Access to '{request.func}' needs level {ADMIN_LEVEL}")
+        password = request.get("passwd")
+        if password and request.get("sok"):
+            # scrypt takes tens of milliseconds: not while holding the database's write lock
+            self._hashes = {password: hash_password(password)}
         with self.transaction() as conn:
             ACTIONS[request.func](self, conn, request, doc)
 
@@ -163,9 +173,9 @@ def user_edit(core: BuiltinCore, conn: sqlite3.Connection, request: Request, doc
     if not request.get("sok"):
         _user_form(conn, elid, doc)
     elif not elid:
-        _user_create(conn, request, doc)
+        _user_create(core, conn, request, doc)
     else:
-        _user_change(conn, request, elid, doc)
+        _user_change(core, conn, request, elid, doc)
 
 
 def _user_form(conn: sqlite3.Connection, elid: str, doc: Element) -> None:
@@ -177,7 +187,7 @@ def _user_form(conn: sqlite3.Connection, elid: str, doc: Element) -> None:
     add(doc, "balance", row["balance"] if row else "0.00")
 
 
-def _user_create(conn: sqlite3.Connection, request: Request, doc: Element) -> None:
+def _user_create(core: BuiltinCore, conn: sqlite3.Connection, request: Request, doc: Element) -> None:
     name = _valid_name(request.get("name"))
     password = request.get("passwd")
     if not password:
@@ -188,13 +198,13 @@ def _user_create(conn: sqlite3.Connection, request: Request, doc: Element) -> No
     balance = _valid_balance(request.get("balance", "0.00"))
     conn.execute(
         "INSERT INTO users (name, level, password, balance) VALUES (?, ?, ?, ?)",
-        (name, level, hash_password(password), balance),
+        (name, level, core.hashed(password), balance),
     )
     add(doc, "ok")
     add(doc, "id", name)
 
 
-def _user_change(conn: sqlite3.Connection, request: Request, elid: str, doc: Element) -> None:
+def _user_change(core: BuiltinCore, conn: sqlite3.Connection, request: Request, elid: str, doc: Element) -> None:
     row = _existing(conn, elid)
     name = _valid_name(request.get("name", elid))
     if name != elid and _find(conn, name) is not None:
@@ -202,7 +212,7 @@ def _user_change(conn: sqlite3.Connection, request: Request, elid: str, doc: Ele
     level = _valid_level(request.get("level", str(row["level"])))
     balance = _valid_balance(request.get("balance", row["balance"]))
     password = request.get("passwd")
-    stored = hash_password(password) if password else row["password"]
+    stored = core.hashed(password) if password else row["password"]
     conn.execute(
         "UPDATE users SET name = ?, level = ?, balance = ?, password = ? WHERE name = ?",
         (name, level, balance, stored, elid),

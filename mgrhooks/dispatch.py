@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -16,19 +18,21 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from . import logs, merge
+from .containment import Guardian
 from .core import BuiltinCore, Core
-from .env import Panel, handler_environment, query_string
+from .env import Panel, handler_environment, query_string, spilled
 from .errors import PanelError
 from .functions import Functions, core_docs
 from .model import Event, FuncDecl, Handler, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
 from .plan import plan
 from .programs import inspect
 from .root import Root
-from .runner import DEFAULT_TIMEOUT, RunOutcome, RunRequest, run
+from .runner import RunOutcome, RunRequest, run
 from .shape import initial_document, old_generation_input, without_old_generation
 from .xmldoc import DocumentError, Element, error_doc, find_error, parse, serialise
 
-Runner = Callable[[RunRequest], RunOutcome]
+#: runs one handler; :func:`mgrhooks.runner.run` unless a test or an application swaps it
+Runner = Callable[[RunRequest, Guardian | None], RunOutcome]
 
 
 def _version() -> str:
@@ -69,6 +73,8 @@ class Options:
     :param chain: the functions of the enclosing calls, outermost first
     :param core_doc: a document file that is the main logic's result for this function
     :param defer_final: leave final-stage handlers to ``Response.finish``
+    :param guard: start a :class:`~mgrhooks.containment.Guardian`, so that the running
+        handler is killed if this process dies mid-call
     """
 
     timeout: float | None = None
@@ -77,6 +83,7 @@ class Options:
     chain: tuple[str, ...] = ()
     core_doc: Path | None = None
     defer_final: bool = False
+    guard: bool = True
 
 
 def call(
@@ -87,6 +94,8 @@ def call(
     Never raises for bad input, unknown functions or failing handlers: those come back
     as ``<error>`` documents (typed; handler failures have ``type="handler"``, a nesting
     deeper than :data:`MAX_DEPTH` ``type="nesting"``).
+
+    :raises RootError: the root's ``etc/mgrhooks.conf`` is broken
     """
     request = request if request.call_id else replace(request, call_id=uuid.uuid4().hex)
     chain = (*options.chain, request.func)
@@ -143,9 +152,17 @@ class _Call:
         self.options = options
         self.runner = runner
         self.environ = options.environ if options.environ is not None else os.environ
+        self.guardian = Guardian() if options.guard else None
+        self.settings = root.settings()
+        self._files: dict[str, str] | None = None
+        self._spill_dir: str | None = None
 
     def run(self) -> Response:
-        doc = self._main(self._initial())
+        try:
+            doc = self._main(self._initial())
+        except BaseException:
+            self._end()
+            raise
         if self.options.defer_final:
             return Response(doc, self.plan, finish=lambda: self._final(doc))
         self._final(doc)
@@ -195,13 +212,23 @@ class _Call:
         return self._apply(event.handler, event.stage.value, doc, outcome)
 
     def _final(self, result: Element) -> None:
-        for step in self.plan.stage(Stage.FINAL):
-            assert step.event is not None
-            handler = step.event.handler
-            stdin_doc = result if step.event.sessiondata else self._initial()
-            outcome = self._spawn(handler, "final", stdin_doc, step.event.postdata, str(step.event.source))
-            if not outcome.ok:
-                logs.EXTERNAL.warning("final handler '%s' failed: %s", handler.name, outcome.reason)
+        try:
+            for step in self.plan.stage(Stage.FINAL):
+                assert step.event is not None
+                handler = step.event.handler
+                stdin_doc = result if step.event.sessiondata else self._initial()
+                outcome = self._spawn(handler, "final", stdin_doc, step.event.postdata, str(step.event.source))
+                if not outcome.ok:
+                    logs.EXTERNAL.warning("final handler '%s' failed: %s", handler.name, outcome.reason)
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        """Release what the call held: the guardian, spilled parameter files."""
+        if self.guardian is not None:
+            self.guardian.close()
+        if self._spill_dir is not None:
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
 
     def _spawn(self, handler: Handler, stage: str, doc: Element, postdata: bool, why: str) -> RunOutcome:
         program = inspect(self.root.addon_dir, handler.name)
@@ -210,32 +237,61 @@ class _Call:
         if program.path is None:
             message = "; ".join(program.errors)
             logs.EXTERNAL.warning("%s", message)
-            request = RunRequest((program.shown,), str(self.root.path), {}, b"", description=why)
-            return RunOutcome(request, None, b"", b"", 0.0, failure="spawn", reason=message)
+            refused = RunRequest((program.shown,), str(self.root.path), {}, b"", description=why)
+            return RunOutcome(refused, None, b"", b"", 0.0, failure="spawn", reason=message)
+        request = self._run_request(handler, program.path, stage, doc, postdata, why)
+        logs.EXTERNAL.info("Executing: %s", shlex.join((program.shown, *request.argv[1:])))
+        names = " ".join(sorted(request.env))
+        logs.EXTERNAL.debug("'%s': %d bytes on stdin, environment %s", handler.name, len(request.stdin), names)
+        logs.EXTERNAL.log(logs.TRACE, "'%s' stdin: %s", handler.name, request.stdin[: logs.DUMP_BYTES])
+        outcome = self.runner(request, self.guardian)
+        logs.EXTERNAL.log(logs.TRACE, "'%s' stdout: %s", handler.name, outcome.stdout[: logs.DUMP_BYTES])
+        self._log_outcome(handler, outcome)
+        return outcome
+
+    def _run_request(
+        self, handler: Handler, program: Path, stage: str, doc: Element, postdata: bool, why: str
+    ) -> RunRequest:
+        """What to run for one handler: argv, environment and stdin by PROTOCOL §4."""
         cgi_post = handler.type is HandlerType.CGI and postdata
         if handler.generation == 4:
             doc = old_generation_input(doc, self.request)
         stdin = query_string(self.request).encode() if cgi_post else serialise(doc)
-        argv = (str(program.path), stage) if handler.generation == 4 else (str(program.path),)
         env = handler_environment(
-            self.environ, self.request, self.panel, stage=stage, post_length=len(stdin) if cgi_post else None
+            self.environ,
+            self.request,
+            self.panel,
+            stage=stage,
+            post_length=len(stdin) if cgi_post else None,
+            files=self._spill_files(),
+            passed=self.settings.pass_env,
         )
-        timeout = self.options.timeout or handler.timeout or DEFAULT_TIMEOUT
-        request = RunRequest(
-            argv,
+        limits = self.settings
+        return RunRequest(
+            (str(program), stage) if handler.generation == 4 else (str(program),),
             str(self.root.path),
             env,
             stdin,
-            timeout,
+            self.options.timeout or handler.timeout or limits.timeout,
             description=f"handler '{handler.name}' ({stage} {self.request.func}, {why})",
+            output_limit=limits.output_limit,
+            kill_grace=limits.kill_grace,
+            drain_grace=limits.drain_grace,
         )
-        logs.EXTERNAL.info("Executing: %s", shlex.join((program.shown, *argv[1:])))
-        logs.EXTERNAL.debug("'%s': %d bytes on stdin, environment %s", handler.name, len(stdin), " ".join(sorted(env)))
-        logs.EXTERNAL.log(logs.TRACE, "'%s' stdin: %s", handler.name, stdin[: logs.DUMP_BYTES])
-        outcome = self.runner(request)
-        logs.EXTERNAL.log(logs.TRACE, "'%s' stdout: %s", handler.name, outcome.stdout[: logs.DUMP_BYTES])
-        self._log_outcome(handler, outcome)
-        return outcome
+
+    def _spill_files(self) -> dict[str, str]:
+        """Write the call's spilled parameter values to files, once; key → path."""
+        if self._files is None:
+            self._files = {}
+            keys = spilled(self.request)
+            if keys:
+                self._spill_dir = tempfile.mkdtemp(prefix="mgrhooks-params-")
+                for number, key in enumerate(keys):
+                    path = os.path.join(self._spill_dir, f"{number}")
+                    with open(path, "wb") as file:
+                        file.write(self.request.get(key).encode("utf-8", "surrogateescape"))
+                    self._files[key] = path
+        return self._files
 
     def _log_outcome(self, handler: Handler, outcome: RunOutcome) -> None:
         for line in outcome.stderr.decode("utf-8", "backslashreplace").splitlines():

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from .model import Request
 
+#: a parameter value longer than this (bytes) or holding NUL is not put in the environment
+SPILL_BYTES = 64 * 1024
+#: bytes the parameters may take in the environment (PARAM_* and QUERY_STRING together);
+#: beyond it the largest values are spilled too (Linux refuses an exec past ~2 MiB)
+ENV_BUDGET = 512 * 1024
 #: runner variables handed on to handlers
 ALLOWED = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL", "TERM")
 ALLOWED_PREFIXES = ("LC_",)
@@ -37,9 +42,35 @@ class Panel:
     python: str = sys.executable
 
 
-def query_string(request: Request) -> str:
-    """All request parameters urlencoded, ``func`` first (QUERY_STRING and POST body)."""
-    return urlencode(request.all_params)
+def query_string(request: Request, leave_out: Collection[str] = ()) -> str:
+    """The request parameters urlencoded (UTF-8), ``func`` first, but those in ``leave_out``.
+
+    Undecodable bytes from the command line are encoded back as they came.
+    """
+    params = [(k, v) for k, v in request.all_params if k not in leave_out]
+    return urlencode(params, encoding="utf-8", errors="surrogateescape")
+
+
+def _size(value: str) -> int:
+    return len(value.encode("utf-8", "surrogateescape"))
+
+
+def spilled(request: Request) -> list[str]:
+    """Keys whose values go to files instead of the environment (``PARAM_<key>_FILE``).
+
+    A value holding NUL, or longer than :data:`SPILL_BYTES`, cannot or should not be an
+    environment variable; past :data:`ENV_BUDGET` in total the largest values follow.
+    """
+    sizes = {key: _size(value) for key, value in request.params}
+    spill = [key for key, value in request.params if "\0" in value or sizes[key] > SPILL_BYTES]
+    total = 2 * sum(size for key, size in sizes.items() if key not in spill)  # PARAM_ and QUERY_STRING
+    for key in sorted(sizes, key=lambda k: sizes[k], reverse=True):
+        if total <= ENV_BUDGET:
+            break
+        if key not in spill:
+            spill.append(key)
+            total -= 2 * sizes[key]
+    return spill
 
 
 def is_env_name(key: str) -> bool:
@@ -54,6 +85,8 @@ def handler_environment(
     *,
     stage: str,
     post_length: int | None = None,
+    files: Mapping[str, str] | None = None,
+    passed: Collection[str] = (),
 ) -> dict[str, str]:
     """Build a handler's environment.
 
@@ -64,14 +97,20 @@ def handler_environment(
         (both ``HANDLER_STAGE`` and ``EVENT_TYPE``)
     :param post_length: length in bytes of the POST body on stdin (cgi with
         ``postdata="yes"``), ``None`` for a GET-style call
+    :param files: spilled parameters (see :func:`spilled`): key → the file holding its
+        value, given as ``PARAM_<key>_FILE`` and left out of ``PARAM_<key>`` and
+        ``QUERY_STRING``
+    :param passed: further runner variables to hand on (``pass_env`` in the settings)
     :returns: a new mapping; parameters whose key holds ``=`` or NUL are left out of
         ``PARAM_*`` (they still reach the handler in ``QUERY_STRING``)
     """
-    env = {k: v for k, v in base.items() if k in ALLOWED or k.startswith(ALLOWED_PREFIXES)}
+    files = files or {}
+    env = {k: v for k, v in base.items() if k in ALLOWED or k in passed or k.startswith(ALLOWED_PREFIXES)}
     env.setdefault("PATH", DEFAULT_PATH)
     env.update(
-        {f"PARAM_{key}": value for key, value in request.all_params if is_env_name(key)},
+        {f"PARAM_{key}": value for key, value in request.all_params if is_env_name(key) and key not in files},
     )
+    env.update({f"PARAM_{key}_FILE": path for key, path in files.items() if is_env_name(key)})
     level = str(request.level)
     env.update(
         AUTH_USER=request.user,
@@ -98,7 +137,7 @@ def handler_environment(
         SERVER_PROTOCOL="HTTP/1.1",
         SERVER_SOFTWARE=f"mgrhooks/{panel.version}",
         SCRIPT_NAME=f"/{panel.mgr}",
-        QUERY_STRING=query_string(request),
+        QUERY_STRING=query_string(request, leave_out=files),
         REQUEST_METHOD="GET" if post_length is None else "POST",
     )
     if post_length is not None:

@@ -18,6 +18,7 @@ from . import logs
 from .errors import RootError
 from .model import Registry
 from .plugins import load_registry, plugin_files
+from .settings import Settings, load_settings
 
 DEFAULT_MGR = "billmgr"
 #: sbin/mgrctl of a root: the panel's command-line client, run through mgrhooks. The
@@ -91,6 +92,13 @@ class Root:
     @property
     def db_file(self) -> Path:
         return self.var_dir / f"{self.mgr}.db"
+
+    def settings(self) -> Settings:
+        """The root's ``etc/mgrhooks.conf`` (defaults where it is missing).
+
+        :raises RootError: the file is broken
+        """
+        return load_settings(self.path / "etc" / "mgrhooks.conf")
 
     def registry(self) -> Registry:
         """Load the plugin descriptions; log registrations when the files changed."""

@@ -17,19 +17,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import psutil
+from .containment import SPAWNED, Guardian, kill_tree
+from .settings import DEFAULT_TIMEOUT, DRAIN_GRACE, KILL_GRACE, OUTPUT_LIMIT
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
 
-#: seconds a handler may run (our choice; overridden per handler by ``timeout=`` and per call)
-DEFAULT_TIMEOUT = 60.0
-#: seconds between SIGTERM and SIGKILL when a handler is stopped
-KILL_GRACE = 1.0
-#: seconds to keep reading stdout after the handler exited while a child of it holds it open
-DRAIN_GRACE = 0.5
-#: bytes of stdout accepted from one handler (64 MiB; our choice)
-OUTPUT_LIMIT = 64 * 1024 * 1024
 #: bytes of stderr kept (the last ones) for the log
 STDERR_KEEP = 64 * 1024
 _CHUNK = 65536
@@ -73,7 +66,7 @@ class RunOutcome:
         return self.failure is None
 
 
-def run(request: RunRequest) -> RunOutcome:
+def run(request: RunRequest, guardian: Guardian | None = None) -> RunOutcome:
     """Run ``request`` with its stdin complete before it starts; collect stdout and stderr.
 
     stdin is an in-memory file already holding all of ``request.stdin`` (a memfd, or an
@@ -84,6 +77,9 @@ def run(request: RunRequest) -> RunOutcome:
     any descendant that left it) gets SIGTERM, then SIGKILL after ``kill_grace``. When the
     handler exits while a background child still holds stdout, reading stops after
     ``drain_grace`` and the child is left running (real addons start daemons that way).
+
+    :param guardian: told the handler's process group while it runs (see
+        :mod:`mgrhooks.containment`)
     """
     started = time.monotonic()
     try:
@@ -101,8 +97,16 @@ def run(request: RunRequest) -> RunOutcome:
     except OSError as exc:
         reason = f"cannot start {request.argv[0]}: {exc.strerror or exc}"
         return RunOutcome(request, None, b"", b"", time.monotonic() - started, failure="spawn", reason=reason)
-    with proc:
-        return _Session(proc, request, started).collect()
+    SPAWNED.add(proc.pid)
+    if guardian is not None:
+        guardian.watch(proc.pid)
+    try:
+        with proc:
+            return _Session(proc, request, started).collect()
+    finally:
+        SPAWNED.discard(proc.pid)
+        if guardian is not None:
+            guardian.release()
 
 
 class _Session:
@@ -123,6 +127,9 @@ class _Session:
         failure = None
         try:
             failure = self._loop()
+        except BaseException:  # KeyboardInterrupt, or a bug: the handler must not outlive us
+            kill_tree(self.proc, self.request.kill_grace)
+            raise
         finally:
             self.selector.close()
             if self.pidfd is not None:
@@ -224,66 +231,6 @@ def _pidfd(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):
         return None
-
-
-def kill_tree(proc: subprocess.Popen[bytes], grace: float) -> tuple[int, ...]:
-    """Stop ``proc``, its process group and every descendant: SIGTERM, then SIGKILL.
-
-    The direct child is reaped through ``proc`` (so its status is kept); descendants,
-    including those that left the group, are found with psutil before any signal.
-
-    :returns: the pids that were signalled, ``proc`` first
-    """
-    try:
-        descendants = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        descendants = []
-    _signal_group(proc.pid, signal.SIGTERM)
-    _signal_each(descendants, signal.SIGTERM)
-    ends = time.monotonic() + grace
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
-    alive = _wait_gone(descendants, max(0.0, ends - time.monotonic()))
-    _signal_group(proc.pid, signal.SIGKILL)
-    _signal_each(alive, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-    _wait_gone(alive, grace)
-    return (proc.pid, *(d.pid for d in descendants))
-
-
-def _wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until every process has ended or is a zombie; return those still running.
-
-    A zombie counts as gone: once orphaned it is reaped by whoever is PID 1, which in a
-    container may never happen, and it runs no code either way.
-    """
-    ends = time.monotonic() + timeout
-    alive = processes
-    while True:
-        alive = [p for p in alive if _running(p)]
-        if not alive or time.monotonic() >= ends:
-            return alive
-        time.sleep(0.01)
-
-
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _signal_each(processes: list[psutil.Process], sig: int) -> None:
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            process.send_signal(sig)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _reason(failure: str | None, returncode: int, request: RunRequest) -> str:

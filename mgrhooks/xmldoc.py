@@ -8,9 +8,14 @@ so entity bombs and external entities are never expanded nor fetched.
 
 from __future__ import annotations
 
+import re
+
 from lxml import etree
 
 Element = etree._Element
+#: a <!DOCTYPE> in the prolog (after a BOM, the declaration, comments, processing instructions)
+_DOCTYPE = re.compile(rb"(\xef\xbb\xbf)?(\s|<\?.*?\?>|<!--.*?-->)*<!DOCTYPE", re.S)
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 #: the declaration every serialised document starts with, in the panel's own quoting
@@ -45,6 +50,8 @@ def parse(data: bytes, root_tag: str | None = "doc") -> Element:
     """
     if not data.strip():
         raise DocumentError("empty output, expected an XML document")
+    if _DOCTYPE.match(data):  # before parsing: whatever the DTD holds is never looked at
+        raise DocumentError("a DTD (<!DOCTYPE>) is not allowed", data[: data.find(b"<!DOCTYPE")].count(b"\n") + 1)
     try:
         tree = etree.fromstring(data, parser())
     except etree.XMLSyntaxError as exc:
@@ -66,11 +73,17 @@ def new_doc(func: str, lang: str = "en", binary: str = "") -> Element:
     return doc
 
 
+def xml_safe(text: str) -> str:
+    """``text`` with every character XML 1.0 cannot hold (control characters, lone
+    surrogates from undecodable bytes) replaced by U+FFFD."""
+    return _NOT_XML.sub("\ufffd", text)
+
+
 def add(parent: Element, tag: str, text: str | None = None, **attrs: str) -> Element:
-    """Append ``<tag attrs>text</tag>`` to ``parent`` and return it."""
-    child = etree.SubElement(parent, tag, attrs)
+    """Append ``<tag attrs>text</tag>`` to ``parent`` and return it (values made :func:`xml_safe`)."""
+    child = etree.SubElement(parent, tag, {k: xml_safe(v) for k, v in attrs.items()})
     if text is not None:
-        child.text = text
+        child.text = xml_safe(text)
     return child
 
 

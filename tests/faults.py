@@ -1,0 +1,555 @@
+"""The fault and hostile-input cases: each runs through the real CLI against a fresh root,
+asserts the behaviour, and returns what it measured.
+
+Used by ``tests/test_faults.py`` (one test per case) and by ``scripts/reliability.py``,
+which writes ``docs/reliability.md`` from the same cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psutil
+
+from conftest import PanelRoot
+
+TIMEOUT = 1.0  # the handler timeout every process case sets
+GRACE = 1.0  # kill_grace, the documented default
+#: time to answer allowed over timeout + grace: two Python starts and the kill sweeps
+SLACK = 2.5
+
+
+@dataclass
+class Measured:
+    """What a case saw: seconds to answer, processes of the case left, rows lost."""
+
+    seconds: float
+    leftover: int = 0
+    rows_lost: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Case:
+    area: str
+    name: str
+    expected: str
+    run: Callable[[PanelRoot], Measured]
+
+
+CASES: list[Case] = []
+
+
+def case(area: str, expected: str) -> Callable[[Callable[[PanelRoot], Measured]], Callable[[PanelRoot], Measured]]:
+    def register(function: Callable[[PanelRoot], Measured]) -> Callable[[PanelRoot], Measured]:
+        CASES.append(Case(area, function.__name__.replace("_", " "), expected, function))
+        return function
+
+    return register
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+RECORD_PID = "open('var/pids', 'a').write(f'{os.getpid()}\\n')"
+
+
+def exec_timed(root: PanelRoot, *args: str, **kwargs: object) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    result = root.mgrhooks("exec", *args, **kwargs)  # type: ignore[arg-type]
+    return result, time.monotonic() - started
+
+
+def leftover(root: PanelRoot) -> int:
+    """Processes whose pid the case's handlers recorded in var/pids and that still run."""
+    path = root.path / "var/pids"
+    pids = [int(p) for p in path.read_text().split()] if path.exists() else []
+    alive = 0
+    for pid in pids:
+        try:
+            alive += psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            pass
+    return alive
+
+
+def kill_recorded(root: PanelRoot) -> None:
+    path = root.path / "var/pids"
+    for pid in [int(p) for p in path.read_text().split()] if path.exists() else []:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def python_handler(root: PanelRoot, name: str, body: str, events: str, attrs: str = "", type: str = "xml") -> None:
+    root.handler(
+        name, f"#!{sys.executable}\nimport os, sys, time\n{RECORD_PID}\n{body}\n", events, type=type, attrs=attrs
+    )
+
+
+def timed_out(root: PanelRoot, body: str) -> Measured:
+    """A before-handler on ``user`` that misbehaves forever: the call must answer with a
+    timeout error naming it, and nothing of it may be left."""
+    python_handler(root, "bad.py", body, '<event name="user" before="yes"/>', attrs=f'timeout="{TIMEOUT}"')
+    try:
+        result, seconds = exec_timed(root, "user", "--out", "text")
+        left = leftover(root)
+    finally:
+        kill_recorded(root)
+    assert result.returncode == 1, result.stdout
+    assert "Handler 'bad.py' (before user" in result.stdout and f"timed out after {TIMEOUT:g}s" in result.stdout
+    assert seconds < TIMEOUT + GRACE + SLACK, seconds
+    assert left == 0, f"{left} process(es) left"
+    assert "timed out" in root.log()
+    return Measured(seconds, left, detail=result.stdout.strip())
+
+
+def bad_output(root: PanelRoot, producer: str, reason: str) -> Measured:
+    """A handler printing ``producer``'s output: refused with ``reason``, nothing expanded."""
+    python_handler(root, "out.py", f"sys.stdout.buffer.write({producer})", '<event name="user" after="yes"/>')
+    result, seconds = exec_timed(root, "user", "--out", "text")
+    assert result.returncode == 1
+    assert "Handler 'out.py' (after user" in result.stdout and reason in result.stdout, result.stdout
+    assert reason in root.log()
+    return Measured(seconds, leftover(root), detail=result.stdout.strip().split("failed: ", 1)[1])
+
+
+def refused_program(root: PanelRoot, name: str, reason: str) -> Measured:
+    """``check`` reports handler ``name`` as an error and a call refuses to run it."""
+    check = root.mgrhooks("check")
+    assert check.returncode == 1 and reason in check.stdout, check.stdout
+    result, seconds = exec_timed(root, "user", "--out", "text")
+    assert result.returncode == 1 and f"Handler '{name}'" in result.stdout and reason in result.stdout, result.stdout
+    assert reason in root.log()
+    return Measured(seconds, detail=check.stdout.strip())
+
+
+def param_probe(root: PanelRoot) -> None:
+    """A handler that records what it received in var/seen.json."""
+    python_handler(
+        root,
+        "probe.py",
+        """import json
+env = {k: os.environb[k.encode()].hex() for k in os.environ if k.startswith(("PARAM_", "QUERY"))}
+files = {k: open(v, "rb").read().hex() for k, v in os.environ.items() if k.endswith("_FILE")}
+json.dump({"env": env, "files": files}, open("var/seen.json", "w"))
+sys.stdout.write(sys.stdin.read())""",
+        '<event name="desktop" before="yes"/>',
+    )
+
+
+def seen(root: PanelRoot) -> dict[str, dict[str, bytes]]:
+    raw = json.loads(root.read("var/seen.json"))
+    return {part: {k: bytes.fromhex(v) for k, v in values.items()} for part, values in raw.items()}
+
+
+def with_body(root: PanelRoot, params: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    body = root.path / "body.txt"
+    body.write_text(urllib.parse.urlencode(params))
+    return exec_timed(root, "desktop", "--body", str(body), "--out", "text")
+
+
+def users(root: PanelRoot) -> list[str]:
+    result = root.mgrhooks("exec", "user", "--out", "json")
+    rows = json.loads(result.stdout)["doc"].get("elem", [])
+    rows = rows if isinstance(rows, list) else [rows]
+    return [row["name"]["$"] for row in rows]
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+@case("processes", "timeout error naming the handler; nothing left")
+def sleeps_forever(root: PanelRoot) -> Measured:
+    return timed_out(root, "time.sleep(600)")
+
+
+@case("processes", "timeout error; SIGKILL after the grace; nothing left")
+def ignores_sigterm(root: PanelRoot) -> Measured:
+    return timed_out(root, "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)")
+
+
+@case("processes", "timeout error; the grandchild is killed too")
+def grandchild_holding_stdout(root: PanelRoot) -> Measured:
+    child = f"import os, time; {RECORD_PID}; time.sleep(600)"
+    return timed_out(root, f"import subprocess\nsubprocess.Popen([sys.executable, '-c', {child!r}])\ntime.sleep(600)")
+
+
+@case("processes", "timeout error; the daemon that left the session is found and killed")
+def double_forked_daemon(root: PanelRoot) -> Measured:
+    body = f"""if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        {RECORD_PID}
+        time.sleep(600)
+    os._exit(0)
+time.sleep(600)"""
+    return timed_out(root, body)
+
+
+@case("processes", "timeout error; every process of the bomb is killed")
+def process_bomb(root: PanelRoot) -> Measured:
+    body = f"""for _ in range(6):  # 2**6 = 64 processes, each forking as fast as it can
+    os.fork()
+    {RECORD_PID}
+time.sleep(600)"""
+    measured = timed_out(root, body)
+    recorded = len((root.path / "var/pids").read_text().split())
+    assert recorded >= 64, recorded
+    measured.detail += f" ({recorded} processes killed)"
+    return measured
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+@case("output", "error: empty output")
+def empty_output(root: PanelRoot) -> Measured:
+    return bad_output(root, "b''", "empty output, expected an XML document")
+
+
+@case("output", "error: invalid XML, never decoded as text")
+def binary_output(root: PanelRoot) -> Measured:
+    return bad_output(root, "bytes(range(256)) * 4", "invalid output: invalid XML")
+
+
+@case("output", "error: invalid XML with its line")
+def invalid_xml(root: PanelRoot) -> Measured:
+    return bad_output(root, "b'<doc>\\n<a>\\n</doc>'", "invalid XML: Opening and ending tag mismatch")
+
+
+@case("output", "error: wrong root element")
+def wrong_root(root: PanelRoot) -> Measured:
+    return bad_output(root, "b'<html><body/></html>'", "root element is <html>, expected <doc>")
+
+
+@case("output", "refused: a DTD is never expanded")
+def entity_bomb(root: PanelRoot) -> Measured:
+    bomb = (
+        '<!DOCTYPE doc [<!ENTITY a "aaaaaaaaaa">'
+        + "".join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(8))
+        + "]><doc>&i;</doc>"
+    )
+    return bad_output(root, repr(bomb.encode()), "a DTD (<!DOCTYPE>) is not allowed")
+
+
+@case("output", "refused: an external entity is never fetched")
+def external_entity(root: PanelRoot) -> Measured:
+    (root.path / "var/secret.txt").write_text("TOPSECRET")
+    xml = f'<!DOCTYPE doc [<!ENTITY x SYSTEM "file://{root.path}/var/secret.txt">]><doc>&x;</doc>'
+    measured = bad_output(root, repr(xml.encode()), "a DTD (<!DOCTYPE>) is not allowed")
+    assert "TOPSECRET" not in root.log()
+    return measured
+
+
+@case("output", "refused: nesting deeper than 256 levels")
+def deep_nesting(root: PanelRoot) -> Measured:
+    return bad_output(root, "b'<doc>' + b'<a>' * 10000 + b'</a>' * 10000 + b'</doc>'", "Excessive depth in document")
+
+
+@case("output", "error at the limit (8 MiB here), memory bounded (< 4 x limit over the baseline)")
+def output_of_100_mb(root: PanelRoot) -> Measured:
+    (root.path / "etc/mgrhooks.conf").write_text("[handlers]\noutput_limit = 8M\n")
+    python_handler(
+        root,
+        "flood.py",
+        "chunk = b'x' * 1048576\nfor _ in range(100):\n    sys.stdout.buffer.write(chunk)",
+        '<event name="user" after="yes"/>',
+    )
+    argv = [sys.executable, "-m", "mgrhooks", "exec", "--root", str(root.path), "user", "--out", "text"]
+
+    def peak(args: list[str]) -> tuple[int, str, float]:
+        started = time.monotonic()
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert process.stdout is not None
+        out = process.stdout.read().decode()
+        _, _, usage = os.wait4(process.pid, 0)
+        process.returncode = 0
+        process.stdout.close()
+        return usage.ru_maxrss * 1024, out, time.monotonic() - started
+
+    baseline, _, _ = peak([*argv[:6], "desktop", "--out", "text"])
+    rss, out, seconds = peak(argv)
+    assert "failed: output exceeded 8388608 bytes" in out, out
+    assert rss - baseline < 4 * 8 * 1024 * 1024, (rss, baseline)
+    return Measured(
+        seconds, leftover(root), detail=f"peak RSS {rss / 2**20:.0f} MiB, baseline {baseline / 2**20:.0f} MiB"
+    )
+
+
+# --- plugin files and programs ----------------------------------------------------------
+
+
+@case("plugins", "check: error with file and line; other plugins still work")
+def malformed_plugin_file(root: PanelRoot) -> Measured:
+    root.plugin("broken", "<mgrdata>\n<handler name='x'>\n</mgrdata>")
+    root.handler("fine.sh", "#!/bin/sh\nsed 's|^</doc>|<fine/>\\n</doc>|'\n", '<event name="user" after="yes"/>')
+    check = root.mgrhooks("check")
+    assert check.returncode == 1 and "etc/xml/billmgr_mod_broken.xml:3: error: invalid XML" in check.stdout, (
+        check.stdout
+    )
+    result, seconds = exec_timed(root, "user")
+    assert result.returncode == 0 and "<fine/>" in result.stdout
+    assert "etc/xml/billmgr_mod_broken.xml:3: error: invalid XML" in root.log()
+    return Measured(seconds, detail=check.stdout.strip())
+
+
+@case("plugins", "check: warning; the handler still runs")
+def unknown_attribute(root: PanelRoot) -> Measured:
+    root.handler("fine.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes" colour="red"/>')
+    check = root.mgrhooks("check")
+    assert check.returncode == 0 and "warning: handler 'fine.sh': unknown attribute 'colour' ignored" in check.stdout
+    result, seconds = exec_timed(root, "user")
+    assert result.returncode == 0
+    return Measured(seconds, detail=check.stdout.strip())
+
+
+@case("plugins", "check: error; refused at run time")
+def missing_program(root: PanelRoot) -> Measured:
+    root.plugin("m", '<mgrdata><handler name="gone.sh" type="xml"><event name="user" after="yes"/></handler></mgrdata>')
+    return refused_program(root, "gone.sh", "Addon 'addon/gone.sh' does not exist")
+
+
+@case("plugins", "check: error; refused at run time")
+def not_executable(root: PanelRoot) -> Measured:
+    root.handler("noexec.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>')
+    (root.path / "addon/noexec.sh").chmod(0o640)
+    return refused_program(root, "noexec.sh", "Addon 'addon/noexec.sh' is not executable")
+
+
+@case("plugins", "check: error; refused at run time")
+def name_with_dot_dot(root: PanelRoot) -> Measured:
+    root.plugin(
+        "m", '<mgrdata><handler name="../etc/x.sh" type="xml"><event name="user" after="yes"/></handler></mgrdata>'
+    )
+    return refused_program(root, "../etc/x.sh", "Addon '../etc/x.sh' must be a file name inside addon/")
+
+
+@case("plugins", "check: error; refused at run time")
+def absolute_name(root: PanelRoot) -> Measured:
+    root.plugin("m", '<mgrdata><handler name="/bin/sh" type="xml"><event name="user" after="yes"/></handler></mgrdata>')
+    return refused_program(root, "/bin/sh", "Addon '/bin/sh' must be a file name inside addon/")
+
+
+@case("plugins", "check: error; refused at run time")
+def symlink_leaving_addon(root: PanelRoot) -> Measured:
+    root.plugin("m", '<mgrdata><handler name="link.sh" type="xml"><event name="user" after="yes"/></handler></mgrdata>')
+    (root.path / "addon/link.sh").symlink_to("/bin/cat")
+    return refused_program(root, "link.sh", "Addon 'addon/link.sh' leads outside addon/")
+
+
+@case("plugins", "check: error; refused at run time")
+def writable_by_others(root: PanelRoot) -> Measured:
+    root.handler("open.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>')
+    (root.path / "addon/open.sh").chmod(0o757)
+    return refused_program(root, "open.sh", "Addon 'addon/open.sh' is writable by group or others")
+
+
+# --- parameters -------------------------------------------------------------------------
+
+
+@case("parameters", "reaches the handler intact")
+def value_with_newlines(root: PanelRoot) -> Measured:
+    param_probe(root)
+    result, seconds = exec_timed(root, "desktop", "v=line 1\nline 2\r\n")
+    got = seen(root)["env"]
+    assert result.returncode == 0 and got["PARAM_v"] == b"line 1\nline 2\r\n"
+    assert b"v=line+1%0Aline+2%0D%0A" in got["QUERY_STRING"]
+    return Measured(seconds, detail="PARAM_v and QUERY_STRING intact")
+
+
+@case("parameters", "no shell ever sees it; nothing runs")
+def shell_metacharacters(root: PanelRoot) -> Measured:
+    param_probe(root)
+    value = "$(touch var/pwned); `touch var/pwned` | touch var/pwned & rm -rf / #'\""
+    result, seconds = exec_timed(root, "desktop", f"v={value}")
+    assert result.returncode == 0 and seen(root)["env"]["PARAM_v"] == value.encode()
+    assert not (root.path / "var/pwned").exists()
+    return Measured(seconds, detail="value intact, var/pwned not created")
+
+
+@case("parameters", "the bytes reach the handler as given; no crash")
+def invalid_utf8(root: PanelRoot) -> Measured:
+    param_probe(root)
+    argv = [
+        sys.executable,
+        "-m",
+        "mgrhooks",
+        "exec",
+        "--root",
+        str(root.path),
+        "desktop",
+        b"v=\xff\xfe ok",
+        "--out",
+        "xml",
+    ]
+    started = time.monotonic()
+    result = subprocess.run(argv, capture_output=True)
+    seconds = time.monotonic() - started
+    got = seen(root)["env"]
+    assert result.returncode == 0, result.stderr
+    assert got["PARAM_v"] == b"\xff\xfe ok" and b"v=%FF%FE+ok" in got["QUERY_STRING"]
+    return Measured(seconds, detail="PARAM_v = ff fe 20 6f 6b, QUERY_STRING v=%FF%FE+ok")
+
+
+@case("parameters", "spilled to PARAM_v_FILE; no E2BIG")
+def value_of_1_mb(root: PanelRoot) -> Measured:
+    param_probe(root)
+    value = "x" * (1 << 20)
+    result, seconds = with_body(root, {"v": value, "small": "s"})
+    got = seen(root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PARAM_v" not in got["env"] and got["files"]["PARAM_v_FILE"] == value.encode()
+    assert got["env"]["PARAM_small"] == b"s" and got["env"]["QUERY_STRING"] == b"func=desktop&small=s"
+    return Measured(seconds, detail="1 MiB value in PARAM_v_FILE, left out of QUERY_STRING")
+
+
+@case("parameters", "spilled to PARAM_v_FILE; no crash")
+def value_with_nul(root: PanelRoot) -> Measured:
+    param_probe(root)
+    result, seconds = with_body(root, {"v": "a\0b"})
+    got = seen(root)
+    assert result.returncode == 0, result.stderr
+    assert got["files"]["PARAM_v_FILE"] == b"a\0b"
+    return Measured(seconds, detail="value with NUL in PARAM_v_FILE")
+
+
+@case("parameters", "no PARAM_ variable; kept in QUERY_STRING")
+def key_not_an_environment_name(root: PanelRoot) -> Measured:
+    param_probe(root)
+    result, seconds = with_body(root, {"a=b": "1", "x.y-z": "2"})
+    got = seen(root)["env"]
+    assert result.returncode == 0
+    assert not any(k.startswith("PARAM_a=") for k in got) and got["PARAM_x.y-z"] == b"2"
+    assert b"a%3Db=1" in got["QUERY_STRING"]
+    return Measured(seconds, detail="'a=b' only in QUERY_STRING; 'x.y-z' as PARAM_x.y-z")
+
+
+# --- environment ------------------------------------------------------------------------
+
+
+@case("environment", "runner secrets never reach a handler unless passed in etc/mgrhooks.conf")
+def runner_secrets(root: PanelRoot) -> Measured:
+    python_handler(
+        root,
+        "env.py",
+        "open('var/env.txt', 'w').write(' '.join(sorted(os.environ)))\nsys.stdout.write(sys.stdin.read())",
+        '<event name="user" after="yes"/>',
+    )
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": "s3cr3t", "HTTP_PROXY": "http://proxy:3128"}
+    result, seconds = exec_timed(root, "user", env=env)
+    names = root.read("var/env.txt").split()
+    assert result.returncode == 0 and "AWS_SECRET_ACCESS_KEY" not in names and "HTTP_PROXY" not in names
+    (root.path / "etc/mgrhooks.conf").write_text("[handlers]\npass_env = HTTP_PROXY\n")
+    root.mgrhooks("exec", "user", env=env)
+    names = root.read("var/env.txt").split()
+    assert "HTTP_PROXY" in names and "AWS_SECRET_ACCESS_KEY" not in names
+    return Measured(seconds, detail=f"{len(names)} variables, all from the allow-list or pass_env")
+
+
+# --- concurrency and crashes ------------------------------------------------------------
+
+
+@case("concurrency", "200 calls: every user created exactly once, no lock error")
+def concurrent_user_add(root: PanelRoot) -> Measured:
+    started = time.monotonic()
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mgrhooks",
+                "exec",
+                "--root",
+                str(root.path),
+                "user.add",
+                f"name=u{n}",
+                "passwd=x",
+                "sok=ok",
+                "--out",
+                "text",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for n in range(200)
+    ]
+    outputs = [(p.communicate()[0], p.returncode) for p in processes]
+    seconds = time.monotonic() - started
+    failed = [out for out, code in outputs if code != 0]
+    created = users(root)
+    assert not failed, failed[:3]
+    assert sorted(created) == sorted(f"u{n}" for n in range(200))
+    return Measured(seconds, rows_lost=200 - len(set(created)), detail=f"{len(created)} users, 0 failed calls")
+
+
+def killed_mid_call(root: PanelRoot, stage: str) -> tuple[Measured, list[str]]:
+    python_handler(root, "slow.py", "time.sleep(600)", f'<event name="user.add" {stage}="yes"/>')
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mgrhooks",
+            "exec",
+            "--root",
+            str(root.path),
+            "user.add",
+            "name=al",
+            "passwd=x",
+            "sok=ok",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pids = root.path / "var/pids"
+    deadline = time.monotonic() + 20
+    while not pids.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    runner.kill()
+    runner.wait()
+    deadline = time.monotonic() + 5
+    while leftover(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    seconds = time.monotonic() - started
+    left = leftover(root)
+    kill_recorded(root)
+    assert left == 0, f"{left} handler process(es) left"
+    return Measured(seconds, left), users(root)
+
+
+@case("crashes", "runner SIGKILLed in a before-handler: no user written, handler gone")
+def runner_killed_before_action(root: PanelRoot) -> Measured:
+    measured, created = killed_mid_call(root, "before")
+    assert created == []
+    measured.detail = "no row written; the guardian killed the handler"
+    return measured
+
+
+@case("crashes", "runner SIGKILLed in an after-handler: the committed user exists once, handler gone")
+def runner_killed_after_action(root: PanelRoot) -> Measured:
+    measured, created = killed_mid_call(root, "after")
+    assert created == ["al"]
+    measured.rows_lost = 1 - len(created)
+    measured.detail = "the committed row is there; the guardian killed the handler"
+    return measured
+
+
+@case("crashes", "a handler calling itself through mgrctl is stopped at depth 8")
+def nested_call_loop(root: PanelRoot) -> Measured:
+    subprocess.run([sys.executable, "-m", "mgrhooks", "init", str(root.path)], check=True, capture_output=True)
+    root.plugin("loop", '<mgrdata><handler name="loop.sh" type="cgi"><func name="loop.me"/></handler></mgrdata>')
+    root.addon("loop.sh", "#!/bin/sh\necho $$ >> var/pids\nsbin/mgrctl -o xml loop.me >/dev/null\necho '<doc/>'\n")
+    result, seconds = exec_timed(root, "loop.me", timeout=60)
+    assert result.returncode == 0
+    assert "Calls nested deeper than 8: loop.me > loop.me" in root.log()
+    return Measured(seconds, leftover(root), detail="refused at depth 9 with the chain logged")

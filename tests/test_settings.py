@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mgrhooks.env import ENV_BUDGET, SPILL_BYTES, spilled
+from mgrhooks.errors import RootError
+from mgrhooks.model import Request
+from mgrhooks.settings import Settings, load_settings
+from mgrhooks.xmldoc import add, new_doc, serialise, xml_safe
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mgrhooks.conf"
+    path.write_text(text)
+    return path
+
+
+def test_missing_file_means_defaults(tmp_path: Path) -> None:
+    assert load_settings(tmp_path / "none.conf") == Settings()
+
+
+def test_every_key(tmp_path: Path) -> None:
+    text = "[handlers]\ntimeout = 5 ; seconds\nkill_grace = 0.5\ndrain_grace = 2\noutput_limit = 8M\npass_env = A B\n"
+    assert load_settings(write(tmp_path, text)) == Settings(5.0, 0.5, 2.0, 8 * 1024 * 1024, ("A", "B"))
+    assert load_settings(write(tmp_path, "[handlers]\noutput_limit = 1500\n")).output_limit == 1500
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[handlers]\ntimeout = soon\n", "[handlers] timeout: expected seconds > 0, got 'soon'"),
+        ("[handlers]\ntimeout = -1\n", "[handlers] timeout: expected seconds > 0, got '-1'"),
+        ("[handlers]\noutput_limit = lots\n", "[handlers] output_limit: expected bytes > 0 (like 64M), got 'lots'"),
+        (
+            "[handlers]\ntimout = 5\n",
+            "[handlers] unknown key(s) timout; known: drain_grace, kill_grace, output_limit, pass_env, timeout",
+        ),
+        ("timeout = 5\n", "File contains no section headers"),
+    ],
+)
+def test_bad_settings_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(RootError) as info:
+        load_settings(path)
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+
+
+def test_spill_rules() -> None:
+    big = "x" * (SPILL_BYTES + 1)
+    assert spilled(Request("f", (("a", "small"), ("b", big), ("c", "nul\0"), ("d", "x" * SPILL_BYTES)))) == ["b", "c"]
+    many = tuple((f"k{n}", "y" * (SPILL_BYTES - n)) for n in range(8))
+    spill = spilled(Request("f", many))
+    kept = [size for (key, value) in many if key not in spill for size in [len(value)]]
+    assert 2 * sum(kept) <= ENV_BUDGET and spill == ["k0", "k1", "k2", "k3"]  # the largest go first
+
+
+def test_xml_safe_replaces_what_xml_cannot_hold() -> None:
+    assert xml_safe("ok\tline\n\x00\x1b\udcff é 𝄞") == "ok\tline\n\ufffd\ufffd\ufffd é 𝄞"
+    doc = new_doc("f")
+    add(doc, "v", "bad\x00byte", attr="\udcfe")
+    assert '<v attr="\ufffd">bad\ufffdbyte</v>' in serialise(doc).decode()
