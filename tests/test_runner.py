@@ -107,3 +107,22 @@ def test_output_over_the_limit_is_cut_and_the_handler_stopped(tmp_path: Path) ->
     outcome = run(request(tmp_path, script, output_limit=1_000_000))
     assert outcome.failure == "output" and outcome.reason == "output exceeded 1000000 bytes"
     assert 1_000_000 < len(outcome.stdout) <= 1_000_000 + 65536
+
+
+def test_spawning_stays_on_the_vfork_fast_path(tmp_path: Path, monkeypatch) -> None:
+    """preexec_fn, user=, group= and extra_groups= force a real fork(), whose cost grows
+    with the runner's memory; a handler gets its own session through start_new_session."""
+    import subprocess
+
+    seen: list[dict[str, object]] = []
+    original = subprocess.Popen.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", spy)
+    assert run(request(tmp_path, "print('<doc/>')\n")).ok
+    (kwargs,) = seen
+    assert kwargs["start_new_session"] is True
+    assert not {"preexec_fn", "user", "group", "extra_groups"} & set(kwargs)
