@@ -22,6 +22,7 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+# compat: a plain path entry, no import hook (which costs every start of the command)
+.venv/bin/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
 chmod 750 addon/*    # the vendor's advice for handler programs; git keeps only the x bit
 echo "setup: done; run .venv/bin/mgrhooks --help" >&2

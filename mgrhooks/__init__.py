@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from .model import Request, Stage
     from .root import Root
 
+__version__ = "0.1.0"
+
 _WHERE = {
     "Options": "dispatch",
     "Response": "dispatch",

@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
-from urllib.parse import parse_qsl
+from typing import Any, TypeVar
 
 import click
 
+from . import __version__
 from .errors import ExitStatus, MgrhooksError
 from .model import Request, Stage
 from .root import DEFAULT_MGR, Root
@@ -39,7 +38,6 @@ def _root_options(command: F) -> F:
         envvar="MGRHOOKS_ROOT",
         default=".",
         show_default="$MGRHOOKS_ROOT, else .",
-        type=click.Path(file_okay=False),
         help="The panel root directory.",
     )
     @click.option("--mgr", default=DEFAULT_MGR, show_default=True, help="The product (billmgr, ispmgr, ...).")
@@ -50,8 +48,22 @@ def _root_options(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    # click's own version_option looks up a gettext catalogue at import: a cost every start pays
+    if value:
+        click.echo(f"mgrhooks, version {__version__}")
+        ctx.exit()
+
+
 @click.group()
-@click.version_option(package_name="mgrhooks")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 def main() -> None:
     """Run COREmanager-style addons around panel functions."""
 
@@ -64,9 +76,12 @@ def _params(
 ) -> tuple[tuple[str, str], ...]:
     """Parameters from a urlencoded ``body``, then mgrctl's ``key=value`` arguments; a
     later value of a key replaces an earlier one."""
-    params: dict[str, str] = dict(
-        parse_qsl(body.decode("ascii", "replace"), keep_blank_values=True, encoding="utf-8", errors="surrogateescape")
-    )
+    params: dict[str, str] = {}
+    if body:
+        from urllib.parse import parse_qsl
+
+        text = body.decode("ascii", "replace")
+        params.update(parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="surrogateescape"))
     for item in (*pairs, *options):
         key, found, value = item.partition("=")
         if not found or not key:
@@ -87,15 +102,15 @@ def _call_and_print(
     verbose: bool = False,
 ) -> None:
     """Run the call, print the response, run final handlers after stdout is released, exit."""
-    from .containment import adopt_orphans
     from .dispatch import Options, call, nesting
     from .render import render
 
-    adopt_orphans()  # daemons a handler starts stay findable, so a timeout can stop them
     depth, chain = nesting(os.environ)
-    options = Options(timeout=timeout, depth=depth, chain=chain, core_doc=core_doc, defer_final=True)
-    echo = logging.StreamHandler(sys.stderr) if verbose else None
-    with root.logging(echo):
+    # adopt_orphans: daemons a handler starts stay findable, so a timeout can stop them
+    options = Options(
+        timeout=timeout, depth=depth, chain=chain, core_doc=core_doc, defer_final=True, adopt_orphans=True
+    )
+    with root.logging(echo=verbose):
         try:
             response = call(root, request, options=options)
         except MgrhooksError as exc:
@@ -112,8 +127,12 @@ def _release_stdout() -> None:
     """Point stdout at /dev/null, so whoever reads our output sees its end now (final
     handlers run afterwards, as background handlers on the panel)."""
     sys.stdout.flush()
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (the command run in-process): nobody is waiting for its end
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, descriptor)
     os.close(devnull)
 
 
@@ -132,13 +151,13 @@ def _release_stdout() -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds each handler may run.")
 @click.option(
     "--body",
-    type=click.File("rb"),
+    metavar="FILE",
     help="Read parameters from FILE ('-': stdin) as a urlencoded POST body, for values too large "
     "or odd for the command line (a NUL byte, over 128 KiB).",
 )
 @click.option(
     "--core-doc",
-    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
     help="A <doc> file that is the main logic's result (for functions of other products).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also print the log lines of this call on stderr.")
@@ -155,17 +174,31 @@ def exec_command(
     lang: str,
     fmt: str,
     timeout: float | None,
-    body: BinaryIO | None,
-    core_doc: Path | None,
+    body: str | None,
+    core_doc: str | None,
     verbose: bool,
 ) -> None:
     """Call FUNC with mgrctl-style KEY=VALUE parameters and print the response.
 
     Exit status 0 when the response holds no <error>, 1 when it does.
     """
-    params = _params(pairs, options, {"elid": elid, "plid": plid, "sok": sok}, body.read() if body else b"")
+    params = _params(pairs, options, {"elid": elid, "plid": plid, "sok": sok}, _read_body(body))
     request = Request(func, params, user=user, level=level, lang=lang)
-    _call_and_print(root, request, fmt, timeout=timeout, core_doc=core_doc, verbose=verbose)
+    _call_and_print(root, request, fmt, timeout=timeout, core_doc=Path(core_doc) if core_doc else None, verbose=verbose)
+
+
+def _read_body(name: str | None) -> bytes:
+    """The bytes of ``--body`` (``-``: standard input). Plain option types, not click's
+    File or Path: those look up gettext catalogues when the command module is imported."""
+    if name is None:
+        return b""
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(name, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {name}: {exc.strerror}", param_hint="'--body'") from None
 
 
 @main.command("plan")
@@ -208,18 +241,18 @@ def check_command(root: Root) -> None:
 
 
 @main.command("init")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-def init_command(directory: Path) -> None:
+@click.argument("directory")
+def init_command(directory: str) -> None:
     """Lay out a new root in DIRECTORY: etc/xml, etc/core, addon, var, sbin/mgrctl."""
     from .root import init_root
 
-    created = init_root(directory, sys.executable)
+    created = init_root(Path(directory), sys.executable)
     for path in created:
         click.echo(f"created {path}")
 
 
 @click.command("mgrctl", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--root", "root_dir", envvar="MGRHOOKS_ROOT", default=".", type=click.Path(file_okay=False))
+@click.option("--root", "root_dir", envvar="MGRHOOKS_ROOT", default=".")
 @click.option("-m", "mgr", envvar="MGR", default=DEFAULT_MGR, show_default=True, help="The product.")
 @click.option("-o", "fmt", type=click.Choice(FORMATS), default="text", show_default=True, help="Output format.")
 @click.option("-i", "info", is_flag=True, help="List the functions, or FUNC's parameters.")

@@ -17,13 +17,14 @@ tree, and not leaving it behind when mgrhooks itself is killed. I/O.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
-import subprocess
 import time
+from typing import TYPE_CHECKING
 
-import psutil
+if TYPE_CHECKING:  # psutil and subprocess load when needed, not at start-up
+    import subprocess
+
+    import psutil
 
 _PR_SET_CHILD_SUBREAPER = 36
 #: the guardian: remembers the last line (a process group, or empty when none runs) and
@@ -38,6 +39,8 @@ _SWEEPS = 50
 
 def adopt_orphans() -> bool:
     """Make this process a child subreaper; ``False`` where the system has none."""
+    import ctypes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
@@ -49,6 +52,8 @@ def tree(proc: subprocess.Popen[bytes], since: float) -> list[psutil.Process]:
     """The running descendants of ``proc``, and orphans adopted here that were created
     since ``since`` (psutil's ``create_time`` of ``proc``) and are not handlers started
     here, with their descendants."""
+    import psutil
+
     found: dict[int, psutil.Process] = {}
     with contextlib.suppress(psutil.Error):
         found.update((p.pid, p) for p in psutil.Process(proc.pid).children(recursive=True))
@@ -69,6 +74,11 @@ def kill_tree(proc: subprocess.Popen[bytes], grace: float) -> tuple[int, ...]:
     reaped here. Must be called before ``proc`` is reaped. :returns: every pid
     signalled, ``proc`` first
     """
+    import signal
+    import subprocess
+
+    import psutil
+
     try:  # the same clock as the orphans' create_time (it may differ from time.time())
         since = psutil.Process(proc.pid).create_time()
     except psutil.Error:
@@ -98,6 +108,8 @@ def kill_tree(proc: subprocess.Popen[bytes], grace: float) -> tuple[int, ...]:
 
 
 def _created_after(process: psutil.Process, since: float) -> bool:
+    import psutil
+
     try:
         return process.create_time() >= since
     except psutil.Error:
@@ -107,6 +119,8 @@ def _created_after(process: psutil.Process, since: float) -> bool:
 def _running(process: psutil.Process) -> bool:
     """Alive and not a zombie (a zombie runs no code; an orphaned one may never be reaped
     where PID 1 does not reap, as in some containers)."""
+    import psutil
+
     try:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -132,6 +146,8 @@ def _reap(pids: set[int]) -> None:
 
 
 def _signal_each(processes: list[psutil.Process], sig: int) -> None:
+    import psutil
+
     for process in processes:
         with contextlib.suppress(psutil.Error):
             process.send_signal(sig)
@@ -161,6 +177,8 @@ class Guardian:
         return self._send("\n")
 
     def close(self) -> None:
+        import subprocess
+
         if self._proc is not None and self._proc.stdin is not None:
             self.release()
             with contextlib.suppress(OSError):
@@ -170,6 +188,8 @@ class Guardian:
             self._proc = None
 
     def _send(self, line: str) -> bool:
+        import subprocess
+
         if self._proc is None:
             self._proc = subprocess.Popen(
                 ["/bin/sh", "-c", _GUARDIAN],

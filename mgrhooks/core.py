@@ -11,20 +11,19 @@ The ``user.*`` functions need an administrator (level 29 or more; our choice).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import os
 import re
-import secrets
-import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import PanelError
 from .model import Base, InternalHandler, Request, Stage
 from .xmldoc import Element, add
+
+if TYPE_CHECKING:  # sqlite3 and the hashing modules load when a function needs them
+    import sqlite3
 
 ADMIN_LEVEL = 29
 DEFAULT_LEVEL = 16
@@ -65,20 +64,25 @@ class Core(Protocol):
 
 def hash_password(password: str) -> str:
     """``scrypt$n$r$p$salt$hash`` (hex), with the standard library's scrypt."""
-    salt = secrets.token_bytes(16)
+    import hashlib
+
+    salt = os.urandom(16)
     digest = hashlib.scrypt(password.encode("utf-8", "surrogateescape"), salt=salt, **_SCRYPT)
     return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
 
 
 def verify_password(password: str, stored: str) -> bool:
     """Whether ``password`` matches a :func:`hash_password` string."""
+    import hashlib
+    import hmac
+
     _, n, r, p, salt, digest = stored.split("$")
     secret = password.encode("utf-8", "surrogateescape")
     candidate = hashlib.scrypt(secret, salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p))
     return hmac.compare_digest(candidate.hex(), digest)
 
 
-Action = Callable[["BuiltinCore", sqlite3.Connection, Request, Element], None]
+Action = Callable[["BuiltinCore", "sqlite3.Connection", Request, Element], None]
 
 
 class BuiltinCore:
@@ -102,6 +106,8 @@ class BuiltinCore:
         :param write: take the write lock at once (``BEGIN IMMEDIATE``), so that a
             read-check-write action cannot race another process; ``False`` for reads
         """
+        import sqlite3
+
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
         try:
@@ -139,6 +145,8 @@ class BuiltinCore:
 
 
 def _find(conn: sqlite3.Connection, name: str) -> sqlite3.Row | None:
+    import sqlite3
+
     conn.row_factory = sqlite3.Row
     row: sqlite3.Row | None = conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
     return row
@@ -160,6 +168,8 @@ def _elids(request: Request) -> list[str]:
 
 def user_list(core: BuiltinCore, conn: sqlite3.Connection, request: Request, doc: Element) -> None:
     """``user``: one ``<elem>`` row (name, level, state) per user, by name."""
+    import sqlite3
+
     conn.row_factory = sqlite3.Row
     for row in conn.execute("SELECT name, level, state FROM users ORDER BY name"):
         elem = add(doc, "elem")
@@ -234,6 +244,8 @@ def _valid_level(text: str) -> int:
 
 
 def _valid_balance(text: str) -> str:
+    from decimal import Decimal, InvalidOperation
+
     try:
         value = Decimal(text)
     except InvalidOperation:

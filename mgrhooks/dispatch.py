@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import NamedTuple
 
-from . import logs, merge
-from .containment import Guardian
+from . import __version__, logs, merge
+from .containment import Guardian, adopt_orphans
 from .core import BuiltinCore, Core
 from .env import Panel, handler_environment, query_string, spilled
 from .errors import PanelError
@@ -35,19 +31,11 @@ from .xmldoc import DocumentError, Element, error_doc, find_error, parse, serial
 Runner = Callable[[RunRequest, Guardian | None], RunOutcome]
 
 
-def _version() -> str:
-    try:
-        return version("mgrhooks")
-    except PackageNotFoundError:
-        return "0"
-
-
 #: how deep calls made from handlers (``sbin/mgrctl``) may nest (our choice)
 MAX_DEPTH = 8
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
     """The result of a call: the response document and whether it holds an ``<error>``.
 
     ``finish`` runs the final-stage handlers when the call deferred them (else ``None``).
@@ -62,8 +50,7 @@ class Response:
         return find_error(self.doc) is not None
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     """Per-call settings.
 
     :param timeout: seconds every handler of this call may run (overrides their own)
@@ -75,6 +62,8 @@ class Options:
     :param defer_final: leave final-stage handlers to ``Response.finish``
     :param guard: start a :class:`~mgrhooks.containment.Guardian`, so that the running
         handler is killed if this process dies mid-call
+    :param adopt_orphans: before the first handler starts, make this process a child
+        subreaper (:func:`~mgrhooks.containment.adopt_orphans`); the CLI does
     """
 
     timeout: float | None = None
@@ -84,10 +73,11 @@ class Options:
     core_doc: Path | None = None
     defer_final: bool = False
     guard: bool = True
+    adopt_orphans: bool = False
 
 
 def call(
-    root: Root, request: Request, core: Core | None = None, options: Options = Options(), runner: Runner = run
+    root: Root, request: Request, core: Core | None = None, options: Options | None = None, runner: Runner = run
 ) -> Response:
     """Run ``request`` against ``root`` and return the response document.
 
@@ -97,7 +87,8 @@ def call(
 
     :raises RootError: the root's ``etc/mgrhooks.conf`` is broken
     """
-    request = request if request.call_id else replace(request, call_id=uuid.uuid4().hex)
+    options = options if options is not None else Options()
+    request = request if request.call_id else request._replace(call_id=os.urandom(16).hex())
     chain = (*options.chain, request.func)
     if options.depth > MAX_DEPTH:
         message = f"Calls nested deeper than {MAX_DEPTH}: {' > '.join(chain)}"
@@ -108,7 +99,7 @@ def call(
         steps = plan(registry, request, functions.catalogue())
     except PanelError as exc:
         return Response(_panel_error(request, exc), None)
-    panel = Panel(root.mgr, str(root.path), _version(), depth=options.depth, chain=chain)
+    panel = Panel(root.mgr, str(root.path), __version__, depth=options.depth, chain=chain)
     return _Call(root, request, functions, registry, steps, panel, options, runner).run()
 
 
@@ -155,6 +146,7 @@ class _Call:
         self.guardian = Guardian() if options.guard else None
         self.settings = root.settings()
         self._files: dict[str, str] | None = None
+        self._adopted = False
         self._spill_dir: str | None = None
 
     def run(self) -> Response:
@@ -163,7 +155,7 @@ class _Call:
         except BaseException:
             self._end()
             raise
-        if self.options.defer_final:
+        if self.options.defer_final and self.plan.stage(Stage.FINAL):
             return Response(doc, self.plan, finish=lambda: self._final(doc))
         self._final(doc)
         return Response(doc, self.plan)
@@ -228,6 +220,8 @@ class _Call:
         if self.guardian is not None:
             self.guardian.close()
         if self._spill_dir is not None:
+            import shutil
+
             shutil.rmtree(self._spill_dir, ignore_errors=True)
 
     def _spawn(self, handler: Handler, stage: str, doc: Element, postdata: bool, why: str) -> RunOutcome:
@@ -240,6 +234,8 @@ class _Call:
             refused = RunRequest((program.shown,), str(self.root.path), {}, b"", description=why)
             return RunOutcome(refused, None, b"", b"", 0.0, failure="spawn", reason=message)
         request = self._run_request(handler, program.path, stage, doc, postdata, why)
+        if self.options.adopt_orphans and not self._adopted:
+            self._adopted = adopt_orphans()
         logs.EXTERNAL.info("Executing: %s", shlex.join((program.shown, *request.argv[1:])))
         names = " ".join(sorted(request.env))
         logs.EXTERNAL.debug("'%s': %d bytes on stdin, environment %s", handler.name, len(request.stdin), names)
@@ -285,6 +281,8 @@ class _Call:
             self._files = {}
             keys = spilled(self.request)
             if keys:
+                import tempfile
+
                 self._spill_dir = tempfile.mkdtemp(prefix="mgrhooks-params-")
                 for number, key in enumerate(keys):
                     path = os.path.join(self._spill_dir, f"{number}")

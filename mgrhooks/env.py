@@ -7,11 +7,10 @@ the runner's environment do not leak into addons).
 
 from __future__ import annotations
 
-import platform
+import os
 import sys
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
-from urllib.parse import urlencode
+from typing import NamedTuple
 
 from .model import Request
 
@@ -27,14 +26,13 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
-@dataclass(frozen=True)
-class Panel:
+class Panel(NamedTuple):
     """Facts about the panel every handler is told: ``MGR``, ``MGR_VERSION``, ..."""
 
     mgr: str
     root: str
     version: str
-    osname: str = platform.system()
+    osname: str = os.uname().sysname
     #: nesting of the call whose handlers run (1: called from outside) and its chain
     depth: int = 1
     chain: tuple[str, ...] = ()
@@ -47,6 +45,9 @@ def query_string(request: Request, leave_out: Collection[str] = ()) -> str:
 
     Undecodable bytes from the command line are encoded back as they came.
     """
+
+    from urllib.parse import urlencode
+
     params = [(k, v) for k, v in request.all_params if k not in leave_out]
     return urlencode(params, encoding="utf-8", errors="surrogateescape")
 

@@ -9,48 +9,49 @@ PRODUCT is the ``--mgr`` name or ``*`` and MODULE a module or ``*`` (``*.externa
 later lines win. Panel levels map onto ours (our choice): 0 nothing, 1 ERROR, 2 WARNING,
 3 INFO, 4 EXTINFO (the default), 5 to 8 DEBUG (handler environments and stdin sizes),
 9 TRACE (also the first 4 KiB of every handler's stdin and stdout).
+
+The ``logging`` package (with ``traceback`` and friends, several milliseconds) is only
+imported when a record is going to be written: most calls write none. Outside
+:func:`to_file` (mgrhooks used as a library), records go to the ``mgrhooks.*`` loggers for
+the application's own logging set-up to handle.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-#: the panel's EXTINFO level, between INFO and DEBUG, and TRACE below DEBUG
-EXTINFO = 15
-TRACE = 5
-logging.addLevelName(EXTINFO, "EXTINFO")
-logging.addLevelName(TRACE, "TRACE")
+if TYPE_CHECKING:
+    import logging
+
+#: levels, as the logging package numbers them; EXTINFO is the panel's, TRACE below DEBUG
+ERROR, WARNING, INFO, EXTINFO, DEBUG, TRACE = 40, 30, 20, 15, 10, 5
+OFF = 60
 #: bytes of a handler's stdin and stdout written at TRACE
 DUMP_BYTES = 4096
 DEFAULT_LEVEL = 4
-_PANEL_LEVELS = {0: logging.CRITICAL + 10, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: EXTINFO, 9: TRACE}
-
-LOGGER = logging.getLogger("mgrhooks")
-ACTION = logging.getLogger("mgrhooks.action")
-EXTERNAL = logging.getLogger("mgrhooks.external")
+_PANEL_LEVELS = {0: OFF, 1: ERROR, 2: WARNING, 3: INFO, 4: EXTINFO, 9: TRACE}
+_LINE = "%(asctime)s [%(process)d:%(thread_no)d] %(module_name)s %(levelname)s %(message)s"
 _lock = threading.Lock()
 
 
-class PanelFormatter(logging.Formatter):
-    """Formats records as the panel's log lines."""
+class _Target(NamedTuple):
+    path: Path
+    levels: dict[str, int]
+    echo: bool
+    handlers: list[logging.Handler]
 
-    def __init__(self) -> None:
-        line = "%(asctime)s [%(process)d:%(thread_no)d] %(module_name)s %(levelname)s %(message)s"
-        super().__init__(line, "%b %d %H:%M:%S")
 
-    def format(self, record: logging.LogRecord) -> str:
-        record.module_name = record.name.rsplit(".", 1)[-1]
-        record.thread_no = 1 if record.threadName == "MainThread" else (record.thread or 0) % 10000
-        return super().format(record)
+_target: _Target | None = None
 
 
 def panel_level(level: int) -> int:
     """The logging level for a panel debug level 0-9."""
-    return _PANEL_LEVELS.get(level, logging.DEBUG)
+    return _PANEL_LEVELS.get(level, DEBUG)
 
 
 def read_debug_conf(text: str, mgr: str) -> dict[str, int]:
@@ -72,39 +73,116 @@ def read_debug_conf(text: str, mgr: str) -> dict[str, int]:
     return levels
 
 
-class ModuleLevels(logging.Filter):
-    """Passes a record when its level reaches its module's level."""
+def level_of(levels: dict[str, int], module: str) -> int:
+    return levels.get(module, levels["*"])
 
-    def __init__(self, levels: dict[str, int]) -> None:
-        super().__init__()
-        self.levels = levels
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        module = record.name.rsplit(".", 1)[-1]
-        return record.levelno >= self.levels.get(module, self.levels["*"])
+class Channel:
+    """One panel log module (``action``, ``external``), with the logger methods in use."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+
+    def log(self, level: int, message: str, *args: Any) -> None:  # noqa: ANN401 (format arguments)
+        target = _target
+        if target is not None:
+            if level < level_of(target.levels, self.module):
+                return
+            if not target.handlers:
+                _attach(target)
+        _logging().getLogger(f"mgrhooks.{self.module}").log(level, message, *args)
+
+    def error(self, message: str, *args: Any) -> None:  # noqa: ANN401
+        self.log(ERROR, message, *args)
+
+    def warning(self, message: str, *args: Any) -> None:  # noqa: ANN401
+        self.log(WARNING, message, *args)
+
+    def info(self, message: str, *args: Any) -> None:  # noqa: ANN401
+        self.log(INFO, message, *args)
+
+    def debug(self, message: str, *args: Any) -> None:  # noqa: ANN401
+        self.log(DEBUG, message, *args)
+
+
+ACTION = Channel("action")
+EXTERNAL = Channel("external")
+
+
+def _logging() -> ModuleType:
+    """The logging package, with the panel's level names registered."""
+    import logging
+
+    if logging.getLevelName(EXTINFO) != "EXTINFO":
+        logging.addLevelName(EXTINFO, "EXTINFO")
+        logging.addLevelName(TRACE, "TRACE")
+    return logging
+
+
+def _attach(target: _Target) -> None:
+    """Create and attach the handlers of ``target`` (on its first record)."""
+    logging = _logging()
+    with _lock:
+        if target.handlers:
+            return
+        target.handlers.append(logging.FileHandler(target.path, encoding="utf-8"))
+        if target.echo:
+            target.handlers.append(logging.StreamHandler())
+        for handler in target.handlers:
+            handler.setFormatter(_PanelFormatter(_LINE, "%b %d %H:%M:%S"))
+            handler.addFilter(_ModuleLevels(target.levels))
+        logger = logging.getLogger("mgrhooks")
+        for handler in target.handlers:
+            logger.addHandler(handler)
+        logger.setLevel(min(target.levels.values()))
+        logger.propagate = False
+
+
+def _PanelFormatter(line: str, dates: str) -> logging.Formatter:  # noqa: N802 (a class, made on demand)
+    import logging
+
+    class PanelFormatter(logging.Formatter):
+        """Formats records as the panel's log lines."""
+
+        def format(self, record: logging.LogRecord) -> str:
+            record.module_name = record.name.rsplit(".", 1)[-1]
+            record.thread_no = 1 if record.threadName == "MainThread" else (record.thread or 0) % 10000
+            return super().format(record)
+
+    return PanelFormatter(line, dates)
+
+
+def _ModuleLevels(levels: dict[str, int]) -> logging.Filter:  # noqa: N802 (a class, made on demand)
+    import logging
+
+    class ModuleLevels(logging.Filter):
+        """Passes a record when its level reaches its module's level."""
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            return record.levelno >= level_of(levels, record.name.rsplit(".", 1)[-1])
+
+    return ModuleLevels()
 
 
 @contextmanager
-def to_file(path: Path, levels: dict[str, int], echo: logging.Handler | None = None) -> Iterator[None]:
-    """Attach a file handler for ``path`` (and ``echo``) to the mgrhooks logger meanwhile.
+def to_file(path: Path, levels: dict[str, int], echo: bool = False) -> Iterator[None]:
+    """Write mgrhooks' records to ``path`` (and stderr with ``echo``) meanwhile.
+
+    The file is opened, and logging imported, at the first record to write.
 
     :param levels: per-module levels, from :func:`read_debug_conf`
     """
-    handlers: list[logging.Handler] = [logging.FileHandler(path, encoding="utf-8")]
-    if echo is not None:
-        handlers.append(echo)
-    for handler in handlers:
-        handler.setFormatter(PanelFormatter())
-        handler.addFilter(ModuleLevels(levels))
+    global _target
+    target = _Target(path, levels, echo, [])
     with _lock:
-        for handler in handlers:
-            LOGGER.addHandler(handler)
-        LOGGER.setLevel(min(levels.values()))
-        LOGGER.propagate = False
+        previous, _target = _target, target
     try:
         yield
     finally:
         with _lock:
-            for handler in handlers:
-                LOGGER.removeHandler(handler)
+            _target = previous
+        if target.handlers:
+            logger = _logging().getLogger("mgrhooks")
+            for handler in target.handlers:
+                logger.removeHandler(handler)
                 handler.close()

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .model import HandlerType
 from .xmldoc import Element, find_error
@@ -21,8 +21,7 @@ from .xmldoc import Element, find_error
 _REPLACED = ("ok", "redirect")
 
 
-@dataclass(frozen=True)
-class Merged:
+class Merged(NamedTuple):
     """The new response document and what the handler asked for."""
 
     doc: Element

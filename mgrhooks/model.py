@@ -1,10 +1,18 @@
-"""Frozen records shared by the pure modules: plugin descriptions, requests, plan steps."""
+"""Frozen records shared by the pure modules: plugin descriptions, requests, plan steps.
+
+Records are ``typing.NamedTuple``: immutable, typed, and cheap to define (a frozen
+dataclass costs about ten times more at import, which every start of the command pays).
+"""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+#: an empty mapping to default to (a NamedTuple's defaults are shared, so immutable)
+EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
 
 class Stage(enum.StrEnum):
@@ -36,8 +44,7 @@ class Placement(enum.StrEnum):
     AFTER = "after"
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """Where something was declared: a file path and a 1-based line (0 when unknown)."""
 
     path: str
@@ -47,8 +54,7 @@ class Source:
         return f"{self.path}:{self.line}" if self.line else self.path
 
 
-@dataclass(frozen=True)
-class Handler:
+class Handler(NamedTuple):
     """One ``<handler>`` of a plugin description.
 
     ``timeout`` (seconds) comes from our ``timeout=`` extension attribute, ``None`` meaning
@@ -67,19 +73,18 @@ class Handler:
     generation: int = 5
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """One registration of a handler for one function (or ``*``) at one stage.
 
-    ``index`` is the document order of the ``<event>`` element in its plugin file (an
-    ``<event after="yes" final="yes">`` gives two records with the same index).
+    ``number`` is the document order of the ``<event>`` element in its plugin file (an
+    ``<event after="yes" final="yes">`` gives two records with the same number).
     """
 
     func: str
     stage: Stage
     handler: Handler
     source: Source
-    index: int
+    number: int
     postdata: bool = False
     sessiondata: bool = False
     hi: bool = False
@@ -87,8 +92,7 @@ class Event:
     placement: Placement = Placement.AFTER
 
 
-@dataclass(frozen=True)
-class FuncDecl:
+class FuncDecl(NamedTuple):
     """A ``<func name=.../>``: the handler is the whole function (EVENT_TYPE=action)."""
 
     name: str
@@ -97,8 +101,7 @@ class FuncDecl:
     minlevel: int = 0
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """Something wrong in a plugin file or handler program, with its place.
 
     ``severity`` is ``"error"`` (the thing is not used) or ``"warning"`` (it is used).
@@ -112,8 +115,7 @@ class Problem:
         return f"{self.source}: {self.severity}: {self.message}"
 
 
-@dataclass(frozen=True)
-class Registry:
+class Registry(NamedTuple):
     """Everything the plugin descriptions of one root declare, in load order."""
 
     events: tuple[Event, ...] = ()
@@ -121,9 +123,9 @@ class Registry:
     problems: tuple[Problem, ...] = ()
     files: tuple[str, ...] = ()
     #: serialised ``<metadata name=F>`` elements by function (first file wins)
-    metadata: Mapping[str, bytes] = field(default_factory=dict)
+    metadata: Mapping[str, bytes] = EMPTY
     #: serialised ``<messages name=F>`` elements by (language, function), in file order
-    messages: Mapping[tuple[str, str], tuple[bytes, ...]] = field(default_factory=dict)
+    messages: Mapping[tuple[str, str], tuple[bytes, ...]] = EMPTY
 
     def func(self, name: str) -> FuncDecl | None:
         """The first ``<func>`` declaring ``name`` (file name order), or ``None``."""
@@ -135,8 +137,7 @@ class Registry:
         return {f.name for f in self.funcs}
 
 
-@dataclass(frozen=True)
-class InternalHandler:
+class InternalHandler(NamedTuple):
     """A handler the core itself runs around a function (the seed's ``balance``)."""
 
     name: str
@@ -144,8 +145,7 @@ class InternalHandler:
     base: Base
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """One function call.
 
     ``params`` are the request parameters in order, without ``func``; ``level`` is the
@@ -181,8 +181,7 @@ class StepKind(enum.StrEnum):
     ACTION = "action"
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """One entry of a plan, with the reason it stands where it does."""
 
     kind: StepKind
@@ -194,12 +193,11 @@ class Step:
     internal: InternalHandler | None = None
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """The ordered steps of one function call."""
 
     func: str
-    steps: tuple[Step, ...] = field(default_factory=tuple)
+    steps: tuple[Step, ...] = ()
 
     def stage(self, stage: Stage) -> tuple[Step, ...]:
         """The handler and internal steps of one stage, in order."""

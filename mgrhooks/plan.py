@@ -57,7 +57,7 @@ def order_key(event: Event) -> tuple[int, int, int, bytes, int]:
         _SLOTS.index((event.base, event.placement)),
         0 if event.hi else 1,
         event.handler.plugin.encode(),
-        event.index,
+        event.number,
     )
 
 
@@ -68,7 +68,7 @@ def _internal_key(internal: InternalHandler, position: int) -> tuple[int, int, i
 def _handler_why(event: Event) -> str:
     anchor = f"base={event.base.value}, proirity={event.placement.value}"
     hi = "priority=hi, " if event.hi else ""
-    place = f"file {event.handler.plugin}, event #{event.index} ({event.source})"
+    place = f"file {event.handler.plugin}, event #{event.number} ({event.source})"
     return f"{event.stage.value} stage, slot {anchor}; {hi}{place}"
 
 

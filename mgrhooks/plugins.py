@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from lxml import etree
 
@@ -45,15 +44,14 @@ class _File:
         self.problems.append(Problem(severity, self.at(elem), message))
 
 
-@dataclass(frozen=True)
-class ParsedFile:
+class ParsedFile(NamedTuple):
     """What one plugin description declares, in document order, and its problems."""
 
-    events: list[Event] = field(default_factory=list)
-    funcs: list[FuncDecl] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    metadata: dict[str, bytes] = field(default_factory=dict)
-    messages: dict[tuple[str, str], list[bytes]] = field(default_factory=dict)
+    events: list[Event]
+    funcs: list[FuncDecl]
+    problems: list[Problem]
+    metadata: dict[str, bytes]
+    messages: dict[tuple[str, str], list[bytes]]
 
 
 def parse_plugin(data: bytes, path: str, generation: int = 5) -> ParsedFile:
@@ -65,7 +63,7 @@ def parse_plugin(data: bytes, path: str, generation: int = 5) -> ParsedFile:
     :returns: events, funcs, interface data for function addons, and every problem found
     """
     file = _File(path, generation)
-    parsed = ParsedFile(problems=file.problems)
+    parsed = ParsedFile([], [], file.problems, {}, {})
     try:
         root = parse(data, root_tag="mgrdata")
     except DocumentError as exc:
@@ -178,7 +176,7 @@ def _events(elem: Element, handler: Handler, index: int, file: _File) -> list[Ev
             stage=stage,
             handler=handler,
             source=file.at(elem),
-            index=index,
+            number=index,
             postdata=elem.get("postdata") == "yes",
             sessiondata=elem.get("sessiondata") == "yes",
             hi=elem.get("priority") == "hi",
@@ -267,18 +265,17 @@ def _duplicate_funcs(funcs: Sequence[FuncDecl]) -> list[Problem]:
     return problems
 
 
-def load_registry(root: Path, mgr: str) -> Registry:
-    """Read and parse every plugin description of ``mgr`` under ``root``.
-
-    Paths in records and problems are shown relative to ``root``.
-    """
+def load_registry(root: Path, mgr: str, files: list[tuple[Path, int]] | None = None) -> Registry:
+    """Read and parse every plugin description of ``mgr`` under ``root`` (or ``files``,
+    as :func:`plugin_files` gives them). Paths in records and problems are shown
+    relative to ``root``."""
     parsed = []
     unreadable = []
-    for path, generation in plugin_files(root, mgr):
+    for path, generation in files if files is not None else plugin_files(root, mgr):
         shown = str(path.relative_to(root))
         try:
             parsed.append((shown, path.read_bytes(), generation))
         except OSError as exc:
             unreadable.append(Problem("error", Source(shown), f"cannot read: {exc.strerror}"))
     registry = build_registry(parsed)
-    return replace(registry, problems=registry.problems + tuple(unreadable))
+    return registry._replace(problems=registry.problems + tuple(unreadable))

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Program:
+class Program(NamedTuple):
     """The verdict on one handler name: ``path`` is set only when it may run."""
 
     name: str
     shown: str
     path: Path | None
-    errors: tuple[str, ...] = field(default_factory=tuple)
-    warnings: tuple[str, ...] = field(default_factory=tuple)
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def inspect(addon_dir: Path, name: str) -> Program:

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +39,8 @@ def render(doc: Element, fmt: str, params: Sequence[tuple[str, str]] = ()) -> st
     if fmt == "xml":
         return serialise(data).decode("utf-8")
     if fmt in ("json", "sjson"):
+        import json
+
         return json.dumps({str(data.tag): to_json(data, simple=fmt == "sjson")}, ensure_ascii=False) + "\n"
     if fmt == "text":
         return to_text(data)

@@ -6,15 +6,13 @@ handler programs, ``var/<mgr>.log`` the log, ``var/<mgr>.db`` the built-in core'
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from . import logs
+from . import cache, logs
 from .errors import RootError
 from .model import Registry
 from .plugins import load_registry, plugin_files
@@ -53,8 +51,7 @@ def init_root(directory: Path, python: str) -> list[Path]:
     return created
 
 
-@dataclass(frozen=True)
-class Root:
+class Root(NamedTuple):
     """One root and the product (``mgr``: ``billmgr``, ``ispmgr``, ...) served from it."""
 
     path: Path
@@ -100,16 +97,29 @@ class Root:
         """
         return load_settings(self.path / "etc" / "mgrhooks.conf")
 
+    @property
+    def cache_file(self) -> Path:
+        return self.var_dir / f"{self.mgr}.registry"
+
     def registry(self) -> Registry:
-        """Load the plugin descriptions; log registrations when the files changed."""
-        registry = load_registry(self.path, self.mgr)
-        self._log_registration(registry)
+        """The plugin descriptions: from the cache while no plugin file changed, else
+        parsed anew, with the registrations logged and the cache rewritten."""
+        files = plugin_files(self.path, self.mgr)
+        if not files:
+            return Registry()
+        key = cache.fingerprint(files)
+        registry = cache.load(self.cache_file, key)
+        if registry is None:
+            registry = load_registry(self.path, self.mgr, files)
+            self._log_registration(registry)
+            if not cache.store(self.cache_file, key, registry):
+                logs.ACTION.warning("cannot write the registry cache %s", self.cache_file)
         return registry
 
     @contextmanager
-    def logging(self, echo: logging.Handler | None = None) -> Iterator[None]:
-        """Send mgrhooks' log records to ``var/<mgr>.log`` (and ``echo``) meanwhile, at the
-        levels ``etc/debug.conf`` sets."""
+    def logging(self, echo: bool = False) -> Iterator[None]:
+        """Send mgrhooks' log records to ``var/<mgr>.log`` (and stderr with ``echo``)
+        meanwhile, at the levels ``etc/debug.conf`` sets."""
         self.var_dir.mkdir(parents=True, exist_ok=True)
         try:
             conf = (self.path / "etc" / "debug.conf").read_text(errors="replace")
@@ -118,36 +128,16 @@ class Root:
         with logs.to_file(self.log_file, logs.read_debug_conf(conf, self.mgr), echo):
             yield
 
-    def _fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for path, _ in plugin_files(self.path, self.mgr):
-            info = path.stat()
-            digest.update(f"{path.name}\0{info.st_mtime_ns}\0{info.st_size}\n".encode())
-        return digest.hexdigest()
-
     def _log_registration(self, registry: Registry) -> None:
         """Log ``Register event ...`` lines once per change of the plugin files.
 
         The panel logs them when it (re)starts; mgrhooks has no long-lived process, so it
-        logs them on the first call after a plugin file was added, changed or removed.
+        logs them when it parses the plugin files anew: on the first call after one was
+        added, changed or removed.
         """
-        stamp = self.var_dir / f"{self.mgr}.registered"
-        fingerprint = self._fingerprint()
-        try:
-            if stamp.read_text() == fingerprint:
-                return
-        except OSError:
-            pass
         for event in registry.events:
             logs.ACTION.log(logs.EXTINFO, "Register event '%s' for action '%s'", event.handler.name, event.func)
         for func in registry.funcs:
             logs.ACTION.log(logs.EXTINFO, "Register function '%s' by '%s'", func.name, func.handler.name)
         for problem in registry.problems:
-            logs.ACTION.log(logging.ERROR if problem.severity == "error" else logging.WARNING, "%s", problem)
-        try:
-            self.var_dir.mkdir(parents=True, exist_ok=True)
-            temporary = stamp.with_suffix(f".tmp{os.getpid()}")
-            temporary.write_text(fingerprint)
-            temporary.replace(stamp)
-        except OSError as exc:
-            logs.ACTION.warning("cannot write %s: %s", stamp, exc.strerror)
+            logs.ACTION.log(logs.ERROR if problem.severity == "error" else logs.WARNING, "%s", problem)

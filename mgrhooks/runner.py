@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
-import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .containment import SPAWNED, Guardian, kill_tree
 from .settings import DEFAULT_TIMEOUT, DRAIN_GRACE, KILL_GRACE, OUTPUT_LIMIT
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # subprocess and selectors load when a handler runs, not at start-up
+    import subprocess
+
     from _typeshed import FileDescriptorLike
 
 #: bytes of stderr kept (the last ones) for the log
@@ -28,8 +25,7 @@ STDERR_KEEP = 64 * 1024
 _CHUNK = 65536
 
 
-@dataclass(frozen=True)
-class RunRequest:
+class RunRequest(NamedTuple):
     """What to run: ``argv[0]`` is an absolute program path; ``timeout`` in seconds."""
 
     argv: tuple[str, ...]
@@ -43,8 +39,7 @@ class RunRequest:
     drain_grace: float = DRAIN_GRACE
 
 
-@dataclass(frozen=True)
-class RunOutcome:
+class RunOutcome(NamedTuple):
     """What happened. ``returncode`` is negative for a signal, ``None`` if never started.
 
     ``failure`` is ``None`` for success, else one of ``spawn``, ``timeout``, ``output``
@@ -59,7 +54,7 @@ class RunOutcome:
     pid: int | None = None
     failure: str | None = None
     reason: str = ""
-    killed: tuple[int, ...] = field(default_factory=tuple)
+    killed: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -81,6 +76,8 @@ def run(request: RunRequest, guardian: Guardian | None = None) -> RunOutcome:
     :param guardian: told the handler's process group while it runs (see
         :mod:`mgrhooks.containment`)
     """
+    import subprocess
+
     started = time.monotonic()
     try:
         with _stdin_file(request.stdin) as stdin:
@@ -120,7 +117,9 @@ class _Session:
         self.stdout: list[bytes] = []
         self.stdout_size = 0
         self.stderr = bytearray()
-        self.selector = selectors.DefaultSelector()
+        import selectors
+
+        self.selector: selectors.BaseSelector = selectors.DefaultSelector()
         self.pidfd = _pidfd(proc.pid)
 
     def collect(self) -> RunOutcome:
@@ -158,10 +157,12 @@ class _Session:
         assert self.proc.stdout and self.proc.stderr
         for stream in (self.proc.stdout, self.proc.stderr):
             os.set_blocking(stream.fileno(), False)
-        self.selector.register(self.proc.stdout, selectors.EVENT_READ)
-        self.selector.register(self.proc.stderr, selectors.EVENT_READ)
-        if self.pidfd is not None:
-            self.selector.register(self.pidfd, selectors.EVENT_READ)
+
+        from selectors import EVENT_READ
+
+        for watched in (self.proc.stdout, self.proc.stderr, self.pidfd):
+            if watched is not None:
+                self.selector.register(watched, EVENT_READ)
         drain_until: float | None = None
         while True:
             exited = self.proc.poll() is not None
@@ -214,6 +215,8 @@ def _stdin_file(data: bytes) -> Iterator[int]:
     try:
         fd = os.memfd_create("mgrhooks-stdin", os.MFD_CLOEXEC)
     except (AttributeError, OSError):
+        import tempfile
+
         fd = os.dup(tempfile.TemporaryFile().fileno())
     try:
         view = memoryview(data)
@@ -240,6 +243,8 @@ def _reason(failure: str | None, returncode: int, request: RunRequest) -> str:
         return f"output exceeded {request.output_limit} bytes"
     if failure == "exit":
         if returncode < 0:
+            import signal
+
             return f"killed by signal {signal.Signals(-returncode).name}"
         return f"exit status {returncode}"
     return ""

@@ -16,11 +16,10 @@ key, and what was expected.
 
 from __future__ import annotations
 
-import configparser
 import math
 import re
-from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import RootError
 
@@ -36,8 +35,7 @@ _SIZE = re.compile(r"(\d+)\s*([KMG]?)B?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """Limits for handler runs; seconds and bytes."""
 
     timeout: float = DEFAULT_TIMEOUT
@@ -52,16 +50,21 @@ def load_settings(path: Path) -> Settings:
 
     :raises RootError: the file cannot be read or parsed, or a value is bad
     """
-    parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"))
     try:
-        with path.open(encoding="utf-8") as file:
-            parser.read_file(file)
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return Settings()
-    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RootError(f"{path}: {exc}") from None
+    import configparser  # only for roots that have the file
+
+    parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"))
+    try:
+        parser.read_string(text, str(path))
+    except configparser.Error as exc:
         raise RootError(f"{path}: {exc}") from None
     section = parser["handlers"] if parser.has_section("handlers") else {}
-    known = {f.name for f in fields(Settings)}
+    known = set(Settings._fields)
     unknown = sorted(set(section) - known)
     if unknown:
         raise RootError(f"{path}: [handlers] unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")

@@ -8,14 +8,23 @@ so entity bombs and external entities are never expanded nor fetched.
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import Any
 
 from lxml import etree
 
 Element = etree._Element
 #: a <!DOCTYPE> in the prolog (after a BOM, the declaration, comments, processing instructions)
-_DOCTYPE = re.compile(rb"(\xef\xbb\xbf)?(\s|<\?.*?\?>|<!--.*?-->)*<!DOCTYPE", re.S)
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_DOCTYPE = rb"(\xef\xbb\xbf)?(\s|<\?.*?\?>|<!--.*?-->)*<!DOCTYPE"
+#: what XML 1.0 cannot hold
+_NOT_XML = "[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+
+
+@functools.cache
+def _pattern(source: str | bytes) -> re.Pattern[Any]:
+    """Compiled on first use: these patterns take milliseconds to compile."""
+    return re.compile(source, re.S)
 
 
 #: the declaration every serialised document starts with, in the panel's own quoting
@@ -50,7 +59,9 @@ def parse(data: bytes, root_tag: str | None = "doc") -> Element:
     """
     if not data.strip():
         raise DocumentError("empty output, expected an XML document")
-    if _DOCTYPE.match(data):  # before parsing: whatever the DTD holds is never looked at
+    if b"<!DOCTYPE" in data and _pattern(_DOCTYPE).match(
+        data
+    ):  # before parsing: whatever the DTD holds is never looked at
         raise DocumentError("a DTD (<!DOCTYPE>) is not allowed", data[: data.find(b"<!DOCTYPE")].count(b"\n") + 1)
     try:
         tree = etree.fromstring(data, parser())
@@ -76,7 +87,9 @@ def new_doc(func: str, lang: str = "en", binary: str = "") -> Element:
 def xml_safe(text: str) -> str:
     """``text`` with every character XML 1.0 cannot hold (control characters, lone
     surrogates from undecodable bytes) replaced by U+FFFD."""
-    return _NOT_XML.sub("\ufffd", text)
+    if text.isascii() and text.isprintable():
+        return text
+    return str(_pattern(_NOT_XML).sub("\ufffd", text))
 
 
 def add(parent: Element, tag: str, text: str | None = None, **attrs: str) -> Element:

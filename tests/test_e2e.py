@@ -317,3 +317,17 @@ def test_background_child_holding_stdout_does_not_hang_the_call(root: PanelRoot)
         assert psutil.pid_exists(pid)  # left running, as on the panel
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def test_the_command_runs_in_process_with_a_final_handler(root: PanelRoot) -> None:
+    """Embedding the command (click's CliRunner) gives stdout without a file descriptor."""
+    from click.testing import CliRunner
+
+    from mgrhooks.cli import main
+
+    root.handler("fin.sh", "#!/bin/sh\ntouch var/final.ran\necho '<doc/>'\n", '<event name="user" final="yes"/>')
+    result = CliRunner().invoke(
+        main, ["exec", "--root", str(root.path), "user", "--out", "text"], catch_exceptions=False
+    )
+    assert (result.exit_code, result.output) == (0, "")
+    assert (root.path / "var/final.ran").exists()

@@ -134,7 +134,7 @@ def test_same_handler_twice_in_one_stage_runs_once_at_first_place() -> None:
         )
     )
     steps = plan(reg, Request("user.add"), CATALOGUE).stage(Stage.AFTER)
-    assert [(s.name, s.event.index if s.event else 0) for s in steps] == [("h", 2)]
+    assert [(s.name, s.event.number if s.event else 0) for s in steps] == [("h", 2)]
 
 
 def test_after_and_final_on_one_event_gives_two_steps() -> None:

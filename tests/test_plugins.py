@@ -20,7 +20,7 @@ def test_vendor_samba_example() -> None:
     )
     assert problems == []
     assert funcs == []
-    assert [(e.func, e.stage, e.postdata, e.index) for e in events] == [
+    assert [(e.func, e.stage, e.postdata, e.number) for e in events] == [
         ("user.add", Stage.AFTER, True, 1),
         ("user.delete", Stage.AFTER, True, 2),
     ]
@@ -45,7 +45,7 @@ def test_every_event_attribute() -> None:
     star, desktop, after, final = events
     assert (star.func, star.stage, star.hi, star.sessiondata) == ("*", Stage.BEFORE, True, True)
     assert (desktop.base, desktop.placement) == (Base.PROJECT, Placement.AFTER)
-    assert (after.stage, final.stage, after.index, final.index) == (Stage.AFTER, Stage.FINAL, 3, 3)
+    assert (after.stage, final.stage, after.number, final.number) == (Stage.AFTER, Stage.FINAL, 3, 3)
     assert (after.base, after.placement) == (Base.CORE, Placement.BEFORE)
     assert star.handler.ignore_errors and star.handler.timeout == 2.5
 
