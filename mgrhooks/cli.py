@@ -116,7 +116,7 @@ def _call_and_print(
         except MgrhooksError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_status)
-        click.echo(render(response.doc, fmt, request.all_params), nl=False)
+        click.echo(render(response.doc, fmt, request.all_params, response.serialised), nl=False)
         if response.finish is not None:
             _release_stdout()
             response.finish()

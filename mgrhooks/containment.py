@@ -193,6 +193,7 @@ class Guardian:
         if self._proc is None:
             self._proc = subprocess.Popen(
                 ["/bin/sh", "-c", _GUARDIAN],
+                bufsize=0,  # one write(2) a line, nothing to flush
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -202,7 +203,6 @@ class Guardian:
         assert self._proc.stdin is not None
         try:
             self._proc.stdin.write(line.encode())
-            self._proc.stdin.flush()
         except (BrokenPipeError, OSError):
             return False
         return True

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from . import __version__, logs, merge
 from .containment import Guardian, adopt_orphans
 from .core import BuiltinCore, Core
-from .env import Panel, handler_environment, query_string, spilled
+from .env import Panel, call_environment, query_string, spilled, stage_environment
 from .errors import PanelError
 from .functions import Functions, core_docs
 from .model import Event, FuncDecl, Handler, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
@@ -25,7 +25,7 @@ from .programs import inspect
 from .root import Root
 from .runner import RunOutcome, RunRequest, run
 from .shape import initial_document, old_generation_input, without_old_generation
-from .xmldoc import DocumentError, Element, error_doc, find_error, parse, serialise
+from .xmldoc import DECLARATION, DocumentError, Element, error_doc, find_error, parse, serialise
 
 #: runs one handler; :func:`mgrhooks.runner.run` unless a test or an application swaps it
 Runner = Callable[[RunRequest, Guardian | None], RunOutcome]
@@ -44,6 +44,8 @@ class Response(NamedTuple):
     doc: Element
     plan: Plan | None
     finish: Callable[[], None] | None = None
+    #: ``doc`` already serialised (the last handler's own output), when it is known
+    serialised: bytes | None = None
 
     @property
     def error(self) -> bool:
@@ -147,6 +149,9 @@ class _Call:
         self.settings = root.settings()
         self._files: dict[str, str] | None = None
         self._adopted = False
+        self._environment: dict[str, str] | None = None
+        #: the serialised form of a document that has not changed since (see _serialised)
+        self._known: tuple[Element, bytes] | None = None
         self._spill_dir: str | None = None
 
     def run(self) -> Response:
@@ -155,10 +160,11 @@ class _Call:
         except BaseException:
             self._end()
             raise
+        known = self._known[1] if self._known is not None and self._known[0] is doc else None
         if self.options.defer_final and self.plan.stage(Stage.FINAL):
-            return Response(doc, self.plan, finish=lambda: self._final(doc))
+            return Response(doc, self.plan, finish=lambda: self._final(doc), serialised=known)
         self._final(doc)
-        return Response(doc, self.plan)
+        return Response(doc, self.plan, serialised=known)
 
     def _initial(self) -> Element:
         """The document a call starts from (a new one each time: steps may change it)."""
@@ -179,6 +185,7 @@ class _Call:
             if step.kind is StepKind.INTERNAL:
                 assert step.internal is not None
                 self.core.internal(step.internal, self.request, doc)
+                self._known = None
                 continue
             doc, stop, _ = self._handler(step, doc)
             if stop:
@@ -187,6 +194,7 @@ class _Call:
 
     def _action(self, step: Step, doc: Element) -> Element:
         if step.func is None:
+            self._known = None
             try:
                 self.core.action(self.request, doc)
             except PanelError as exc:
@@ -237,11 +245,14 @@ class _Call:
         if self.options.adopt_orphans and not self._adopted:
             self._adopted = adopt_orphans()
         logs.EXTERNAL.info("Executing: %s", shlex.join((program.shown, *request.argv[1:])))
-        names = " ".join(sorted(request.env))
-        logs.EXTERNAL.debug("'%s': %d bytes on stdin, environment %s", handler.name, len(request.stdin), names)
-        logs.EXTERNAL.log(logs.TRACE, "'%s' stdin: %s", handler.name, request.stdin[: logs.DUMP_BYTES])
+        if logs.EXTERNAL.enabled(logs.DEBUG):
+            names = " ".join(sorted(request.env))
+            logs.EXTERNAL.debug("'%s': %d bytes on stdin, environment %s", handler.name, len(request.stdin), names)
+        if logs.EXTERNAL.enabled(logs.TRACE):
+            logs.EXTERNAL.log(logs.TRACE, "'%s' stdin: %s", handler.name, request.stdin[: logs.DUMP_BYTES])
         outcome = self.runner(request, self.guardian)
-        logs.EXTERNAL.log(logs.TRACE, "'%s' stdout: %s", handler.name, outcome.stdout[: logs.DUMP_BYTES])
+        if logs.EXTERNAL.enabled(logs.TRACE):
+            logs.EXTERNAL.log(logs.TRACE, "'%s' stdout: %s", handler.name, outcome.stdout[: logs.DUMP_BYTES])
         self._log_outcome(handler, outcome)
         return outcome
 
@@ -251,17 +262,14 @@ class _Call:
         """What to run for one handler: argv, environment and stdin by PROTOCOL §4."""
         cgi_post = handler.type is HandlerType.CGI and postdata
         if handler.generation == 4:
-            doc = old_generation_input(doc, self.request)
-        stdin = query_string(self.request).encode() if cgi_post else serialise(doc)
-        env = handler_environment(
-            self.environ,
-            self.request,
-            self.panel,
-            stage=stage,
-            post_length=len(stdin) if cgi_post else None,
-            files=self._spill_files(),
-            passed=self.settings.pass_env,
-        )
+            doc = old_generation_input(doc, self.request)  # a copy: never "known"
+        stdin = query_string(self.request).encode() if cgi_post else self._serialised(doc)
+        if self._environment is None:
+            files = self._spill_files()
+            self._environment = call_environment(
+                self.environ, self.request, self.panel, files=files, passed=self.settings.pass_env
+            )
+        env = stage_environment(self._environment, stage, len(stdin) if cgi_post else None)
         limits = self.settings
         return RunRequest(
             (str(program), stage) if handler.generation == 4 else (str(program),),
@@ -274,6 +282,16 @@ class _Call:
             kill_grace=limits.kill_grace,
             drain_grace=limits.drain_grace,
         )
+
+    def _serialised(self, doc: Element) -> bytes:
+        """``doc`` as bytes: the last handler's own output when it is what ``doc`` was
+        parsed from and nothing changed it since (a 10 MB list passed from ``cat`` to
+        ``cat`` is not serialised anew each time)."""
+        if self._known is not None and self._known[0] is doc:
+            return self._known[1]
+        data = serialise(doc)
+        self._known = (doc, data)
+        return data
 
     def _spill_files(self) -> dict[str, str]:
         """Write the call's spilled parameter values to files, once; key → path."""
@@ -319,6 +337,7 @@ class _Call:
         if handler.generation == 4:
             output = without_old_generation(output)
         merged = merge.apply(doc, output, handler.type)
+        self._known = (merged.doc, outcome.stdout) if _reusable(handler, merged, outcome.stdout) else None
         if merged.error:
             logs.EXTERNAL.info("'%s' (%s) answered an error: the call stops", handler.name, stage)
         return merged.doc, merged.error, merged.skipaction and stage == Stage.BEFORE.value
@@ -330,6 +349,18 @@ class _Call:
             return doc, False, False
         logs.EXTERNAL.error("%s", message)
         return error_doc(self.request.func, "handler", handler.name, stage, message), True, False
+
+
+def _reusable(handler: Handler, merged: merge.Merged, stdout: bytes) -> bool:
+    """Whether an xml handler's output bytes can stand for the document parsed from them:
+    nothing was taken out of it, and it has our declaration and ``</doc>`` line."""
+    return (
+        handler.type is HandlerType.XML
+        and handler.generation == 5
+        and not merged.skipaction
+        and stdout.startswith(DECLARATION)
+        and stdout.endswith(b"\n</doc>\n")
+    )
 
 
 def _panel_error(request: Request, exc: PanelError) -> Element:

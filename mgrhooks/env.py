@@ -89,15 +89,25 @@ def handler_environment(
     files: Mapping[str, str] | None = None,
     passed: Collection[str] = (),
 ) -> dict[str, str]:
-    """Build a handler's environment.
+    """Build a handler's environment: :func:`call_environment` then :func:`stage_environment`.
 
     Both handler types get the same variables (PROTOCOL §4: QUERY_STRING for both).
+    """
+    common = call_environment(base, request, panel, files=files, passed=passed)
+    return stage_environment(common, stage, post_length)
+
+
+def call_environment(
+    base: Mapping[str, str],
+    request: Request,
+    panel: Panel,
+    *,
+    files: Mapping[str, str] | None = None,
+    passed: Collection[str] = (),
+) -> dict[str, str]:
+    """The variables every handler of one call gets (built once per call).
 
     :param base: the runner's environment; only :data:`ALLOWED` names pass
-    :param stage: ``before``, ``after``, ``final``, or ``action`` for a function addon
-        (both ``HANDLER_STAGE`` and ``EVENT_TYPE``)
-    :param post_length: length in bytes of the POST body on stdin (cgi with
-        ``postdata="yes"``), ``None`` for a GET-style call
     :param files: spilled parameters (see :func:`spilled`): key → the file holding its
         value, given as ``PARAM_<key>_FILE`` and left out of ``PARAM_<key>`` and
         ``QUERY_STRING``
@@ -126,8 +136,6 @@ def handler_environment(
         MGR_OSNAME=panel.osname,
         LICID="0",
         RECORDLIMIT="0",
-        HANDLER_STAGE=stage,
-        EVENT_TYPE=stage,
         ACTION_NAME=request.func,
         MGRHOOKS_ROOT=panel.root,
         MGRHOOKS_CALL_ID=request.call_id,
@@ -139,8 +147,20 @@ def handler_environment(
         SERVER_SOFTWARE=f"mgrhooks/{panel.version}",
         SCRIPT_NAME=f"/{panel.mgr}",
         QUERY_STRING=query_string(request, leave_out=files),
-        REQUEST_METHOD="GET" if post_length is None else "POST",
     )
+    return env
+
+
+def stage_environment(common: Mapping[str, str], stage: str, post_length: int | None = None) -> dict[str, str]:
+    """``common`` plus what depends on the handler.
+
+    :param stage: ``before``, ``after``, ``final``, or ``action`` for a function addon
+        (both ``HANDLER_STAGE`` and ``EVENT_TYPE``)
+    :param post_length: length in bytes of the POST body on stdin (cgi with
+        ``postdata="yes"``), ``None`` for a GET-style call
+    """
+    env = dict(common)
+    env.update(HANDLER_STAGE=stage, EVENT_TYPE=stage, REQUEST_METHOD="GET" if post_length is None else "POST")
     if post_length is not None:
         env.update(CONTENT_TYPE=FORM_CONTENT_TYPE, CONTENT_LENGTH=str(post_length))
     return env

@@ -99,7 +99,4 @@ def _load(path: Path) -> Element:
 
 
 def _merge_into(doc: Element, supplied: Element) -> None:
-    merged = merge.apply(doc, supplied, HandlerType.CGI).doc
-    doc.attrib.update(merged.attrib)
-    doc[:] = list(merged)
-    doc.text = merged.text
+    merge.apply(doc, supplied, HandlerType.CGI)  # merges into doc itself

@@ -83,6 +83,11 @@ class Channel:
     def __init__(self, module: str) -> None:
         self.module = module
 
+    def enabled(self, level: int) -> bool:
+        """Whether a record at ``level`` would be written (to skip building costly arguments)."""
+        target = _target
+        return target is None or level >= level_of(target.levels, self.module)
+
     def log(self, level: int, message: str, *args: Any) -> None:  # noqa: ANN401 (format arguments)
         target = _target
         if target is not None:

@@ -1,18 +1,20 @@
 """Applying a handler's output document to the response document (PROTOCOL §5). Pure.
 
 * xml handler: its document replaces the current one.
-* cgi handler: its document is merged into a copy of the current one, child by child:
+* cgi handler: its document is merged into the current one, child by child:
   ``<param>`` is ignored; ``<error>`` replaces any error and ends the merge (no tag after
   it is processed); ``<ok>`` and ``<redirect>`` replace their namesake; ``<elem>`` rows
   are appended; any other element replaces the first child with the same tag and the
   same ``name`` attribute, or is appended. Attributes of the handler's ``<doc>`` are set
   on the response's ``<doc>`` (``func`` excepted). Our choice where the vendor is silent.
 * ``<skipaction/>`` anywhere among ``<doc>``'s children is taken out and reported.
+
+Both documents are consumed: the result is made of their elements, moved, not copied
+(copying a 50,000-row list element by element took most of a call's time).
 """
 
 from __future__ import annotations
 
-import copy
 from typing import NamedTuple
 
 from .model import HandlerType
@@ -30,8 +32,9 @@ class Merged(NamedTuple):
 
 
 def apply(current: Element, output: Element, handler_type: HandlerType) -> Merged:
-    """Combine ``current`` with a handler's parsed ``output``; neither is modified."""
-    result = copy.deepcopy(output) if handler_type is HandlerType.XML else _merge(current, output)
+    """Combine ``current`` with a handler's parsed ``output``. Both are consumed: use
+    only the returned document afterwards."""
+    result = output if handler_type is HandlerType.XML else _merge(current, output)
     skip = _take_skipaction(result)
     return Merged(result, find_error(result) is not None, skip)
 
@@ -57,22 +60,22 @@ def _remove(elem: Element) -> None:
 
 
 def _merge(current: Element, output: Element) -> Element:
-    doc = copy.deepcopy(current)
+    doc = current
     for key, value in output.attrib.items():
         if key != "func":
             doc.set(key, value)
-    for child in output:
+    for child in list(output):
         if not isinstance(child.tag, str) or child.tag == "param":
             continue
         if child.tag == "skipaction":
-            doc.append(copy.deepcopy(child))
+            doc.append(child)
         elif child.tag == "error":
             for old in doc.findall("error"):
                 _remove(old)
-            doc.append(copy.deepcopy(child))
+            doc.append(child)
             break
         else:
-            _place(doc, copy.deepcopy(child))
+            _place(doc, child)
     return doc
 
 

@@ -29,17 +29,24 @@ def inspect(addon_dir: Path, name: str) -> Program:
     Messages follow the panel's log wording (``Addon 'addon/x' is not executable``).
     """
     shown = f"{addon_dir.name}/{name}"
-    if os.path.isabs(name) or ".." in Path(name).parts:
+    if os.path.isabs(name) or ".." in name.split("/"):
         return Program(name, shown, None, (f"Addon '{name}' must be a file name inside {addon_dir.name}/",))
-    candidate = addon_dir / name
+    candidate = os.path.join(addon_dir, name)
     try:
-        real = candidate.resolve(strict=True)
-    except (OSError, RuntimeError):
+        info = os.lstat(candidate)
+    except OSError:
         return Program(name, shown, None, (f"Addon '{shown}' does not exist",))
-    if not real.is_relative_to(addon_dir.resolve()):
-        return Program(name, shown, None, (f"Addon '{shown}' leads outside {addon_dir.name}/ (to {real})",))
-    errors, warnings = _mode_problems(shown, real.stat())
-    return Program(name, shown, None if errors else real, tuple(errors), tuple(warnings))
+    real = candidate
+    if "/" in name or stat.S_ISLNK(info.st_mode):  # the common case, a plain file name, needs no more
+        try:
+            real = os.path.realpath(candidate, strict=True)
+            info = os.stat(real)
+        except OSError:
+            return Program(name, shown, None, (f"Addon '{shown}' does not exist",))
+        if not Path(real).is_relative_to(os.path.realpath(addon_dir)):
+            return Program(name, shown, None, (f"Addon '{shown}' leads outside {addon_dir.name}/ (to {real})",))
+    errors, warnings = _mode_problems(shown, info)
+    return Program(name, shown, None if errors else Path(real), tuple(errors), tuple(warnings))
 
 
 def _mode_problems(shown: str, info: os.stat_result) -> tuple[list[str], list[str]]:

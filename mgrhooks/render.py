@@ -28,16 +28,17 @@ from .xmldoc import Element, add, error_text, find_error, serialise
 FORMATS = ("xml", "devel", "json", "sjson", "text")
 
 
-def render(doc: Element, fmt: str, params: Sequence[tuple[str, str]] = ()) -> str:
+def render(doc: Element, fmt: str, params: Sequence[tuple[str, str]] = (), serialised: bytes | None = None) -> str:
     """The document in format ``fmt`` (one of :data:`FORMATS`), ending in a newline.
 
     :param params: the request's parameters, ``func`` first (shown by ``devel``)
+    :param serialised: ``doc`` already serialised, if known (spares serialising it again)
     """
     if fmt == "devel":
         return serialise(_with_tparams(doc, params)).decode("utf-8")
     data = _data_only(doc)
     if fmt == "xml":
-        return serialise(data).decode("utf-8")
+        return (serialised if serialised is not None and data is doc else serialise(data)).decode("utf-8")
     if fmt in ("json", "sjson"):
         import json
 

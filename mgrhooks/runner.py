@@ -87,7 +87,7 @@ def run(request: RunRequest, guardian: Guardian | None = None) -> RunOutcome:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=request.cwd,
-                env=dict(request.env),
+                env=request.env,
                 start_new_session=True,  # keeps CPython's vfork fast path, unlike preexec_fn
                 close_fds=True,
             )

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""mgrhooks benchmarks, side by side with what a user would otherwise use.
+
+Usage: .venv/bin/python bench/run.py [--rounds N] [--runs N] [--only NAME ...] [--markdown]
+
+Builds its fixtures in a temporary directory, times whole commands with hyperfine in
+alternating rounds (A, B, A, B, ...: both sides of every ratio see the same machine
+state), and prints medians and ratios with their targets. Absolute times on shared
+machines mean little; the ratios are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PYTHON = sys.executable
+MGRHOOKS = [PYTHON, "-m", "mgrhooks"] if not shutil.which("mgrhooks") else [shutil.which("mgrhooks") or "mgrhooks"]
+TRIVIAL_CGI = "#!/bin/sh\necho '<doc/>'\n"
+CAT_XML = "#!/bin/sh\nexec cat\n"
+
+
+class Row:
+    """One line of the result table."""
+
+    def __init__(
+        self, scenario: str, measure: str, value: float, unit: str, target: str = "", ok: bool | None = None
+    ) -> None:
+        self.scenario, self.measure, self.value, self.unit, self.target, self.ok = (
+            scenario,
+            measure,
+            value,
+            unit,
+            target,
+            ok,
+        )
+
+    def cells(self) -> list[str]:
+        value = f"{self.value:.2f}" if self.unit in ("x", "ms") else f"{self.value:.1f}"
+        verdict = "" if self.ok is None else ("met" if self.ok else "NOT met")
+        return [self.scenario, self.measure, f"{value} {self.unit}".strip(), self.target, verdict]
+
+
+# --- timing -------------------------------------------------------------------------
+
+
+def hyperfine(commands: list[list[str]], rounds: int, runs: int, cwd: Path) -> list[float]:
+    """Median seconds of each command, from ``rounds`` alternating hyperfine rounds."""
+    times: list[list[float]] = [[] for _ in commands]
+    export = cwd / "hyperfine.json"
+    for _ in range(rounds):
+        argv = ["hyperfine", "-N", "--warmup", "1", "--runs", str(runs), "--export-json", str(export)]
+        argv += [" ".join(_quote(part) for part in command) for command in commands]
+        subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+        for index, result in enumerate(json.loads(export.read_text())["results"]):
+            times[index] += result["times"]
+    return [statistics.median(t) for t in times]
+
+
+def _quote(part: str) -> str:
+    return f"'{part}'" if any(c in part for c in " ;|&<>") else part
+
+
+def peak_rss(argv: list[str], cwd: Path) -> int:
+    """Peak resident memory (bytes) of a command and what it waited for."""
+    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss * 1024
+
+
+# --- fixtures -----------------------------------------------------------------------
+
+
+def new_root(path: Path) -> Path:
+    subprocess.run([*MGRHOOKS, "init", str(path)], check=True, stdout=subprocess.DEVNULL)
+    return path
+
+
+def program(root: Path, name: str, text: str) -> None:
+    path = root / "addon" / name
+    path.write_text(text)
+    path.chmod(0o750)
+
+
+def plugin(root: Path, name: str, handlers: list[tuple[str, str, str]]) -> None:
+    """``handlers``: (name, type, <event .../> text)."""
+    body = "".join(f'<handler name="{n}" type="{t}">{e}</handler>' for n, t, e in handlers)
+    (root / "etc" / "xml" / f"billmgr_mod_{name}.xml").write_text(f"<mgrdata>{body}</mgrdata>\n")
+
+
+def core_doc(root: Path, func: str, text: str) -> None:
+    (root / "etc" / "core" / "billmgr").mkdir(parents=True, exist_ok=True)
+    (root / "etc" / "core" / "billmgr" / f"{func}.xml").write_text(text)
+
+
+def exec_argv(root: Path, func: str, *extra: str) -> list[str]:
+    return [*MGRHOOKS, "exec", "--root", str(root), func, *extra]
+
+
+# --- scenarios ----------------------------------------------------------------------
+
+
+def cold_start(work: Path, rounds: int, runs: int) -> list[Row]:
+    root = new_root(work / "cold")
+    ours, bare = hyperfine([exec_argv(root, "user"), [PYTHON, "-c", "import lxml.etree, click"]], rounds, runs, work)
+    ratio = ours / bare
+    return [
+        Row("cold start", "exec user (no handlers)", ours * 1000, "ms"),
+        Row("cold start", 'python -c "import lxml.etree, click"', bare * 1000, "ms"),
+        Row("cold start", "ratio", ratio, "x", "<= 1.2", ratio <= 1.2),
+    ]
+
+
+def per_handler(work: Path, rounds: int, runs: int) -> list[Row]:
+    sizes = (1, 10, 50)
+    commands = []
+    for count in sizes:
+        root = new_root(work / f"handlers{count}")
+        parts = root / "run-parts"
+        parts.mkdir()
+        handlers = []
+        for number in range(count):
+            name = f"h{number:02d}"  # run-parts accepts no dots in names
+            program(root, name, TRIVIAL_CGI)
+            (parts / name).write_text(TRIVIAL_CGI)
+            (parts / name).chmod(0o750)
+            handlers.append((name, "cgi", '<event name="desktop" after="yes"/>'))
+        plugin(root, "bench", handlers)
+        commands += [exec_argv(root, "desktop"), ["run-parts", str(parts)]]
+    medians = hyperfine(commands, rounds, runs, work)
+    ours, theirs = medians[0::2], medians[1::2]
+    ours_slope, theirs_slope = _slope(sizes, ours), _slope(sizes, theirs)
+    ratio = ours_slope / theirs_slope
+    rows = [
+        Row("per handler", f"{n} handlers: exec / run-parts", o * 1000, "ms", f"{t * 1000:.2f} ms")
+        for n, o, t in zip(sizes, ours, theirs, strict=True)
+    ]
+    return rows + [
+        Row("per handler", "slope: mgrhooks", ours_slope * 1000, "ms"),
+        Row("per handler", "slope: run-parts", theirs_slope * 1000, "ms"),
+        Row("per handler", "slope ratio", ratio, "x", "<= 1.25", ratio <= 1.25),
+    ]
+
+
+def _slope(xs: tuple[int, ...], ys: list[float]) -> float:
+    mean_x, mean_y = statistics.mean(xs), statistics.mean(ys)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum((x - mean_x) ** 2 for x in xs)
+
+
+def many_plugins(work: Path, rounds: int, runs: int) -> list[Row]:
+    """1,000 plugin files, 5,000 handlers over 500 events; the called event has 10 of them."""
+    many, one = new_root(work / "many"), new_root(work / "one")
+    program(many, "h", TRIVIAL_CGI)
+    program(one, "h", TRIVIAL_CGI)
+    for root in (many, one):
+        core_doc(root, "fn.0", "<doc><ok/></doc>")
+    for file_number in range(1000):
+        handlers = []
+        for slot in range(5):
+            event = (file_number * 5 + slot) % 500
+            handlers.append(("h", "cgi", f'<event name="fn.{event}" after="yes"/>'))
+        plugin(many, f"p{file_number:04d}", handlers)
+    called = [("h", "cgi", '<event name="fn.0" after="yes"/>')] * 10
+    plugin(one, "single", called)
+    first_started = time.monotonic()
+    subprocess.run(exec_argv(many, "fn.0"), check=True, stdout=subprocess.DEVNULL)  # builds the cache
+    first = time.monotonic() - first_started
+    ours, single = hyperfine([exec_argv(many, "fn.0"), exec_argv(one, "fn.0")], rounds, runs, work)
+    ratio = ours / single
+    return [
+        Row("many plugins", "first call (parses 1,000 files)", first * 1000, "ms"),
+        Row("many plugins", "exec, 1,000 files (cached)", ours * 1000, "ms"),
+        Row("many plugins", "exec, 1 file", single * 1000, "ms"),
+        Row("many plugins", "ratio", ratio, "x", "<= 1.3", ratio <= 1.3),
+    ]
+
+
+def big_documents(work: Path, rounds: int, runs: int) -> list[Row]:
+    """A 10 MB list (50,000 rows) through 5 xml handlers that cat it."""
+    root = new_root(work / "big")
+    rows = "".join(
+        f"<elem><name>user{n:05d}</name><email>user{n:05d}@example.com</email><level>16</level>"
+        f"<state>active</state><note>{'x' * 96}</note></elem>\n"
+        for n in range(50_000)
+    )
+    document = f'<?xml version="1.0" encoding="UTF-8"?>\n<doc func="big">\n{rows}</doc>\n'
+    core_doc(root, "big", document)
+    (work / "big.xml").write_text(document)
+    size = len(document.encode())
+    handlers = []
+    for number in range(5):
+        program(root, f"cat{number}", CAT_XML)
+        handlers.append((f"cat{number}", "xml", '<event name="big" after="yes"/>'))
+    plugin(root, "cats", handlers)
+    pipeline = ["sh", "-c", "cat big.xml | cat | cat | cat | cat > /dev/null"]
+    ours, shell = hyperfine([exec_argv(root, "big"), pipeline], rounds, runs, work)
+    baseline = peak_rss(exec_argv(new_root(work / "small"), "user"), work)
+    peak = peak_rss(exec_argv(root, "big"), work)
+    ratio = ours / shell
+    extra = (peak - baseline) / size
+    return [
+        Row("big document", f"exec, {size / 1e6:.1f} MB through 5 cat handlers", ours * 1000, "ms"),
+        Row("big document", "sh: cat | cat | cat | cat | cat", shell * 1000, "ms"),
+        Row("big document", "ratio", ratio, "x", "<= 1.5", ratio <= 1.5),
+        Row("big document", "peak memory above the runner's baseline", extra, "x doc", "<= 4", extra <= 4),
+    ]
+
+
+EMBEDDED = textwrap.dedent(
+    """
+    import sys, time
+    from mgrhooks import Request, Root, call
+    ballast = bytearray(int(sys.argv[2]) * 1024 * 1024)  # touched: really resident
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    root = Root.open(sys.argv[1])
+    call(root, Request("desktop"))  # warm: registry cache, imports
+    started = time.perf_counter()
+    for _ in range(int(sys.argv[3])):
+        call(root, Request("desktop"))
+    print((time.perf_counter() - started) / int(sys.argv[3]))
+    """
+)
+
+
+def embedded(work: Path, rounds: int, runs: int) -> list[Row]:
+    """The per-handler cost of library calls in a small process and in one holding 500 MB."""
+    root = new_root(work / "embedded")
+    handlers = []
+    for number in range(20):
+        program(root, f"h{number:02d}", TRIVIAL_CGI)
+        handlers.append((f"h{number:02d}", "cgi", '<event name="desktop" after="yes"/>'))
+    plugin(root, "bench", handlers)
+    script = work / "embedded.py"
+    script.write_text(EMBEDDED)
+    small: list[float] = []
+    large: list[float] = []
+    for _ in range(rounds):
+        for ballast, into in ((0, small), (500, large)):
+            output = subprocess.run(
+                [PYTHON, str(script), str(root), str(ballast), str(runs)], check=True, capture_output=True, text=True
+            )
+            into.append(float(output.stdout) / 20)
+    ratio = statistics.median(large) / statistics.median(small)
+    return [
+        Row("embedded", "per handler, small process", statistics.median(small) * 1000, "ms"),
+        Row("embedded", "per handler, process holding 500 MB", statistics.median(large) * 1000, "ms"),
+        Row("embedded", "ratio", ratio, "x", "<= 1.1 (no worse)", ratio <= 1.1),
+    ]
+
+
+SCENARIOS: dict[str, Callable[[Path, int, int], list[Row]]] = {
+    "cold": cold_start,
+    "handlers": per_handler,
+    "plugins": many_plugins,
+    "big": big_documents,
+    "embedded": embedded,
+}
+
+
+def table(rows: list[Row]) -> str:
+    header = ["scenario", "measure", "value", "target / other side", "verdict"]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return f"{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    parser.add_argument("--runs", type=int, default=10, help="runs per command per round (default 10)")
+    parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="scenarios to run (default: all)")
+    args = parser.parse_args()
+    if not shutil.which("hyperfine"):
+        print("bench: hyperfine is missing; run setup.sh (it installs Debian's hyperfine)", file=sys.stderr)
+        return 2
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="mgrhooks-bench-") as directory:
+        for name in args.only or SCENARIOS:
+            started = time.monotonic()
+            rows += SCENARIOS[name](Path(directory), args.rounds, args.runs)
+            print(f"bench: {name} done in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    print(f"Machine: {machine()}")
+    print(f"Command: .venv/bin/python bench/run.py --rounds {args.rounds} --runs {args.runs}\n")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
