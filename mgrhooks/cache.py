@@ -61,7 +61,7 @@ def store(path: Path, key: str, registry: Registry) -> bool:
         with os.fdopen(descriptor, "wb") as file:
             pickle.dump((key, registry), file, protocol=pickle.HIGHEST_PROTOCOL)
         temporary.replace(path)
-    except OSError:
+    except (OSError, pickle.PicklingError, TypeError):  # TypeError: something unpicklable
         temporary.unlink(missing_ok=True)
         return False
     return True

@@ -1,0 +1,65 @@
+"""The registry cache in var/: reused while nothing changed, never stale, never trusted
+when someone else could have written it."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+from conftest import PanelRoot
+from mgrhooks import Root
+from mgrhooks.model import Registry
+
+
+def registered(root: PanelRoot) -> list[str]:
+    return [f"{e.handler.name}:{e.func}:{e.stage.value}" for e in Root.open(root.path).registry().events]
+
+
+def test_an_edited_plugin_file_takes_effect_on_the_next_call(root: PanelRoot) -> None:
+    root.handler("a.sh", "#!/bin/sh\nsed 's|^</doc>|<a/>\\n</doc>|'\n", '<event name="user" after="yes"/>')
+    assert "<a/>" in root.mgrhooks("exec", "user").stdout
+    cache = root.path / "var/billmgr.registry"
+    assert cache.exists() and cache.stat().st_mode & 0o777 == 0o600
+    # the same size, written at once: only the times and content differ
+    path = root.path / "etc/xml/billmgr_mod_a_sh.xml"
+    path.write_text(path.read_text().replace('name="user"', 'name="desk"'))
+    assert "<a/>" not in root.mgrhooks("exec", "user").stdout
+    path.write_text(path.read_text().replace('name="desk"', 'name="user"'))
+    assert "<a/>" in root.mgrhooks("exec", "user").stdout
+
+
+def test_added_and_removed_files_take_effect(root: PanelRoot) -> None:
+    root.handler("a.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>')
+    assert registered(root) == ["a.sh:user:after"]
+    root.handler("b.sh", "#!/bin/sh\ncat\n", '<event name="user" before="yes"/>')
+    assert registered(root) == ["a.sh:user:after", "b.sh:user:before"]
+    (root.path / "etc/xml/billmgr_mod_a_sh.xml").unlink()
+    assert registered(root) == ["b.sh:user:before"]
+
+
+def test_registrations_are_logged_once_per_change(root: PanelRoot) -> None:
+    root.handler("a.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>')
+    for _ in range(3):
+        root.mgrhooks("exec", "user")
+    assert root.log().count("Register event 'a.sh' for action 'user'") == 1
+
+
+def test_a_cache_others_could_write_is_ignored(root: PanelRoot) -> None:
+    root.handler("a.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>')
+    assert registered(root) == ["a.sh:user:after"]
+    cache = root.path / "var/billmgr.registry"
+    key, _ = pickle.loads(cache.read_bytes())
+    forged = pickle.dumps((key, Registry(metadata={}, messages={})))  # claims: no handlers at all
+    cache.write_bytes(forged)
+    os.chmod(cache, 0o666)
+    assert registered(root) == ["a.sh:user:after"]  # not trusted: rebuilt
+    assert cache.stat().st_mode & 0o777 == 0o600
+    cache.write_bytes(forged)  # ours and private: that one would be trusted
+    assert registered(root) == []
+
+
+def test_a_corrupt_cache_is_rebuilt(root: PanelRoot) -> None:
+    root.handler("a.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>')
+    registered(root)
+    (root.path / "var/billmgr.registry").write_bytes(b"\x80\x05garbage")
+    assert registered(root) == ["a.sh:user:after"]
