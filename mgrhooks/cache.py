@@ -5,6 +5,10 @@ The key is every plugin file's name, generation, size, inode and modification an
 times in nanoseconds, plus mgrhooks' version: adding, removing, editing or replacing a
 file, or upgrading mgrhooks, makes the cache stale, and a stale cache is never used.
 
+Besides the whole registry, the cache holds each function's events pickled apart, so a
+call loads only the events of its own function and of ``*`` (5,000 events would take
+longer to load than the call takes).
+
 The cache is a pickle, and loading a pickle can run code; so it is only trusted when it
 is a regular file owned by the user running mgrhooks and writable by nobody else (as
 sshd's StrictModes), and it is written with mode 600. Anything else is ignored and
@@ -18,25 +22,29 @@ import stat
 from pathlib import Path
 
 from . import __version__
-from .model import Registry
+from .model import Event, Registry
+from .plugins import PluginFile
 
 
-def fingerprint(files: list[tuple[Path, int]]) -> str:
-    """The cache key for plugin files ``(path, generation)``; raises nothing: a file that
-    vanished meanwhile simply gives another key."""
+def fingerprint(files: list[PluginFile]) -> str:
+    """The cache key for plugin files (see :func:`~mgrhooks.plugins.plugin_files`); raises
+    nothing: a file that vanished meanwhile simply gives another key."""
     parts = [__version__]
-    for path, generation in files:
+    for shown, path, _ in files:
         try:
-            info = path.stat()
+            info = os.stat(path)
         except OSError:
-            parts.append(f"{path.name} {generation} gone")
+            parts.append(f"{shown} gone")
             continue
-        parts.append(f"{path.name} {generation} {info.st_size} {info.st_ino} {info.st_mtime_ns} {info.st_ctime_ns}")
+        parts.append(f"{shown} {info.st_size} {info.st_ino} {info.st_mtime_ns} {info.st_ctime_ns}")
     return "\n".join(parts)
 
 
-def load(path: Path, key: str) -> Registry | None:
-    """The cached registry when ``path`` is trustworthy and holds ``key``, else ``None``."""
+def load(path: Path, key: str, func: str | None = None) -> Registry | None:
+    """The cached registry when ``path`` is trustworthy and holds ``key``, else ``None``.
+
+    :param func: load only the events of this function and of ``*`` (``None``: all)
+    """
     import pickle
 
     try:
@@ -44,10 +52,16 @@ def load(path: Path, key: str) -> Registry | None:
             info = os.fstat(file.fileno())
             if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
                 return None
-            stored_key, registry = pickle.load(file)
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError):
+            stored_key, base, by_func, everything = pickle.load(file)
+            if stored_key != key or not isinstance(base, Registry):
+                return None
+            if func is None:
+                events = pickle.loads(everything)
+            else:
+                events = tuple(e for name in (func, "*") if name in by_func for e in pickle.loads(by_func[name]))
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError, KeyError):
         return None
-    return registry if stored_key == key and isinstance(registry, Registry) else None
+    return base._replace(events=events)
 
 
 def store(path: Path, key: str, registry: Registry) -> bool:
@@ -58,8 +72,13 @@ def store(path: Path, key: str, registry: Registry) -> bool:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        by_func: dict[str, list[Event]] = {}
+        for event in registry.events:
+            by_func.setdefault(event.func, []).append(event)
+        blobs = {name: pickle.dumps(tuple(events), pickle.HIGHEST_PROTOCOL) for name, events in by_func.items()}
+        everything = pickle.dumps(registry.events, pickle.HIGHEST_PROTOCOL)
         with os.fdopen(descriptor, "wb") as file:
-            pickle.dump((key, registry), file, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((key, registry._replace(events=()), blobs, everything), file, pickle.HIGHEST_PROTOCOL)
         temporary.replace(path)
     except (OSError, pickle.PicklingError, TypeError):  # TypeError: something unpicklable
         temporary.unlink(missing_ok=True)

@@ -18,7 +18,7 @@ from .containment import Guardian, adopt_orphans
 from .core import BuiltinCore, Core
 from .env import Panel, call_environment, query_string, spilled, stage_environment
 from .errors import PanelError
-from .functions import Functions, core_docs
+from .functions import EVENTLIST, Functions, core_docs
 from .model import Event, FuncDecl, Handler, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
 from .plan import plan
 from .programs import inspect
@@ -108,8 +108,9 @@ def call(
 def reachable(
     root: Root, func: str, core: Core | None = None, core_doc: Path | None = None
 ) -> tuple[Registry, Functions]:
-    """The root's registry and every function a call of ``func`` can reach besides addons."""
-    registry = root.registry()
+    """The root's registry (with the events of ``func``; all of them for ``eventlist``)
+    and every function a call of ``func`` can reach besides addons."""
+    registry = root.registry(None if func == EVENTLIST else func)
     docs = core_docs(root.path, root.mgr, func, core_doc)
     return registry, Functions(core if core is not None else BuiltinCore(root.db_file), registry, docs)
 

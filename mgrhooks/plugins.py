@@ -219,17 +219,22 @@ def _func(elem: Element, handler: Handler, file: _File) -> FuncDecl | None:
     return FuncDecl(name=name, handler=handler, source=file.at(elem), minlevel=max(minlevel, handler.minlevel))
 
 
-def plugin_files(root: Path, mgr: str) -> list[tuple[Path, int]]:
-    """``(path, generation)`` of every plugin description of ``mgr`` under ``root``.
+#: a plugin file: (path shown in messages, relative to the root; full path; generation)
+PluginFile = tuple[str, str, int]
+
+
+def plugin_files(root: Path, mgr: str) -> list[PluginFile]:
+    """Every plugin description of ``mgr`` under ``root`` (plain strings: a root may have
+    a thousand, listed on every call).
 
     ``etc/xml/<mgr>_mod_*.xml`` are generation 5, ``etc/<mgr>_mod_*.xml`` generation 4;
     together they are sorted by file name (byte order), ``etc/xml/`` first on a tie.
     """
     found: list[tuple[str, str, int]] = []
-    for directory, generation in ((root / "etc" / "xml", 5), (root / "etc", 4)):
-        found += [(name, str(directory), generation) for name in _plugin_names(str(directory), mgr)]
+    for relative, generation in (("etc/xml", 5), ("etc", 4)):
+        found += [(name, relative, generation) for name in _plugin_names(os.path.join(root, relative), mgr)]
     found.sort(key=lambda item: (item[0].encode(), -item[2]))
-    return [(Path(directory, name), generation) for name, directory, generation in found]
+    return [(f"{relative}/{name}", os.path.join(root, relative, name), gen) for name, relative, gen in found]
 
 
 def _plugin_names(directory: str, mgr: str) -> list[str]:
@@ -278,16 +283,16 @@ def _duplicate_funcs(funcs: Sequence[FuncDecl]) -> list[Problem]:
     return problems
 
 
-def load_registry(root: Path, mgr: str, files: list[tuple[Path, int]] | None = None) -> Registry:
+def load_registry(root: Path, mgr: str, files: list[PluginFile] | None = None) -> Registry:
     """Read and parse every plugin description of ``mgr`` under ``root`` (or ``files``,
     as :func:`plugin_files` gives them). Paths in records and problems are shown
     relative to ``root``."""
     parsed = []
     unreadable = []
-    for path, generation in files if files is not None else plugin_files(root, mgr):
-        shown = str(path.relative_to(root))
+    for shown, path, generation in files if files is not None else plugin_files(root, mgr):
         try:
-            parsed.append((shown, path.read_bytes(), generation))
+            with open(path, "rb") as file:
+                parsed.append((shown, file.read(), generation))
         except OSError as exc:
             unreadable.append(Problem("error", Source(shown), f"cannot read: {exc.strerror}"))
     registry = build_registry(parsed)

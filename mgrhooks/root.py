@@ -101,14 +101,18 @@ class Root(NamedTuple):
     def cache_file(self) -> Path:
         return self.var_dir / f"{self.mgr}.registry"
 
-    def registry(self) -> Registry:
+    def registry(self, func: str | None = None) -> Registry:
         """The plugin descriptions: from the cache while no plugin file changed, else
-        parsed anew, with the registrations logged and the cache rewritten."""
+        parsed anew, with the registrations logged and the cache rewritten.
+
+        :param func: only the events of this function and of ``*`` are needed (the
+            rest of the registry is whole); ``None`` for every event
+        """
         files = plugin_files(self.path, self.mgr)
         if not files:
             return Registry()
         key = cache.fingerprint(files)
-        registry = cache.load(self.cache_file, key)
+        registry = cache.load(self.cache_file, key, func)
         if registry is None:
             registry = load_registry(self.path, self.mgr, files)
             self._log_registration(registry)

@@ -48,8 +48,8 @@ def test_a_cache_others_could_write_is_ignored(root: PanelRoot) -> None:
     root.handler("a.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>')
     assert registered(root) == ["a.sh:user:after"]
     cache = root.path / "var/billmgr.registry"
-    key, _ = pickle.loads(cache.read_bytes())
-    forged = pickle.dumps((key, Registry(metadata={}, messages={})))  # claims: no handlers at all
+    key = pickle.loads(cache.read_bytes())[0]
+    forged = pickle.dumps((key, Registry(metadata={}, messages={}), {}, pickle.dumps(())))  # claims: no handlers
     cache.write_bytes(forged)
     os.chmod(cache, 0o666)
     assert registered(root) == ["a.sh:user:after"]  # not trusted: rebuilt
@@ -63,3 +63,15 @@ def test_a_corrupt_cache_is_rebuilt(root: PanelRoot) -> None:
     registered(root)
     (root.path / "var/billmgr.registry").write_bytes(b"\x80\x05garbage")
     assert registered(root) == ["a.sh:user:after"]
+
+
+def test_a_call_loads_the_events_of_its_function_and_star(root: PanelRoot) -> None:
+    root.handler("a.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/><event name="desktop" after="yes"/>')
+    root.handler("b.sh", "#!/bin/sh\ncat\n", '<event name="*" before="yes"/>')
+    panel = Root.open(root.path)
+    panel.registry()  # builds the cache
+    assert sorted(f"{e.handler.name}:{e.func}" for e in panel.registry("user").events) == ["a.sh:user", "b.sh:*"]
+    assert [f"{e.handler.name}:{e.func}" for e in panel.registry("nothing").events] == ["b.sh:*"]
+    assert len(panel.registry().events) == 3
+    assert "<func>" not in root.mgrhooks("exec", "eventlist", "--out", "text").stdout
+    assert root.mgrhooks("exec", "eventlist", "--out", "text").stdout.count("\n") == 3
