@@ -61,13 +61,16 @@ class PanelRoot:
         )
         return self.addon(name, source)
 
+    def argv(self, command: str, *rest: str) -> list[str]:
+        """The real ``mgrhooks`` command line for ``command`` on this root."""
+        return [sys.executable, "-m", "mgrhooks", command, "--root", str(self.path), "--mgr", self.mgr, *rest]
+
     def mgrhooks(
         self, *args: str, env: dict[str, str] | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         """Run the real ``mgrhooks`` command with ``--root`` set to this root."""
         command, *rest = args
-        argv = [sys.executable, "-m", "mgrhooks", command, "--root", str(self.path), "--mgr", self.mgr, *rest]
-        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+        return subprocess.run(self.argv(command, *rest), capture_output=True, text=True, env=env, timeout=timeout)
 
     def read(self, relative: str) -> str:
         return (self.path / relative).read_text()

@@ -264,7 +264,7 @@ def output_of_100_mb(root: PanelRoot) -> Measured:
         "chunk = b'x' * 1048576\nfor _ in range(100):\n    sys.stdout.buffer.write(chunk)",
         '<event name="user" after="yes"/>',
     )
-    argv = [sys.executable, "-m", "mgrhooks", "exec", "--root", str(root.path), "user", "--out", "text"]
+    argv = root.argv("exec", "user", "--out", "text")
 
     def peak(args: list[str]) -> tuple[int, str, float]:
         started = time.monotonic()
@@ -276,7 +276,7 @@ def output_of_100_mb(root: PanelRoot) -> Measured:
         process.stdout.close()
         return usage.ru_maxrss * 1024, out, time.monotonic() - started
 
-    baseline, _, _ = peak([*argv[:6], "desktop", "--out", "text"])
+    baseline, _, _ = peak(root.argv("exec", "desktop", "--out", "text"))
     rss, out, seconds = peak(argv)
     assert "failed: output exceeded 8388608 bytes" in out, out
     assert rss - baseline < 4 * 8 * 1024 * 1024, (rss, baseline)
@@ -379,18 +379,7 @@ def shell_metacharacters(root: PanelRoot) -> Measured:
 @case("parameters", "the bytes reach the handler as given; no crash")
 def invalid_utf8(root: PanelRoot) -> Measured:
     param_probe(root)
-    argv = [
-        sys.executable,
-        "-m",
-        "mgrhooks",
-        "exec",
-        "--root",
-        str(root.path),
-        "desktop",
-        b"v=\xff\xfe ok",
-        "--out",
-        "xml",
-    ]
+    argv = [*root.argv("exec", "desktop", "--out", "xml"), b"v=\xff\xfe ok"]  # bytes: not UTF-8
     started = time.monotonic()
     result = subprocess.run(argv, capture_output=True)
     seconds = time.monotonic() - started
@@ -463,20 +452,7 @@ def concurrent_user_add(root: PanelRoot) -> Measured:
     started = time.monotonic()
     processes = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mgrhooks",
-                "exec",
-                "--root",
-                str(root.path),
-                "user.add",
-                f"name=u{n}",
-                "passwd=x",
-                "sok=ok",
-                "--out",
-                "text",
-            ],
+            root.argv("exec", "user.add", f"name=u{n}", "passwd=x", "sok=ok", "--out", "text"),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -495,18 +471,7 @@ def concurrent_user_add(root: PanelRoot) -> Measured:
 def killed_mid_call(root: PanelRoot, stage: str) -> tuple[Measured, list[str]]:
     python_handler(root, "slow.py", "time.sleep(600)", f'<event name="user.add" {stage}="yes"/>')
     runner = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mgrhooks",
-            "exec",
-            "--root",
-            str(root.path),
-            "user.add",
-            "name=al",
-            "passwd=x",
-            "sok=ok",
-        ],
+        root.argv("exec", "user.add", "name=al", "passwd=x", "sok=ok"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -160,20 +160,7 @@ def test_final_handler_runs_after_the_output_is_released_and_its_failure_is_only
     )
     started = time.monotonic()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mgrhooks",
-            "exec",
-            "--root",
-            str(root.path),
-            "user.add",
-            "name=al",
-            "passwd=x",
-            "sok=ok",
-            "--out",
-            "text",
-        ],
+        root.argv("exec", "user.add", "name=al", "passwd=x", "sok=ok", "--out", "text"),
         stdout=subprocess.PIPE,
     )
     with process:
