@@ -214,14 +214,15 @@ def plan_command(root: Root, func: str, level: int) -> None:
     with root.logging():
         registry, functions = reachable(root, func)
     try:
-        steps = plan(registry, Request(func, level=level), functions.catalogue()).steps
+        steps = plan(registry, Request(func, level=level), functions.catalogue(), root.disabled_plugins()).steps
     except PanelError as exc:
         click.echo(f"Error: {exc.msg}", err=True)
         sys.exit(ExitStatus.ERROR)
     for number, step in enumerate(steps, 1):
         stage = step.stage.value if isinstance(step.stage, Stage) else "action"
         label = f"{step.name} ({step.event.handler.type.value})" if step.event else step.name
-        click.echo(f"{number:>3}. {stage:<7} {step.kind.value:<9} {label}")
+        skipped = f"  [skipped: {step.skipped}]" if step.skipped else ""
+        click.echo(f"{number:>3}. {stage:<7} {step.kind.value:<9} {label}{skipped}")
         click.echo(f"     why: {step.why}")
 
 
@@ -238,6 +239,79 @@ def check_command(root: Root) -> None:
     errors = sum(p.severity == "error" for p in problems)
     click.echo(f"{errors} error(s), {len(problems) - errors} warning(s)", err=True)
     sys.exit(ExitStatus.ERROR if errors else ExitStatus.OK)
+
+
+@main.group("plugin")
+def plugin_group() -> None:
+    """List plugins (plugin description files) and switch them on or off.
+
+    The state is kept in the root's etc/mgrhooks.disabled; a disabled plugin's handlers
+    are skipped (plan shows them as such) and its functions are not offered.
+    """
+
+
+@plugin_group.command("list")
+@_root_options
+def plugin_list(root: Root) -> None:
+    """One line per plugin: name, state, handlers, functions, file."""
+    from .plugins import load_registry, plugin_files
+
+    registry = load_registry(root.path, root.mgr)
+    disabled = root.disabled_plugins()
+    for shown, _, _ in plugin_files(root.path, root.mgr):
+        file = shown.rsplit("/", 1)[-1]
+        handlers = {e.handler.name for e in registry.events if e.handler.plugin == file}
+        funcs = [f.name for f in registry.funcs if f.handler.plugin == file]
+        state = "disabled" if file in disabled else "enabled"
+        click.echo(
+            f"{_plugin_name(file, root.mgr):<20} {state:<8} handlers={len(handlers)} functions={len(funcs)} {shown}"
+        )
+
+
+def _plugin_name(file: str, mgr: str) -> str:
+    return file.removeprefix(f"{mgr}_mod_").removesuffix(".xml")
+
+
+def _plugin_file(root: Root, name: str) -> str:
+    """The plugin file a name given on the command line means (``samba`` or its file name)."""
+    from .plugins import plugin_files
+
+    files = {shown.rsplit("/", 1)[-1] for shown, _, _ in plugin_files(root.path, root.mgr)}
+    for candidate in (name, f"{root.mgr}_mod_{name}.xml"):
+        if candidate in files:
+            return candidate
+    raise click.BadParameter(f"no plugin {name!r} in {root.path} for {root.mgr} (see 'mgrhooks plugin list')")
+
+
+@plugin_group.command("enable")
+@_root_options
+@click.argument("name")
+def plugin_enable(root: Root, name: str) -> None:
+    """Switch plugin NAME on again."""
+    _switch(root, name, enabled=True)
+
+
+@plugin_group.command("disable")
+@_root_options
+@click.argument("name")
+def plugin_disable(root: Root, name: str) -> None:
+    """Switch plugin NAME off, without deleting its files."""
+    _switch(root, name, enabled=False)
+
+
+def _switch(root: Root, name: str, enabled: bool) -> None:
+    file = _plugin_file(root, name)
+    try:
+        changed = root.set_plugin_enabled(file, enabled)
+    except MgrhooksError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_status)
+    state = "enabled" if enabled else "disabled"
+    click.echo(f"{_plugin_name(file, root.mgr)}: {state}" + ("" if changed else " (already)"))
+    with root.logging():
+        from . import logs
+
+        logs.ACTION.info("plugin %s %s", file, state)
 
 
 @main.command("init")

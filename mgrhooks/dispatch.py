@@ -98,7 +98,7 @@ def call(
         return Response(error_doc(request.func, "nesting", "func", request.func, message), None)
     registry, functions = reachable(root, request.func, core, options.core_doc)
     try:
-        steps = plan(registry, request, functions.catalogue())
+        steps = plan(registry, request, functions.catalogue(), root.disabled_plugins())
     except PanelError as exc:
         return Response(_panel_error(request, exc), None)
     panel = Panel(root.mgr, str(root.path), __version__, depth=options.depth, chain=chain)

@@ -182,7 +182,11 @@ class StepKind(enum.StrEnum):
 
 
 class Step(NamedTuple):
-    """One entry of a plan, with the reason it stands where it does."""
+    """One entry of a plan, with the reason it stands where it does.
+
+    ``skipped`` says why a step that would run does not (its plugin is disabled); such
+    steps are shown by ``plan`` and left out by :meth:`Plan.stage`.
+    """
 
     kind: StepKind
     stage: Stage | None
@@ -191,6 +195,7 @@ class Step(NamedTuple):
     event: Event | None = None
     func: FuncDecl | None = None
     internal: InternalHandler | None = None
+    skipped: str = ""
 
 
 class Plan(NamedTuple):
@@ -200,8 +205,8 @@ class Plan(NamedTuple):
     steps: tuple[Step, ...] = ()
 
     def stage(self, stage: Stage) -> tuple[Step, ...]:
-        """The handler and internal steps of one stage, in order."""
-        return tuple(s for s in self.steps if s.stage is stage)
+        """The handler and internal steps of one stage that run, in order."""
+        return tuple(s for s in self.steps if s.stage is stage and not s.skipped)
 
     @property
     def action(self) -> Step:

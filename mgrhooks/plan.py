@@ -5,7 +5,7 @@ The ordering rule lives in :func:`order_key` and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from .errors import PanelError
 from .model import (
@@ -72,21 +72,27 @@ def _handler_why(event: Event) -> str:
     return f"{event.stage.value} stage, slot {anchor}; {hi}{place}"
 
 
-def plan(registry: Registry, request: Request, catalogue: Catalogue) -> Plan:
+def plan(registry: Registry, request: Request, catalogue: Catalogue, disabled: Collection[str] = ()) -> Plan:
     """The ordered steps of calling ``request.func`` (PROTOCOL §3).
 
     :param registry: the loaded plugin descriptions
-    :param request: the call; only ``func`` decides the plan today
+    :param request: the call: its function, and the caller's level for ``minlevel``
     :param catalogue: the functions the core implements, with their internal handlers
-    :returns: handler, internal and action steps in execution order, each with ``why``
-    Handlers whose ``minlevel`` is above the caller's level are left out.
-
-    :raises PanelError: ``missed``/``func`` when neither the core nor an addon's
+    :param disabled: plugin file names switched off (``mgrhooks plugin disable``): their
+        handlers stay in the plan as skipped steps, their ``<func>``s are not offered
+    :returns: handler, internal and action steps in execution order, each with ``why``.
+        Handlers whose ``minlevel`` is above the caller's level are left out.
+    :raises PanelError: ``missed``/``func`` when neither the core nor an enabled addon's
         ``<func>`` implements the function; ``access``/``func`` when the addon's
         ``minlevel`` is above the caller's level
     """
     func = request.func
     addon = registry.func(func)
+    if addon is not None and addon.handler.plugin in disabled:
+        if func not in catalogue:
+            message = f"Function '{func}' comes from plugin {addon.handler.plugin}, which is disabled"
+            raise PanelError("missed", "func", func, message)
+        addon = None
     if addon is None and func not in catalogue:
         raise PanelError("missed", "func", func, f"Unknown function '{func}'")
     if addon is not None and addon.minlevel > request.level:
@@ -99,7 +105,10 @@ def plan(registry: Registry, request: Request, catalogue: Catalogue) -> Plan:
         if identity in seen:
             continue
         seen.add(identity)
-        step = Step(StepKind.HANDLER, event.stage, event.handler.name, _handler_why(event), event=event)
+        skipped = "plugin disabled" if event.handler.plugin in disabled else ""
+        step = Step(
+            StepKind.HANDLER, event.stage, event.handler.name, _handler_why(event), event=event, skipped=skipped
+        )
         keyed.append((order_key(event), step))
     if addon is None:
         for position, internal in enumerate(catalogue[func]):

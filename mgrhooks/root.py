@@ -98,6 +98,39 @@ class Root(NamedTuple):
         return load_settings(self.path / "etc" / "mgrhooks.conf")
 
     @property
+    def disabled_file(self) -> Path:
+        return self.path / "etc" / "mgrhooks.disabled"
+
+    def disabled_plugins(self) -> frozenset[str]:
+        """Plugin file names switched off in ``etc/mgrhooks.disabled`` (one a line, ``#``
+        comments); empty when the file is missing."""
+        try:
+            text = self.disabled_file.read_text(encoding="utf-8")
+        except OSError:
+            return frozenset()
+        return frozenset(line.split("#", 1)[0].strip() for line in text.splitlines()) - {""}
+
+    def set_plugin_enabled(self, plugin: str, enabled: bool) -> bool:
+        """Switch plugin file ``plugin`` on or off; ``False`` when nothing changed.
+
+        :raises RootError: the file cannot be written
+        """
+        disabled = set(self.disabled_plugins())
+        if (plugin not in disabled) == enabled:
+            return False
+        disabled = disabled - {plugin} if enabled else disabled | {plugin}
+        text = "# plugin files switched off by `mgrhooks plugin disable`\n" + "".join(
+            f"{name}\n" for name in sorted(disabled)
+        )
+        temporary = self.disabled_file.with_name(f"{self.disabled_file.name}.tmp{os.getpid()}")
+        try:
+            temporary.write_text(text, encoding="utf-8")
+            temporary.replace(self.disabled_file)
+        except OSError as exc:
+            raise RootError(f"cannot write {self.disabled_file}: {exc.strerror}") from None
+        return True
+
+    @property
     def cache_file(self) -> Path:
         return self.var_dir / f"{self.mgr}.registry"
 

@@ -62,8 +62,9 @@ class PanelRoot:
         return self.addon(name, source)
 
     def argv(self, command: str, *rest: str) -> list[str]:
-        """The real ``mgrhooks`` command line for ``command`` on this root."""
-        return [sys.executable, "-m", "mgrhooks", command, "--root", str(self.path), "--mgr", self.mgr, *rest]
+        """The real ``mgrhooks`` command line for ``command`` (``"exec"``, ``"plugin list"``)
+        on this root."""
+        return [sys.executable, "-m", "mgrhooks", *command.split(), "--root", str(self.path), "--mgr", self.mgr, *rest]
 
     def mgrhooks(
         self, *args: str, env: dict[str, str] | None = None, timeout: float = 60

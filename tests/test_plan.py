@@ -186,3 +186,27 @@ def test_builtin_catalogue_lists_the_core_functions(tmp_path) -> None:
         "user.suspend",
     ]
     assert [i.name for i in catalogue["desktop"]] == ["desktop.user", "desktop.balance"]
+
+
+def test_disabled_plugins_stay_in_the_plan_as_skipped_steps() -> None:
+    reg = registry(
+        ("billmgr_mod_a.xml", plugin(handler("a", '<event name="user.add" after="yes"/>'))),
+        ("billmgr_mod_b.xml", plugin(handler("b", '<event name="user.add" after="yes"/>'))),
+    )
+    steps = plan(reg, Request("user.add"), CATALOGUE, disabled={"billmgr_mod_a.xml"})
+    assert [(s.name, s.skipped) for s in steps.steps] == [("user.add", ""), ("a", "plugin disabled"), ("b", "")]
+    assert [s.name for s in steps.stage(Stage.AFTER)] == ["b"]
+
+
+def test_a_function_of_a_disabled_plugin_is_not_offered() -> None:
+    reg = registry(
+        (
+            "billmgr_mod_f.xml",
+            plugin('<handler name="f.sh" type="xml"><func name="my.func"/><func name="desktop"/></handler>'),
+        )
+    )
+    with pytest.raises(PanelError) as info:
+        plan(reg, Request("my.func"), CATALOGUE, disabled={"billmgr_mod_f.xml"})
+    assert info.value.msg == "Function 'my.func' comes from plugin billmgr_mod_f.xml, which is disabled"
+    # where the core has the function, the core's own runs again
+    assert plan(reg, Request("desktop"), CATALOGUE, disabled={"billmgr_mod_f.xml"}).action.func is None
