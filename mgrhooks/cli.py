@@ -314,6 +314,68 @@ def _switch(root: Root, name: str, enabled: bool) -> None:
         logs.ACTION.info("plugin %s %s", file, state)
 
 
+@main.command("worker")
+@_root_options
+@click.option("--once", is_flag=True, help="One pass over the due deliveries, then exit (for cron).")
+@click.option(
+    "--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.05), help="Seconds between passes."
+)
+def worker_command(root: Root, once: bool, interval: float) -> None:
+    """Deliver spooled event records, and try failed ones again when due.
+
+    Runs until stopped (a killed worker loses nothing: what it was sending is sent again).
+    """
+    import time
+
+    from .delivery import work
+
+    with root.logging():
+        notifiers = root.settings().notifiers
+        while True:
+            done = work(root, notifiers)
+            if once:
+                click.echo(f"delivered {done.delivered}, to retry {done.retried}, dead {done.dead}")
+                return
+            time.sleep(interval)
+
+
+@main.group("queue")
+def queue_group() -> None:
+    """The spooled event records that are not delivered yet, and the dead letters."""
+
+
+@queue_group.command("list")
+@_root_options
+@click.option("--dead", "only_dead", is_flag=True, help="Only the dead letters.")
+def queue_list(root: Root, only_dead: bool) -> None:
+    """One line per delivery: record, notifier, state, attempts, event, last error."""
+    from .delivery import spool_of
+
+    for d in spool_of(root).list(("dead",) if only_dead else ("pending", "dead")):
+        error = f"  {d.error}" if d.error else ""
+        click.echo(f"{d.record} {d.notifier} {d.state} attempts={d.attempts} {d.event}{error}")
+
+
+@queue_group.command("retry")
+@_root_options
+@click.argument("records", nargs=-1)
+def queue_retry(root: Root, records: tuple[str, ...]) -> None:
+    """Send dead letters again (RECORDS, or every one), with their attempts counted anew."""
+    from .delivery import spool_of
+
+    click.echo(f"{spool_of(root).retry(records)} delivery(ies) pending again")
+
+
+@queue_group.command("drop")
+@_root_options
+@click.argument("records", nargs=-1)
+def queue_drop(root: Root, records: tuple[str, ...]) -> None:
+    """Forget dead letters (RECORDS, or every one)."""
+    from .delivery import spool_of
+
+    click.echo(f"{spool_of(root).drop(records)} delivery(ies) dropped")
+
+
 @main.command("init")
 @click.argument("directory")
 def init_command(directory: str) -> None:

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import os
 import shlex
+import time
 from collections.abc import Callable, Mapping
+from datetime import UTC
 from pathlib import Path
 from typing import NamedTuple
 
 from . import __version__, logs, merge
 from .containment import Guardian, adopt_orphans
 from .core import BuiltinCore, Core
+from .delivery import INLINE_TIMEOUT, spool_of, work
 from .env import Panel, call_environment, query_string, spilled, stage_environment
 from .errors import PanelError
 from .functions import EVENTLIST, Functions, core_docs
 from .model import Event, FuncDecl, Handler, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
+from .notify import HandlerRun, is_change, record, wanted
 from .plan import plan
 from .programs import inspect
 from .root import Root
@@ -154,6 +158,8 @@ class _Call:
         #: the serialised form of a document that has not changed since (see _serialised)
         self._known: tuple[Element, bytes] | None = None
         self._spill_dir: str | None = None
+        self._runs: list[HandlerRun] = []
+        self._record_id: str | None = None
 
     def run(self) -> Response:
         try:
@@ -161,8 +167,9 @@ class _Call:
         except BaseException:
             self._end()
             raise
+        self._record(doc)
         known = self._known[1] if self._known is not None and self._known[0] is doc else None
-        if self.options.defer_final and self.plan.stage(Stage.FINAL):
+        if self.options.defer_final and (self.plan.stage(Stage.FINAL) or self._record_id):
             return Response(doc, self.plan, finish=lambda: self._final(doc), serialised=known)
         self._final(doc)
         return Response(doc, self.plan, serialised=known)
@@ -212,8 +219,29 @@ class _Call:
         outcome = self._spawn(event.handler, event.stage.value, doc, event.postdata, str(event.source))
         return self._apply(event.handler, event.stage.value, doc, outcome)
 
+    def _record(self, doc: Element) -> None:
+        """Spool the event record of a successful change for the notifiers that want it."""
+        if find_error(doc) is not None or not is_change(self.request):
+            return
+        names = [n.name for n in self.settings.notifiers if wanted(n.events, self.request.func)]
+        if not names:
+            return
+        import json
+        from datetime import datetime
+
+        record_id = os.urandom(16).hex()
+        body = record(self.request, self.root.mgr, doc, self._runs, record_id, datetime.now(UTC))
+        try:
+            spool_of(self.root).add(record_id, self.request.func, json.dumps(body), names, time.time())
+        except Exception as exc:  # noqa: BLE001 (the call has committed: report, do not fail it)
+            logs.ACTION.error("event record of '%s' could not be spooled, so it is lost: %s", self.request.func, exc)
+            return
+        self._record_id = record_id
+
     def _final(self, result: Element) -> None:
         try:
+            if self._record_id is not None:  # inline, when quick; the worker does the rest
+                work(self.root, self.settings.notifiers, only=self._record_id, cap=INLINE_TIMEOUT)
             for step in self.plan.stage(Stage.FINAL):
                 assert step.event is not None
                 handler = step.event.handler
@@ -255,6 +283,8 @@ class _Call:
         if logs.EXTERNAL.enabled(logs.TRACE):
             logs.EXTERNAL.log(logs.TRACE, "'%s' stdout: %s", handler.name, outcome.stdout[: logs.DUMP_BYTES])
         self._log_outcome(handler, outcome)
+        status = "ok" if outcome.ok else outcome.failure or "failed"
+        self._runs.append(HandlerRun(handler.name, stage, round(outcome.duration * 1000, 1), status))
         return outcome
 
     def _run_request(

@@ -1,0 +1,79 @@
+"""Event records: what a call that changed something tells the world afterwards. Pure.
+
+After the model of RFC 5423 event notifications (Cyrus) and Dovecot's push notifications:
+one JSON record per change, made only when the call succeeded (never for a call a
+handler stopped, or that failed), then spooled and delivered (see :mod:`mgrhooks.spool`
+and :mod:`mgrhooks.delivery`).
+
+A call is a *change* by COREmanager's naming (our reading): lists are named after the
+object (``user``) and operations ``object.verb`` (``user.add``, ``user.delete``); a call
+is a change when its function has a verb, except a form (``.add``/``.edit``) that is only
+shown (no ``sok``). Record shape::
+
+    {"id": "<hex>", "event": "user.add", "timestamp": "2026-11-21T09:40:06.123Z",
+     "service": "billmgr", "user": "root", "level": 30, "call": "<call id>",
+     "params": {"name": "alice", "passwd": "***", "sok": "ok"},
+     "result": {"status": "ok", "id": "alice"},
+     "handlers": [{"name": "samba.pl", "stage": "after", "ms": 21.4, "status": "ok"}]}
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from .model import Request
+from .xmldoc import Element
+
+#: parameter names whose values are replaced by "***" in records
+SECRET = re.compile(r"pass|secret|token|key|auth", re.IGNORECASE)
+REDACTED = "***"
+_FORMS = (".add", ".edit")
+
+
+class HandlerRun(NamedTuple):
+    """One handler's part in a call, for the record; ``ms`` in milliseconds."""
+
+    name: str
+    stage: str
+    ms: float
+    status: str
+
+
+def is_change(request: Request) -> bool:
+    """Whether a successful call of ``request`` changed something (see the module docstring)."""
+    if "." not in request.func:
+        return False
+    return not (request.func.endswith(_FORMS) and not request.get("sok"))
+
+
+def wanted(patterns: Sequence[str], func: str) -> bool:
+    """Whether ``func`` matches one of a notifier's shell ``patterns`` (``user.*``)."""
+    return any(fnmatch.fnmatchcase(func, pattern) for pattern in patterns)
+
+
+def redact(params: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """The parameters with secret-looking values (``passwd``, ``token``, ...) hidden."""
+    return {key: REDACTED if SECRET.search(key) else value for key, value in params}
+
+
+def record(
+    request: Request, service: str, doc: Element, handlers: Sequence[HandlerRun], record_id: str, now: datetime
+) -> dict[str, Any]:
+    """The event record of a successful change (see the module docstring for its shape)."""
+    stamp = now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {
+        "id": record_id,
+        "event": request.func,
+        "timestamp": stamp,
+        "service": service,
+        "user": request.user,
+        "level": request.level,
+        "call": request.call_id,
+        "params": redact(request.params),
+        "result": {"status": "ok", "id": doc.findtext("id")},
+        "handlers": [run._asdict() for run in handlers],
+    }

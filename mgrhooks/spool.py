@@ -1,0 +1,142 @@
+"""The durable queue of event records, ``var/<mgr>.spool.db`` (SQLite). I/O.
+
+A record and one delivery row per notifier are written in one transaction when the call
+has committed; a delivery is *pending* until a driver confirms it (*delivered*), or its
+attempts run out (*dead*: the dead-letter list). A worker *claims* a due delivery with a
+lease before trying it, so two workers do not send it at once; a worker killed mid-try
+leaves the lease to expire and the delivery is tried again: at least once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # loaded when a record is spooled, not at start-up
+    import sqlite3
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id TEXT PRIMARY KEY, event TEXT NOT NULL, created REAL NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    record TEXT NOT NULL REFERENCES records(id),
+    notifier TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due REAL NOT NULL,
+    lease REAL NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (record, notifier)
+);
+"""
+
+
+class Delivery(NamedTuple):
+    """One record for one notifier; ``due`` and ``lease`` in epoch seconds."""
+
+    record: str
+    notifier: str
+    state: str
+    attempts: int
+    due: float
+    error: str
+    event: str
+    body: str
+
+
+class Spool:
+    """The queue in ``path`` (created on first use)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        import sqlite3
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def add(self, record_id: str, event: str, body: str, notifiers: Sequence[str], now: float) -> None:
+        """Spool a record for ``notifiers``, all or nothing."""
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO records VALUES (?, ?, ?, ?)", (record_id, event, now, body))
+            conn.executemany(
+                "INSERT INTO deliveries (record, notifier, due) VALUES (?, ?, ?)",
+                [(record_id, name, now) for name in notifiers],
+            )
+
+    def claim(self, now: float, lease: float, only: str | None = None, limit: int = 100) -> list[Delivery]:
+        """Pending deliveries that are due and not leased, leased now for ``lease`` seconds.
+
+        :param only: just the deliveries of this record (inline delivery after a call)
+        """
+        where = "d.state = 'pending' AND d.due <= ? AND d.lease <= ?" + (" AND d.record = ?" if only else "")
+        args: tuple[object, ...] = (now, now, only) if only else (now, now)
+        with self._transaction() as conn:
+            rows = conn.execute(f"{_SELECT} WHERE {where} ORDER BY d.due LIMIT {int(limit)}", args).fetchall()
+            conn.executemany(
+                "UPDATE deliveries SET lease = ? WHERE record = ? AND notifier = ?",
+                [(now + lease, row[0], row[1]) for row in rows],
+            )
+        return [Delivery(*row) for row in rows]
+
+    def delivered(self, delivery: Delivery) -> None:
+        self._attempted(delivery, "delivered", delivery.due, "")
+
+    def failed(self, delivery: Delivery, error: str, due: float, dead: bool) -> None:
+        """Count a failed attempt; ``dead`` moves the delivery to the dead letters."""
+        self._attempted(delivery, "dead" if dead else "pending", due, error[:500])
+
+    def _attempted(self, delivery: Delivery, state: str, due: float, error: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE deliveries SET state = ?, attempts = attempts + 1, due = ?, lease = 0, error = ?"
+                " WHERE record = ? AND notifier = ?",
+                (state, due, error, delivery.record, delivery.notifier),
+            )
+
+    def list(self, states: Sequence[str] = ("pending", "dead")) -> list[Delivery]:
+        """Deliveries in ``states``, oldest first."""
+        if not self.path.exists():
+            return []
+        marks = ", ".join("?" for _ in states)
+        with self._transaction() as conn:
+            rows = conn.execute(f"{_SELECT} WHERE d.state IN ({marks}) ORDER BY d.due, d.record", tuple(states))
+            return [Delivery(*row) for row in rows.fetchall()]
+
+    def retry(self, records: Sequence[str], now: float | None = None) -> int:
+        """Dead deliveries of ``records`` (every dead one when empty) back to pending, with
+        their attempts counted anew. :returns: how many."""
+        return self._update_dead("state = 'pending', attempts = 0, due = ?, lease = 0", records, (now or time.time(),))
+
+    def drop(self, records: Sequence[str]) -> int:
+        """Forget dead deliveries of ``records`` (every dead one when empty). :returns: how many."""
+        return self._update_dead("state = 'dropped'", records, ())
+
+    def _update_dead(self, assignments: str, records: Sequence[str], values: tuple[object, ...]) -> int:
+        where = "state = 'dead'" + (f" AND record IN ({', '.join('?' for _ in records)})" if records else "")
+        with self._transaction() as conn:
+            return conn.execute(f"UPDATE deliveries SET {assignments} WHERE {where}", (*values, *records)).rowcount
+
+
+_SELECT = (
+    "SELECT d.record, d.notifier, d.state, d.attempts, d.due, d.error, r.event, r.body"
+    " FROM deliveries d JOIN records r ON r.id = d.record"
+)

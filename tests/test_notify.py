@@ -1,0 +1,315 @@
+"""Event records: which calls make one, their shape, the spool, the drivers and the worker."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import PanelRoot
+from mgrhooks.delivery import LEASE_MARGIN
+from mgrhooks.errors import RootError
+from mgrhooks.model import Request
+from mgrhooks.notify import HandlerRun, is_change, record, redact, wanted
+from mgrhooks.settings import Notifier, load_settings
+from mgrhooks.spool import Spool
+from mgrhooks.xmldoc import parse
+
+# --- pure ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("func", "params", "change"),
+    [
+        ("user", (), False),
+        ("desktop", (), False),
+        ("user.edit", (("elid", "a"),), False),
+        ("user.edit", (("elid", "a"), ("sok", "ok")), True),
+        ("user.add", (("sok", "ok"),), True),
+        ("user.delete", (("elid", "a"),), True),
+        ("payment.add", (), False),
+    ],
+)
+def test_which_calls_are_changes(func: str, params: tuple[tuple[str, str], ...], change: bool) -> None:
+    assert is_change(Request(func, params)) is change
+
+
+def test_filters_and_redaction() -> None:
+    assert wanted(("user.*",), "user.add") and not wanted(("user.*",), "domain.add")
+    assert wanted(("*",), "anything")
+    params = (("name", "a"), ("passwd", "x"), ("api_token", "t"), ("authinfo", "u:p"), ("secretary", "s"), ("key", "k"))
+    assert redact(params) == {
+        "name": "a",
+        "passwd": "***",
+        "api_token": "***",
+        "authinfo": "***",
+        "secretary": "***",
+        "key": "***",
+    }
+
+
+def test_record_shape() -> None:
+    request = Request(
+        "user.add", (("name", "alice"), ("passwd", "pw"), ("sok", "ok")), user="admin", level=29, call_id="c1"
+    )
+    runs = [HandlerRun("samba.pl", "after", 12.5, "ok")]
+    now = datetime(2026, 11, 21, 9, 40, 6, 123000, tzinfo=UTC)
+    assert record(request, "billmgr", parse(b"<doc><ok/><id>alice</id></doc>"), runs, "r1", now) == {
+        "id": "r1",
+        "event": "user.add",
+        "timestamp": "2026-11-21T09:40:06.123Z",
+        "service": "billmgr",
+        "user": "admin",
+        "level": 29,
+        "call": "c1",
+        "params": {"name": "alice", "passwd": "***", "sok": "ok"},
+        "result": {"status": "ok", "id": "alice"},
+        "handlers": [{"name": "samba.pl", "stage": "after", "ms": 12.5, "status": "ok"}],
+    }
+
+
+def test_notifier_settings(tmp_path: Path) -> None:
+    conf = tmp_path / "mgrhooks.conf"
+    conf.write_text(
+        "[notify.audit]\ndriver = log\npath = var/a.jsonl\nevents = user.* domain.add\n"
+        "[notify.crm]\ndriver = http\nurl = http://127.0.0.1:1/\ntimeout = 0.5\nattempts = 3\nbackoff = 2\nuser = u\npassword = p\n"
+    )
+    assert load_settings(conf).notifiers == (
+        Notifier("audit", "log", ("user.*", "domain.add"), path="var/a.jsonl"),
+        Notifier(
+            "crm",
+            "http",
+            ("*",),
+            url="http://127.0.0.1:1/",
+            timeout=0.5,
+            attempts=3,
+            backoff=2.0,
+            user="u",
+            password="p",
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[notify.x]\ndriver = smtp\n", "[notify.x] driver: expected one of log, http, script, got 'smtp'"),
+        ("[notify.x]\ndriver = http\n", "[notify.x] url: required for the http driver"),
+        ("[notify.x]\ndriver = log\nurl = http://x/\n", "[notify.x] unknown key(s) url; known: driver, events, path"),
+        (
+            "[notify.x]\ndriver = http\nurl = u\nattempts = 0\n",
+            "[notify.x] attempts: expected a whole number >= 1, got '0'",
+        ),
+        ("[notfy.x]\ndriver = log\n", "unknown section [notfy.x]; known: [handlers], [notify.NAME]"),
+    ],
+)
+def test_bad_notifier_settings(tmp_path: Path, text: str, message: str) -> None:
+    conf = tmp_path / "mgrhooks.conf"
+    conf.write_text(text)
+    with pytest.raises(RootError) as info:
+        load_settings(conf)
+    assert message in str(info.value)
+
+
+def test_spool_claims_leases_and_dead_letters(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    spool.add("r1", "user.add", "{}", ["a", "b"], now=100.0)
+    first = spool.claim(now=100.0, lease=10)
+    assert [(d.record, d.notifier, d.attempts) for d in first] == [("r1", "a", 0), ("r1", "b", 0)]
+    assert spool.claim(now=105.0, lease=10) == []  # leased
+    spool.delivered(first[0])
+    spool.failed(first[1], "down", due=120.0, dead=False)
+    assert spool.claim(now=115.0, lease=10) == []  # not due yet
+    (again,) = spool.claim(now=120.0, lease=10)
+    spool.failed(again, "still down", due=130.0, dead=True)
+    assert [(d.notifier, d.state, d.attempts, d.error) for d in spool.list()] == [("b", "dead", 2, "still down")]
+    assert spool.retry([]) == 1
+    assert [(d.state, d.attempts) for d in spool.list()] == [("pending", 0)]
+    spool.failed(spool.claim(now=10**10, lease=1)[0], "x", due=0, dead=True)
+    assert spool.drop(["other"]) == 0 and spool.drop(["r1"]) == 1
+    assert spool.list() == []
+
+
+# --- through the CLI ------------------------------------------------------------------------
+
+
+class Endpoint:
+    """A real HTTP server on 127.0.0.1 that records what it is sent; it can go down and come back."""
+
+    def __init__(self) -> None:
+        self.bodies: list[tuple[dict[str, str], dict[str, object]]] = []
+        self.status = 200
+        self.delay = 0.0
+        self.server: ThreadingHTTPServer | None = None
+        self.port = self._start().server_address[1]
+        self.stop()
+
+    def _start(self, port: int = 0) -> ThreadingHTTPServer:
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                endpoint.bodies.append((dict(self.headers), body))
+                time.sleep(endpoint.delay)
+                self.send_response(endpoint.status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.server = server
+        return server
+
+    def start(self) -> None:
+        self._start(self.port)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+@pytest.fixture
+def endpoint():
+    endpoint = Endpoint()
+    yield endpoint
+    endpoint.stop()
+
+
+def configure(root: PanelRoot, text: str) -> None:
+    (root.path / "etc/mgrhooks.conf").write_text(text)
+
+
+def queue(root: PanelRoot, *args: str) -> list[str]:
+    return root.mgrhooks(f"queue {' '.join(args)}" if args else "queue list").stdout.splitlines()
+
+
+def test_log_driver_gets_one_record_per_committed_change(root: PanelRoot) -> None:
+    configure(root, "[notify.audit]\ndriver = log\n")
+    root.handler(
+        "stop.sh",
+        '#!/bin/sh\necho \'<doc><error type="value" object="name"/></doc>\'\n',
+        '<event name="user.delete" before="yes"/>',
+    )
+    assert root.mgrhooks("exec", "user.add", "name=al", "passwd=secret", "sok=ok").returncode == 0
+    root.mgrhooks("exec", "user.add", "name=al", "passwd=secret", "sok=ok")  # fails: exists
+    root.mgrhooks("exec", "user.edit", "--elid", "al")  # a form shown: no change
+    root.mgrhooks("exec", "user.delete", "--elid", "al")  # stopped by a before-handler
+    lines = root.read("var/billmgr.events.jsonl").splitlines()
+    assert len(lines) == 1
+    event = json.loads(lines[0])
+    assert (event["event"], event["params"]["passwd"], event["result"]) == (
+        "user.add",
+        "***",
+        {"status": "ok", "id": "al"},
+    )
+    assert "secret" not in root.read("var/billmgr.events.jsonl")
+    assert queue(root) == []
+
+
+def test_http_endpoint_down_then_back(root: PanelRoot, endpoint: Endpoint) -> None:
+    configure(
+        root,
+        f"[notify.crm]\ndriver = http\nurl = {endpoint.url}\ntimeout = 0.5\nbackoff = 0.1\nuser = crm\npassword = pw\n",
+    )
+    assert root.mgrhooks("exec", "user.add", "name=al", "passwd=x", "sok=ok").returncode == 0  # inline attempt fails
+    (line,) = queue(root)
+    record_id = line.split()[0]
+    assert f"{record_id} crm pending attempts=1 user.add  cannot reach {endpoint.url}" in line
+    endpoint.start()
+    time.sleep(0.2)  # past the backoff
+    assert root.mgrhooks("worker --once").stdout == "delivered 1, to retry 0, dead 0\n"
+    ((headers, body),) = endpoint.bodies
+    assert body["id"] == record_id and headers["X-Mgrhooks-Id"] == record_id
+    assert headers["X-Mgrhooks-Event"] == "user.add"
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"crm:pw").decode()
+    assert queue(root) == []
+    assert root.mgrhooks("worker --once").stdout == "delivered 0, to retry 0, dead 0\n"  # exactly once here
+
+
+def test_inline_delivery_when_the_endpoint_is_up(root: PanelRoot, endpoint: Endpoint) -> None:
+    endpoint.start()
+    configure(root, f"[notify.crm]\ndriver = http\nurl = {endpoint.url}\nevents = user.add\n")
+    root.mgrhooks("exec", "user.add", "name=al", "passwd=x", "sok=ok")
+    root.mgrhooks("exec", "user.suspend", "--elid", "al")  # not in the filter
+    assert [body["event"] for _, body in endpoint.bodies] == ["user.add"]
+    assert queue(root) == []
+
+
+def test_a_worker_killed_mid_delivery_loses_nothing(root: PanelRoot, endpoint: Endpoint) -> None:
+    configure(root, f"[notify.crm]\ndriver = http\nurl = {endpoint.url}\ntimeout = 2\nbackoff = 0.1\n")
+    root.mgrhooks("exec", "user.add", "name=al", "passwd=x", "sok=ok")  # down: stays pending
+    endpoint.delay = 30.0
+    endpoint.start()
+    time.sleep(0.2)
+    worker = subprocess.Popen(
+        root.argv("worker", "--interval", "0.1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 20
+    while not endpoint.bodies and time.monotonic() < deadline:
+        time.sleep(0.05)
+    claimed = time.monotonic()
+    assert len(endpoint.bodies) == 1  # the worker is in the middle of sending it
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    endpoint.delay = 0.0
+    assert [line.split()[2] for line in queue(root)] == ["pending"]  # not lost
+    assert root.mgrhooks("worker --once").stdout == "delivered 0, to retry 0, dead 0\n"  # leased for 2 + 5 s
+    time.sleep(max(0.0, claimed + 2 + LEASE_MARGIN + 0.5 - time.monotonic()))
+    assert root.mgrhooks("worker --once").stdout == "delivered 1, to retry 0, dead 0\n"
+    assert queue(root) == []
+    assert len(endpoint.bodies) == 2 and endpoint.bodies[0][1]["id"] == endpoint.bodies[1][1]["id"]  # at least once
+
+
+def test_dead_letters_retry_and_drop(root: PanelRoot, endpoint: Endpoint) -> None:
+    endpoint.status = 500
+    endpoint.start()
+    configure(root, f"[notify.crm]\ndriver = http\nurl = {endpoint.url}\nattempts = 2\nbackoff = 0.05\n")
+    root.mgrhooks("exec", "user.add", "name=al", "passwd=x", "sok=ok")  # attempt 1 (inline)
+    time.sleep(0.1)
+    assert root.mgrhooks("worker --once").stdout == "delivered 0, to retry 0, dead 1\n"  # attempt 2
+    (line,) = queue(root, "list", "--dead")
+    assert f"crm dead attempts=2 user.add  HTTP 500 from {endpoint.url}" in line
+    assert "attempt 2 failed: HTTP 500" in root.log() and "(dead letter)" in root.log()
+    assert queue(root, "retry") == ["1 delivery(ies) pending again"]
+    endpoint.status = 200
+    assert root.mgrhooks("worker --once").stdout == "delivered 1, to retry 0, dead 0\n"
+    endpoint.status = 500
+    root.mgrhooks("exec", "user.delete", "--elid", "al")
+    time.sleep(0.1)
+    root.mgrhooks("worker --once")
+    record_id = queue(root, "list", "--dead")[0].split()[0]
+    assert queue(root, "drop", record_id) == ["1 delivery(ies) dropped"]
+    assert queue(root) == []
+
+
+def test_script_driver(root: PanelRoot) -> None:
+    root.addon(
+        "sync.sh",
+        '#!/bin/sh\ncat >> var/synced.jsonl\necho >> var/synced.jsonl\necho "$MGRHOOKS_EVENT" > var/synced.event\n',
+    )
+    configure(root, "[notify.sync]\ndriver = script\nprogram = sync.sh\n")
+    root.mgrhooks("exec", "user.add", "name=al", "passwd=x", "sok=ok")
+    assert json.loads(root.read("var/synced.jsonl"))["event"] == "user.add"
+    assert root.read("var/synced.event") == "user.add\n"
+    configure(root, "[notify.sync]\ndriver = script\nprogram = gone.sh\nattempts = 1\n")
+    root.mgrhooks("exec", "user.delete", "--elid", "al")
+    (line,) = queue(root, "list", "--dead")
+    assert "Addon 'addon/gone.sh' does not exist" in line
