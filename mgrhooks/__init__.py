@@ -1,7 +1,7 @@
 """mgrhooks: COREmanager's external-addon mechanism as a standalone package and CLI.
 
 The public names are imported on first use, so ``import mgrhooks`` (and the CLI's start)
-stays cheap.
+stays cheap. Start with :class:`Panel` (``mgrhooks.api``).
 """
 
 from __future__ import annotations
@@ -10,14 +10,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .api import Panel, PluginInfo
     from .dispatch import Options, Response, call
     from .errors import ExitStatus, MgrhooksError, PanelError, RootError
-    from .model import Request, Stage
-    from .root import Root
+    from .model import Base, InternalHandler, Placement, Request, Stage
+    from .observers import Continue, Observers, passing
+    from .root import Root, init_root
+    from .xmldoc import add
 
 __version__ = "0.1.0"
 
 _WHERE = {
+    "Panel": "api",
+    "PluginInfo": "api",
     "Options": "dispatch",
     "Response": "dispatch",
     "call": "dispatch",
@@ -25,21 +30,39 @@ _WHERE = {
     "MgrhooksError": "errors",
     "PanelError": "errors",
     "RootError": "errors",
+    "Base": "model",
+    "InternalHandler": "model",
+    "Placement": "model",
     "Request": "model",
     "Stage": "model",
+    "Continue": "observers",
+    "Observers": "observers",
+    "passing": "observers",
     "Root": "root",
+    "init_root": "root",
+    "add": "xmldoc",
 }
 __all__ = [
+    "Base",
+    "Continue",
     "ExitStatus",
+    "InternalHandler",
     "MgrhooksError",
+    "Observers",
     "Options",
+    "Panel",
     "PanelError",
+    "Placement",
+    "PluginInfo",
     "Request",
     "Response",
     "Root",
     "RootError",
     "Stage",
+    "add",
     "call",
+    "init_root",
+    "passing",
 ]
 
 

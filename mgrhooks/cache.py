@@ -2,7 +2,7 @@
 while no plugin file changed. I/O.
 
 The key is every plugin file's name, generation, size, inode and modification and change
-times in nanoseconds, plus mgrhooks' version: adding, removing, editing or replacing a
+times in nanoseconds, plus mgrhooks' version and the fields of its records: adding, removing, editing or replacing a
 file, or upgrading mgrhooks, makes the cache stale, and a stale cache is never used.
 
 Besides the whole registry, the cache holds each function's events pickled apart, so a
@@ -22,14 +22,17 @@ import stat
 from pathlib import Path
 
 from . import __version__
-from .model import Event, Registry
+from .model import Event, FuncDecl, Handler, Problem, Registry, Source
 from .plugins import PluginFile
+
+#: the records' fields: a cache written with other record shapes is never read
+_SHAPES = ";".join(",".join(record._fields) for record in (Registry, Event, FuncDecl, Handler, Problem, Source))
 
 
 def fingerprint(files: list[PluginFile]) -> str:
     """The cache key for plugin files (see :func:`~mgrhooks.plugins.plugin_files`); raises
     nothing: a file that vanished meanwhile simply gives another key."""
-    parts = [__version__]
+    parts = [__version__, _SHAPES]
     for shown, path, _ in files:
         try:
             info = os.stat(path)

@@ -1,36 +1,48 @@
-"""The ``mgrhooks`` command and the root's ``sbin/mgrctl``: a thin click layer over
-:mod:`mgrhooks.dispatch`."""
+"""The ``mgrhooks`` command and the root's ``sbin/mgrctl``: a thin click layer over the
+Python API (:class:`mgrhooks.api.Panel`), which it uses and nothing else."""
 
 from __future__ import annotations
 
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from . import __version__
 from .errors import ExitStatus, MgrhooksError
-from .model import Request, Stage
-from .root import DEFAULT_MGR, Root
+from .root import DEFAULT_MGR
+
+if TYPE_CHECKING:
+    from .api import Panel
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ["xml", "devel", "json", "sjson", "text"]
 
 
-def _open_root(root_dir: str, mgr: str) -> Root:
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Turn a MgrhooksError into ``Error: ...`` on stderr and its exit status."""
     try:
-        return Root.open(root_dir, mgr)
+        yield
     except MgrhooksError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_status)
 
 
+def _open(root_dir: str, mgr: str) -> Panel:
+    from .api import Panel
+
+    with _reported():
+        return Panel(root_dir, mgr)
+
+
 def _root_options(command: F) -> F:
-    """``--root`` and ``--mgr``, shared by every command; they become a ``root`` argument."""
+    """``--root`` and ``--mgr``, shared by every command; they become a ``panel`` argument."""
 
     @click.option(
         "--root",
@@ -43,7 +55,7 @@ def _root_options(command: F) -> F:
     @click.option("--mgr", default=DEFAULT_MGR, show_default=True, help="The product (billmgr, ispmgr, ...).")
     @functools.wraps(command)
     def wrapper(root_dir: str, mgr: str, **kwargs: Any) -> Any:  # noqa: ANN401 (click passes options through)
-        return command(root=_open_root(root_dir, mgr), **kwargs)
+        return command(panel=_open(root_dir, mgr), **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
@@ -93,30 +105,27 @@ def _params(
 
 
 def _call_and_print(
-    root: Root,
-    request: Request,
+    panel: Panel,
+    func: str,
+    params: tuple[tuple[str, str], ...],
     fmt: str,
     *,
+    user: str = "root",
+    level: int = 30,
+    lang: str = "en",
     timeout: float | None = None,
     core_doc: Path | None = None,
     verbose: bool = False,
 ) -> None:
     """Run the call, print the response, run final handlers after stdout is released, exit."""
-    from .dispatch import Options, call, nesting
+    from .dispatch import Options
     from .render import render
 
-    depth, chain = nesting(os.environ)
     # adopt_orphans: daemons a handler starts stay findable, so a timeout can stop them
-    options = Options(
-        timeout=timeout, depth=depth, chain=chain, core_doc=core_doc, defer_final=True, adopt_orphans=True
-    )
-    with root.logging(echo=verbose):
-        try:
-            response = call(root, request, options=options)
-        except MgrhooksError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(exc.exit_status)
-        click.echo(render(response.doc, fmt, request.all_params, response.serialised), nl=False)
+    options = Options(timeout=timeout, core_doc=core_doc, defer_final=True, adopt_orphans=True)
+    with panel.logging(echo=verbose), _reported():
+        response = panel.call(func, params, user=user, level=level, lang=lang, options=options)
+        click.echo(render(response.doc, fmt, (("func", func), *params), response.serialised), nl=False)
         if response.finish is not None:
             _release_stdout()
             response.finish()
@@ -162,7 +171,7 @@ def _release_stdout() -> None:
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also print the log lines of this call on stderr.")
 def exec_command(
-    root: Root,
+    panel: Panel,
     func: str,
     pairs: tuple[str, ...],
     options: tuple[str, ...],
@@ -183,8 +192,10 @@ def exec_command(
     Exit status 0 when the response holds no <error>, 1 when it does.
     """
     params = _params(pairs, options, {"elid": elid, "plid": plid, "sok": sok}, _read_body(body))
-    request = Request(func, params, user=user, level=level, lang=lang)
-    _call_and_print(root, request, fmt, timeout=timeout, core_doc=Path(core_doc) if core_doc else None, verbose=verbose)
+    document = Path(core_doc) if core_doc else None
+    _call_and_print(
+        panel, func, params, fmt, user=user, level=level, lang=lang, timeout=timeout, core_doc=document, verbose=verbose
+    )
 
 
 def _read_body(name: str | None) -> bytes:
@@ -205,19 +216,17 @@ def _read_body(name: str | None) -> bytes:
 @_root_options
 @click.argument("func")
 @click.option("--level", default=30, show_default=True, type=click.IntRange(0, 31), help="The caller's access level.")
-def plan_command(root: Root, func: str, level: int) -> None:
+def plan_command(panel: Panel, func: str, level: int) -> None:
     """Print the steps a call of FUNC runs, in order, and why each is where it is."""
-    from .dispatch import reachable
     from .errors import PanelError
-    from .plan import plan
+    from .model import Stage
 
-    with root.logging():
-        registry, functions = reachable(root, func)
-    try:
-        steps = plan(registry, Request(func, level=level), functions.catalogue(), root.disabled_plugins()).steps
-    except PanelError as exc:
-        click.echo(f"Error: {exc.msg}", err=True)
-        sys.exit(ExitStatus.ERROR)
+    with panel.logging():
+        try:
+            steps = panel.plan(func, level).steps
+        except PanelError as exc:
+            click.echo(f"Error: {exc.msg}", err=True)
+            sys.exit(ExitStatus.ERROR)
     for number, step in enumerate(steps, 1):
         stage = step.stage.value if isinstance(step.stage, Stage) else "action"
         label = f"{step.name} ({step.event.handler.type.value})" if step.event else step.name
@@ -228,12 +237,9 @@ def plan_command(root: Root, func: str, level: int) -> None:
 
 @main.command("check")
 @_root_options
-def check_command(root: Root) -> None:
+def check_command(panel: Panel) -> None:
     """Report every problem in the plugin files and handler programs (exit 1 on errors)."""
-    from .check import check
-    from .plugins import load_registry
-
-    problems = check(root, load_registry(root.path, root.mgr))
+    problems = panel.check()
     for problem in problems:
         click.echo(str(problem))
     errors = sum(p.severity == "error" for p in problems)
@@ -252,66 +258,39 @@ def plugin_group() -> None:
 
 @plugin_group.command("list")
 @_root_options
-def plugin_list(root: Root) -> None:
+def plugin_list(panel: Panel) -> None:
     """One line per plugin: name, state, handlers, functions, file."""
-    from .plugins import load_registry, plugin_files
-
-    registry = load_registry(root.path, root.mgr)
-    disabled = root.disabled_plugins()
-    for shown, _, _ in plugin_files(root.path, root.mgr):
-        file = shown.rsplit("/", 1)[-1]
-        handlers = {e.handler.name for e in registry.events if e.handler.plugin == file}
-        funcs = [f.name for f in registry.funcs if f.handler.plugin == file]
-        state = "disabled" if file in disabled else "enabled"
-        click.echo(
-            f"{_plugin_name(file, root.mgr):<20} {state:<8} handlers={len(handlers)} functions={len(funcs)} {shown}"
-        )
-
-
-def _plugin_name(file: str, mgr: str) -> str:
-    return file.removeprefix(f"{mgr}_mod_").removesuffix(".xml")
-
-
-def _plugin_file(root: Root, name: str) -> str:
-    """The plugin file a name given on the command line means (``samba`` or its file name)."""
-    from .plugins import plugin_files
-
-    files = {shown.rsplit("/", 1)[-1] for shown, _, _ in plugin_files(root.path, root.mgr)}
-    for candidate in (name, f"{root.mgr}_mod_{name}.xml"):
-        if candidate in files:
-            return candidate
-    raise click.BadParameter(f"no plugin {name!r} in {root.path} for {root.mgr} (see 'mgrhooks plugin list')")
+    for plugin in panel.plugins():
+        state = "enabled" if plugin.enabled else "disabled"
+        counts = f"handlers={plugin.handlers} functions={plugin.functions}"
+        click.echo(f"{plugin.name:<20} {state:<8} {counts} {plugin.shown}")
 
 
 @plugin_group.command("enable")
 @_root_options
 @click.argument("name")
-def plugin_enable(root: Root, name: str) -> None:
+def plugin_enable(panel: Panel, name: str) -> None:
     """Switch plugin NAME on again."""
-    _switch(root, name, enabled=True)
+    _switch(panel, name, enabled=True)
 
 
 @plugin_group.command("disable")
 @_root_options
 @click.argument("name")
-def plugin_disable(root: Root, name: str) -> None:
+def plugin_disable(panel: Panel, name: str) -> None:
     """Switch plugin NAME off, without deleting its files."""
-    _switch(root, name, enabled=False)
+    _switch(panel, name, enabled=False)
 
 
-def _switch(root: Root, name: str, enabled: bool) -> None:
-    file = _plugin_file(root, name)
-    try:
-        changed = root.set_plugin_enabled(file, enabled)
-    except MgrhooksError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_status)
+def _switch(panel: Panel, name: str, enabled: bool) -> None:
+    with _reported():
+        try:
+            plugin, changed = panel.set_plugin_enabled(name, enabled)
+        except KeyError:
+            where = f"{panel.root.path} for {panel.root.mgr}"
+            raise click.BadParameter(f"no plugin {name!r} in {where} (see 'mgrhooks plugin list')") from None
     state = "enabled" if enabled else "disabled"
-    click.echo(f"{_plugin_name(file, root.mgr)}: {state}" + ("" if changed else " (already)"))
-    with root.logging():
-        from . import logs
-
-        logs.ACTION.info("plugin %s %s", file, state)
+    click.echo(f"{plugin.name}: {state}" + ("" if changed else " (already)"))
 
 
 @main.command("worker")
@@ -320,21 +299,18 @@ def _switch(root: Root, name: str, enabled: bool) -> None:
 @click.option(
     "--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.05), help="Seconds between passes."
 )
-def worker_command(root: Root, once: bool, interval: float) -> None:
+def worker_command(panel: Panel, once: bool, interval: float) -> None:
     """Deliver spooled event records, and try failed ones again when due.
 
     Runs until stopped (a killed worker loses nothing: what it was sending is sent again).
     """
     import time
 
-    from .delivery import work
-
-    with root.logging():
-        notifiers = root.settings().notifiers
+    with _reported():
         while True:
-            done = work(root, notifiers)
+            delivered, retried, dead = panel.deliver()
             if once:
-                click.echo(f"delivered {done.delivered}, to retry {done.retried}, dead {done.dead}")
+                click.echo(f"delivered {delivered}, to retry {retried}, dead {dead}")
                 return
             time.sleep(interval)
 
@@ -347,33 +323,27 @@ def queue_group() -> None:
 @queue_group.command("list")
 @_root_options
 @click.option("--dead", "only_dead", is_flag=True, help="Only the dead letters.")
-def queue_list(root: Root, only_dead: bool) -> None:
+def queue_list(panel: Panel, only_dead: bool) -> None:
     """One line per delivery: record, notifier, state, attempts, event, last error."""
-    from .delivery import spool_of
-
-    for d in spool_of(root).list(("dead",) if only_dead else ("pending", "dead")):
-        error = f"  {d.error}" if d.error else ""
-        click.echo(f"{d.record} {d.notifier} {d.state} attempts={d.attempts} {d.event}{error}")
+    for record, notifier, state, attempts, event, error in panel.queue(only_dead):
+        last = f"  {error}" if error else ""
+        click.echo(f"{record} {notifier} {state} attempts={attempts} {event}{last}")
 
 
 @queue_group.command("retry")
 @_root_options
 @click.argument("records", nargs=-1)
-def queue_retry(root: Root, records: tuple[str, ...]) -> None:
+def queue_retry(panel: Panel, records: tuple[str, ...]) -> None:
     """Send dead letters again (RECORDS, or every one), with their attempts counted anew."""
-    from .delivery import spool_of
-
-    click.echo(f"{spool_of(root).retry(records)} delivery(ies) pending again")
+    click.echo(f"{panel.retry(records)} delivery(ies) pending again")
 
 
 @queue_group.command("drop")
 @_root_options
 @click.argument("records", nargs=-1)
-def queue_drop(root: Root, records: tuple[str, ...]) -> None:
+def queue_drop(panel: Panel, records: tuple[str, ...]) -> None:
     """Forget dead letters (RECORDS, or every one)."""
-    from .delivery import spool_of
-
-    click.echo(f"{spool_of(root).drop(records)} delivery(ies) dropped")
+    click.echo(f"{panel.drop(records)} delivery(ies) dropped")
 
 
 @main.command("init")
@@ -382,8 +352,7 @@ def init_command(directory: str) -> None:
     """Lay out a new root in DIRECTORY: etc/xml, etc/core, addon, var, sbin/mgrctl."""
     from .root import init_root
 
-    created = init_root(Path(directory), sys.executable)
-    for path in created:
+    for path in init_root(Path(directory), sys.executable):
         click.echo(f"created {path}")
 
 
@@ -399,13 +368,9 @@ def mgrctl(root_dir: str, mgr: str, fmt: str, info: bool, func: str | None, pair
 
     Calls made from inside a handler are nested calls of the same root.
     """
-    root = _open_root(root_dir, mgr)
+    panel = _open(root_dir, mgr)
     if info or func is None:
-        from .dispatch import reachable
-
-        registry, functions = reachable(root, func or "")
-        names = functions.parameters(func) if func else sorted({*functions.catalogue(), *registry.function_names})
-        for name in names:
+        for name in panel.functions(func):
             click.echo(name)
         return
-    _call_and_print(root, Request(func, _params(pairs)), fmt)
+    _call_and_print(panel, func, _params(pairs), fmt)

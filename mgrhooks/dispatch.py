@@ -7,6 +7,7 @@ module only walks it and decides when to stop.
 
 from __future__ import annotations
 
+import copy
 import os
 import shlex
 import time
@@ -14,6 +15,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC
 from pathlib import Path
 from typing import NamedTuple
+
+from lxml import etree
 
 from . import __version__, logs, merge
 from .containment import Guardian, adopt_orphans
@@ -24,6 +27,7 @@ from .errors import PanelError
 from .functions import EVENTLIST, Functions, core_docs
 from .model import Event, FuncDecl, Handler, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
 from .notify import HandlerRun, is_change, record, wanted
+from .observers import Observers
 from .plan import plan
 from .programs import inspect
 from .root import Root
@@ -70,6 +74,7 @@ class Options(NamedTuple):
         handler is killed if this process dies mid-call
     :param adopt_orphans: before the first handler starts, make this process a child
         subreaper (:func:`~mgrhooks.containment.adopt_orphans`); the CLI does
+    :param observers: Python observers taking part in the call (mgrhooks.observers)
     """
 
     timeout: float | None = None
@@ -80,6 +85,7 @@ class Options(NamedTuple):
     defer_final: bool = False
     guard: bool = True
     adopt_orphans: bool = False
+    observers: Observers | None = None
 
 
 def call(
@@ -102,7 +108,8 @@ def call(
         return Response(error_doc(request.func, "nesting", "func", request.func, message), None)
     registry, functions = reachable(root, request.func, core, options.core_doc)
     try:
-        steps = plan(registry, request, functions.catalogue(), root.disabled_plugins())
+        observed = options.observers.events() if options.observers is not None else ()
+        steps = plan(registry, request, functions.catalogue(), root.disabled_plugins(), observed)
     except PanelError as exc:
         return Response(_panel_error(request, exc), None)
     panel = Panel(root.mgr, str(root.path), __version__, depth=options.depth, chain=chain)
@@ -216,6 +223,8 @@ class _Call:
         """Run one before/after handler step: (new doc, stop the call?, skipaction?)."""
         event: Event | None = step.event
         assert event is not None
+        if event.handler.type is HandlerType.PYTHON:
+            return self._observe(event, doc)
         outcome = self._spawn(event.handler, event.stage.value, doc, event.postdata, str(event.source))
         return self._apply(event.handler, event.stage.value, doc, outcome)
 
@@ -238,6 +247,30 @@ class _Call:
             return
         self._record_id = record_id
 
+    def _observe(self, event: Event, doc: Element) -> tuple[Element, bool, bool]:
+        """Call a Python observer as a handler: it may change ``doc`` in place, return a new
+        ``<doc>``, or raise PanelError; anything else it raises is a handler failure."""
+        stage = event.stage.value
+        callback = self.options.observers.callback(event.handler) if self.options.observers else None
+        started = time.monotonic()
+        try:
+            answer = callback(self.request, doc) if callback is not None else None
+        except PanelError as exc:
+            self._ran(event.handler, stage, started, "error")
+            return _panel_error(self.request, exc), True, False
+        except Exception as exc:  # noqa: BLE001 (an observer's failure is a handler's failure)
+            self._ran(event.handler, stage, started, "exception")
+            return self._failed(event.handler, stage, doc, f"raised {type(exc).__name__}: {exc}")
+        self._ran(event.handler, stage, started, "ok")
+        self._known = None
+        if answer is not None and not (isinstance(answer, etree._Element) and answer.tag == "doc"):
+            return self._failed(event.handler, stage, doc, f"returned {type(answer).__name__}, not a <doc> or None")
+        merged = merge.apply(doc, answer if answer is not None else doc, HandlerType.XML)
+        return merged.doc, merged.error, merged.skipaction and event.stage is Stage.BEFORE
+
+    def _ran(self, handler: Handler, stage: str, started: float, status: str) -> None:
+        self._runs.append(HandlerRun(handler.name, stage, round((time.monotonic() - started) * 1000, 1), status))
+
     def _final(self, result: Element) -> None:
         try:
             if self._record_id is not None:  # inline, when quick; the worker does the rest
@@ -245,6 +278,9 @@ class _Call:
             for step in self.plan.stage(Stage.FINAL):
                 assert step.event is not None
                 handler = step.event.handler
+                if handler.type is HandlerType.PYTHON:
+                    self._observe(step.event, copy.deepcopy(result))  # cannot change the response
+                    continue
                 stdin_doc = result if step.event.sessiondata else self._initial()
                 outcome = self._spawn(handler, "final", stdin_doc, step.event.postdata, str(step.event.source))
                 if not outcome.ok:

@@ -28,6 +28,8 @@ class HandlerType(enum.StrEnum):
 
     CGI = "cgi"
     XML = "xml"
+    #: an in-process observer registered from Python (see mgrhooks.observers)
+    PYTHON = "python"
 
 
 class Base(enum.StrEnum):
@@ -90,6 +92,8 @@ class Event(NamedTuple):
     hi: bool = False
     base: Base = Base.CORE
     placement: Placement = Placement.AFTER
+    #: lower runs first within a slot: ``priority="hi"`` is 0, the default 500
+    priority: int = 500
 
 
 class FuncDecl(NamedTuple):

@@ -11,6 +11,7 @@ from .errors import PanelError
 from .model import (
     Base,
     Event,
+    HandlerType,
     InternalHandler,
     Placement,
     Plan,
@@ -45,9 +46,10 @@ def order_key(event: Event) -> tuple[int, int, int, bytes, int]:
        ``proirity="before" base="core"`` → core internal handlers → ``base="core"``
        (the default) → ``proirity="before" base="project"`` → product (project) internal
        handlers → ``base="project"`` (``proirity="after"`` being the default side);
-    3. ``priority="hi"`` first;
-    4. plugin file name, byte order;
-    5. document order of the ``<event>`` in its file.
+    3. priority, lower first: ``priority="hi"`` is 0, the default 500, and Python
+       observers have their own (``register(..., priority=N)``);
+    4. plugin file name, byte order (Python observers have none: they come first);
+    5. document order of the ``<event>`` in its file (observers: registration order).
 
     The same handler registered twice for one stage of one call (say for ``user.add``
     and for ``*``) runs once, at its first place.
@@ -55,7 +57,7 @@ def order_key(event: Event) -> tuple[int, int, int, bytes, int]:
     return (
         _STAGE_RANK[event.stage],
         _SLOTS.index((event.base, event.placement)),
-        0 if event.hi else 1,
+        event.priority,
         event.handler.plugin.encode(),
         event.number,
     )
@@ -68,11 +70,21 @@ def _internal_key(internal: InternalHandler, position: int) -> tuple[int, int, i
 def _handler_why(event: Event) -> str:
     anchor = f"base={event.base.value}, proirity={event.placement.value}"
     hi = "priority=hi, " if event.hi else ""
-    place = f"file {event.handler.plugin}, event #{event.number} ({event.source})"
+    if event.handler.type is HandlerType.PYTHON:
+        hi = f"priority={event.priority}, "
+        place = f"Python observer #{event.number} ({event.source})"
+    else:
+        place = f"file {event.handler.plugin}, event #{event.number} ({event.source})"
     return f"{event.stage.value} stage, slot {anchor}; {hi}{place}"
 
 
-def plan(registry: Registry, request: Request, catalogue: Catalogue, disabled: Collection[str] = ()) -> Plan:
+def plan(
+    registry: Registry,
+    request: Request,
+    catalogue: Catalogue,
+    disabled: Collection[str] = (),
+    observers: Sequence[Event] = (),
+) -> Plan:
     """The ordered steps of calling ``request.func`` (PROTOCOL §3).
 
     :param registry: the loaded plugin descriptions
@@ -80,6 +92,8 @@ def plan(registry: Registry, request: Request, catalogue: Catalogue, disabled: C
     :param catalogue: the functions the core implements, with their internal handlers
     :param disabled: plugin file names switched off (``mgrhooks plugin disable``): their
         handlers stay in the plan as skipped steps, their ``<func>``s are not offered
+    :param observers: Python observers taking part in calls (see mgrhooks.observers),
+        ordered with the plugin handlers by the same rule
     :returns: handler, internal and action steps in execution order, each with ``why``.
         Handlers whose ``minlevel`` is above the caller's level are left out.
     :raises PanelError: ``missed``/``func`` when neither the core nor an enabled addon's
@@ -99,7 +113,8 @@ def plan(registry: Registry, request: Request, catalogue: Catalogue, disabled: C
         raise PanelError("access", "func", func, f"Access to '{func}' needs level {addon.minlevel}")
     keyed: list[tuple[tuple[int, int, int, bytes, int], Step]] = []
     seen: set[tuple[str, str, Stage]] = set()
-    matching = (e for e in registry.events if e.func in (func, "*") and e.handler.minlevel <= request.level)
+    events = (*observers, *registry.events)
+    matching = (e for e in events if e.func in (func, "*") and e.handler.minlevel <= request.level)
     for event in sorted(matching, key=order_key):
         identity = (event.handler.plugin, event.handler.name, event.stage)
         if identity in seen:

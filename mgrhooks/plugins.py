@@ -18,6 +18,8 @@ from lxml import etree
 from .model import Base, Event, FuncDecl, Handler, HandlerType, Placement, Problem, Registry, Source, Stage
 from .xmldoc import DocumentError, Element, parse
 
+#: the priority of a handler without priority="hi" (Zotonic's default, too); "hi" is 0
+DEFAULT_PRIORITY = 500
 #: attributes mgrhooks understands, per element; others are warnings (forward compatible)
 KNOWN_ATTRIBUTES = {
     "handler": {"name", "type", "ignore_errors", "timeout", "minlevel"},
@@ -181,6 +183,7 @@ def _events(elem: Element, handler: Handler, index: int, file: _File) -> list[Ev
             postdata=elem.get("postdata") == "yes",
             sessiondata=elem.get("sessiondata") == "yes",
             hi=elem.get("priority") == "hi",
+            priority=0 if elem.get("priority") == "hi" else DEFAULT_PRIORITY,
             base=base,
             placement=placement,
         )
