@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from .db import transaction
 from .errors import PanelError
 from .model import Base, InternalHandler, Request, Stage
 from .xmldoc import Element, add
@@ -99,29 +100,9 @@ class BuiltinCore:
     def catalogue(self) -> Mapping[str, Sequence[InternalHandler]]:
         return {name: INTERNALS.get(name, ()) for name in ACTIONS}
 
-    @contextmanager
-    def transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """A connection inside a transaction: committed on success, else rolled back.
-
-        :param write: take the write lock at once (``BEGIN IMMEDIATE``), so that a
-            read-check-write action cannot race another process; ``False`` for reads
-        """
-        import sqlite3
-
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+    def transaction(self, write: bool = True) -> AbstractContextManager[sqlite3.Connection]:
+        """A transaction on the core's database (see :func:`mgrhooks.db.transaction`)."""
+        return transaction(self.db_path, _SCHEMA, write)
 
     def action(self, request: Request, doc: Element) -> None:
         if request.func.startswith("user") and request.level < ADMIN_LEVEL:

@@ -10,10 +10,12 @@ leaves the lease to expire and the delivery is tried again: at least once.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
+
+from .db import transaction
 
 if TYPE_CHECKING:  # loaded when a record is spooled, not at start-up
     import sqlite3
@@ -54,24 +56,8 @@ class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        import sqlite3
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path, _SCHEMA)
 
     def add(self, record_id: str, event: str, body: str, notifiers: Sequence[str], now: float) -> None:
         """Spool a record for ``notifiers``, all or nothing."""
