@@ -177,15 +177,16 @@ class Guardian:
         return self._send("\n")
 
     def close(self) -> None:
+        if self._proc is None or self._proc.stdin is None:
+            return  # never started: nothing to end (and no subprocess import at all)
         import subprocess
 
-        if self._proc is not None and self._proc.stdin is not None:
-            self.release()
-            with contextlib.suppress(OSError):
-                self._proc.stdin.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=1)
-            self._proc = None
+        self.release()
+        with contextlib.suppress(OSError):
+            self._proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=1)
+        self._proc = None
 
     def _send(self, line: str) -> bool:
         import subprocess

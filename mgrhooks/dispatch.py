@@ -7,7 +7,6 @@ module only walks it and decides when to stop.
 
 from __future__ import annotations
 
-import copy
 import os
 import shlex
 import time
@@ -21,12 +20,10 @@ from lxml import etree
 from . import __version__, logs, merge
 from .containment import Guardian, adopt_orphans
 from .core import BuiltinCore, Core
-from .delivery import INLINE_TIMEOUT, spool_of, work
 from .env import Panel, call_environment, query_string, spilled, stage_environment
 from .errors import PanelError
 from .functions import EVENTLIST, Functions, core_docs
-from .model import Event, FuncDecl, Handler, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
-from .notify import HandlerRun, is_change, record, wanted
+from .model import Event, FuncDecl, Handler, HandlerRun, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
 from .observers import Observers
 from .plan import plan
 from .programs import inspect
@@ -230,7 +227,12 @@ class _Call:
 
     def _record(self, doc: Element) -> None:
         """Spool the event record of a successful change for the notifiers that want it."""
-        if find_error(doc) is not None or not is_change(self.request):
+        if not self.settings.notifiers or find_error(doc) is not None:
+            return
+        from .delivery import spool_of
+        from .notify import is_change, record, wanted
+
+        if not is_change(self.request):
             return
         names = [n.name for n in self.settings.notifiers if wanted(n.events, self.request.func)]
         if not names:
@@ -274,11 +276,15 @@ class _Call:
     def _final(self, result: Element) -> None:
         try:
             if self._record_id is not None:  # inline, when quick; the worker does the rest
+                from .delivery import INLINE_TIMEOUT, work
+
                 work(self.root, self.settings.notifiers, only=self._record_id, cap=INLINE_TIMEOUT)
             for step in self.plan.stage(Stage.FINAL):
                 assert step.event is not None
                 handler = step.event.handler
                 if handler.type is HandlerType.PYTHON:
+                    import copy
+
                     self._observe(step.event, copy.deepcopy(result))  # cannot change the response
                     continue
                 stdin_doc = result if step.event.sessiondata else self._initial()

@@ -177,6 +177,15 @@ class Request(NamedTuple):
         return (("func", self.func), *self.params)
 
 
+class HandlerRun(NamedTuple):
+    """One handler's part in a call (for event records); ``ms`` in milliseconds."""
+
+    name: str
+    stage: str
+    ms: float
+    status: str
+
+
 class StepKind(enum.StrEnum):
     """What a plan step runs."""
 

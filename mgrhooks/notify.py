@@ -23,24 +23,15 @@ import fnmatch
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
-from .model import Request
+from .model import HandlerRun, Request
 from .xmldoc import Element
 
 #: parameter names whose values are replaced by "***" in records
 SECRET = re.compile(r"pass|secret|token|key|auth", re.IGNORECASE)
 REDACTED = "***"
 _FORMS = (".add", ".edit")
-
-
-class HandlerRun(NamedTuple):
-    """One handler's part in a call, for the record; ``ms`` in milliseconds."""
-
-    name: str
-    stage: str
-    ms: float
-    status: str
 
 
 def is_change(request: Request) -> bool:
