@@ -67,7 +67,30 @@ def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
         ctx.exit()
 
 
-@click.group()
+class _Handled(click.Command):
+    """Maps what no command handled to an exit status (STYLE: pre-commit's error_handler)."""
+
+    def invoke(self, ctx: click.Context) -> Any:  # noqa: ANN401 (whatever the command returns)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("Interrupted", err=True)
+            sys.exit(ExitStatus.INTERRUPTED)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("MGRHOOKS_DEBUG"):
+                raise
+            click.echo(f"mgrhooks: internal error: {type(exc).__name__}: {exc}", err=True)
+            click.echo("This is a bug in mgrhooks; MGRHOOKS_DEBUG=1 shows where it happened.", err=True)
+            sys.exit(ExitStatus.INTERNAL)
+
+
+class _Group(_Handled, click.Group):
+    pass
+
+
+@click.group(cls=_Group)
 @click.option(
     "--version",
     is_flag=True,
@@ -356,7 +379,7 @@ def init_command(directory: str) -> None:
         click.echo(f"created {path}")
 
 
-@click.command("mgrctl", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("mgrctl", cls=_Handled, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", "root_dir", envvar="MGRHOOKS_ROOT", default=".")
 @click.option("-m", "mgr", envvar="MGR", default=DEFAULT_MGR, show_default=True, help="The product.")
 @click.option("-o", "fmt", type=click.Choice(FORMATS), default="text", show_default=True, help="Output format.")

@@ -22,8 +22,10 @@ class ExitStatus(enum.IntEnum):
     USAGE = 2
     #: the root cannot be used (missing directory, unreadable database)
     ROOT = 3
-    #: a bug in mgrhooks itself
+    #: a bug in mgrhooks itself (``MGRHOOKS_DEBUG=1`` shows the traceback)
     INTERNAL = 4
+    #: stopped with Ctrl-C (SIGINT)
+    INTERRUPTED = 130
 
 
 class MgrhooksError(Exception):

@@ -331,3 +331,34 @@ def test_the_command_runs_in_process_with_a_final_handler(root: PanelRoot) -> No
     )
     assert (result.exit_code, result.output) == (0, "")
     assert (root.path / "var/final.ran").exists()
+
+
+def test_an_internal_error_is_one_line_and_exit_status_4(root: PanelRoot, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from mgrhooks.api import Panel
+    from mgrhooks.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Panel, "call", broken)
+    result = CliRunner().invoke(main, ["exec", "--root", str(root.path), "user"])
+    assert result.exit_code == 4
+    assert result.stderr.startswith("mgrhooks: internal error: RuntimeError: a bug\n")
+    monkeypatch.setenv("MGRHOOKS_DEBUG", "1")
+    assert isinstance(CliRunner().invoke(main, ["exec", "--root", str(root.path), "user"]).exception, RuntimeError)
+
+
+def test_interrupted_is_exit_status_130(root: PanelRoot, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from mgrhooks.api import Panel
+    from mgrhooks.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Panel, "call", interrupted)
+    result = CliRunner().invoke(main, ["exec", "--root", str(root.path), "user"])
+    assert (result.exit_code, result.stderr) == (130, "Interrupted\n")
