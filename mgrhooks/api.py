@@ -157,10 +157,11 @@ class Panel:
         """The plugin description files, in load order."""
         from .plugins import load_registry, plugin_files
 
-        registry = load_registry(self.root.path, self.root.mgr)
+        files = plugin_files(self.root.path, self.root.mgr)
+        registry = load_registry(self.root.path, self.root.mgr, files)
         disabled = self.root.disabled_plugins()
         found = []
-        for shown, _, _ in plugin_files(self.root.path, self.root.mgr):
+        for shown, _, _ in files:
             file = shown.rsplit("/", 1)[-1]
             handlers = {e.handler.name for e in registry.events if e.handler.plugin == file}
             funcs = [f for f in registry.funcs if f.handler.plugin == file]

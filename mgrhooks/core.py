@@ -126,9 +126,6 @@ class BuiltinCore:
 
 
 def _find(conn: sqlite3.Connection, name: str) -> sqlite3.Row | None:
-    import sqlite3
-
-    conn.row_factory = sqlite3.Row
     row: sqlite3.Row | None = conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
     return row
 
@@ -149,9 +146,6 @@ def _elids(request: Request) -> list[str]:
 
 def user_list(core: BuiltinCore, conn: sqlite3.Connection, request: Request, doc: Element) -> None:
     """``user``: one ``<elem>`` row (name, level, state) per user, by name."""
-    import sqlite3
-
-    conn.row_factory = sqlite3.Row
     for row in conn.execute("SELECT name, level, state FROM users ORDER BY name"):
         elem = add(doc, "elem")
         for key in ("name", "level", "state"):

@@ -31,6 +31,7 @@ def transaction(path: Path, schema: str, write: bool = True) -> Iterator[sqlite3
 
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=LOCK_TIMEOUT, isolation_level=None)
+    conn.row_factory = sqlite3.Row  # rows by column name, and still sequences
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(schema)

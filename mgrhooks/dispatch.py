@@ -11,7 +11,6 @@ import os
 import shlex
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,7 +19,7 @@ from lxml import etree
 from . import __version__, logs, merge
 from .containment import Guardian, adopt_orphans
 from .core import BuiltinCore, Core
-from .env import Panel, call_environment, query_string, spilled, stage_environment
+from .env import Facts, call_environment, query_string, spilled, stage_environment
 from .errors import PanelError
 from .functions import EVENTLIST, Functions, core_docs
 from .model import Event, FuncDecl, Handler, HandlerRun, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
@@ -109,8 +108,8 @@ def call(
         steps = plan(registry, request, functions.catalogue(), root.disabled_plugins(), observed)
     except PanelError as exc:
         return Response(_panel_error(request, exc), None)
-    panel = Panel(root.mgr, str(root.path), __version__, depth=options.depth, chain=chain)
-    return _Call(root, request, functions, registry, steps, panel, options, runner).run()
+    facts = Facts(root.mgr, str(root.path), __version__, depth=options.depth, chain=chain)
+    return _Call(root, request, functions, registry, steps, facts, options, runner).run()
 
 
 def reachable(
@@ -141,7 +140,7 @@ class _Call:
         core: Core,
         registry: Registry,
         steps: Plan,
-        panel: Panel,
+        facts: Facts,
         options: Options,
         runner: Runner,
     ) -> None:
@@ -150,7 +149,7 @@ class _Call:
         self.core = core
         self.registry = registry
         self.plan = steps
-        self.panel = panel
+        self.facts = facts
         self.options = options
         self.runner = runner
         self.environ = options.environ if options.environ is not None else os.environ
@@ -238,7 +237,7 @@ class _Call:
         if not names:
             return
         import json
-        from datetime import datetime
+        from datetime import UTC, datetime
 
         record_id = os.urandom(16).hex()
         body = record(self.request, self.root.mgr, doc, self._runs, record_id, datetime.now(UTC))
@@ -258,20 +257,21 @@ class _Call:
         try:
             answer = callback(self.request, doc) if callback is not None else None
         except PanelError as exc:
-            self._ran(event.handler, stage, started, "error")
+            self._ran(event.handler, stage, time.monotonic() - started, "error")
             return _panel_error(self.request, exc), True, False
         except Exception as exc:  # noqa: BLE001 (an observer's failure is a handler's failure)
-            self._ran(event.handler, stage, started, "exception")
+            self._ran(event.handler, stage, time.monotonic() - started, "exception")
             return self._failed(event.handler, stage, doc, f"raised {type(exc).__name__}: {exc}")
-        self._ran(event.handler, stage, started, "ok")
+        self._ran(event.handler, stage, time.monotonic() - started, "ok")
         self._known = None
         if answer is not None and not (isinstance(answer, etree._Element) and answer.tag == "doc"):
             return self._failed(event.handler, stage, doc, f"returned {type(answer).__name__}, not a <doc> or None")
         merged = merge.apply(doc, answer if answer is not None else doc, HandlerType.XML)
         return merged.doc, merged.error, merged.skipaction and event.stage is Stage.BEFORE
 
-    def _ran(self, handler: Handler, stage: str, started: float, status: str) -> None:
-        self._runs.append(HandlerRun(handler.name, stage, round((time.monotonic() - started) * 1000, 1), status))
+    def _ran(self, handler: Handler, stage: str, seconds: float, status: str) -> None:
+        """Note a handler's part in the call, for the event record."""
+        self._runs.append(HandlerRun(handler.name, stage, round(seconds * 1000, 1), status))
 
     def _final(self, result: Element) -> None:
         try:
@@ -325,8 +325,7 @@ class _Call:
         if logs.EXTERNAL.enabled(logs.TRACE):
             logs.EXTERNAL.log(logs.TRACE, "'%s' stdout: %s", handler.name, outcome.stdout[: logs.DUMP_BYTES])
         self._log_outcome(handler, outcome)
-        status = "ok" if outcome.ok else outcome.failure or "failed"
-        self._runs.append(HandlerRun(handler.name, stage, round(outcome.duration * 1000, 1), status))
+        self._ran(handler, stage, outcome.duration, "ok" if outcome.ok else outcome.failure or "failed")
         return outcome
 
     def _run_request(
@@ -340,7 +339,7 @@ class _Call:
         if self._environment is None:
             files = self._spill_files()
             self._environment = call_environment(
-                self.environ, self.request, self.panel, files=files, passed=self.settings.pass_env
+                self.environ, self.request, self.facts, files=files, passed=self.settings.pass_env
             )
         env = stage_environment(self._environment, stage, len(stdin) if cgi_post else None)
         limits = self.settings

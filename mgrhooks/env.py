@@ -26,7 +26,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
-class Panel(NamedTuple):
+class Facts(NamedTuple):
     """Facts about the panel every handler is told: ``MGR``, ``MGR_VERSION``, ..."""
 
     mgr: str
@@ -82,7 +82,7 @@ def is_env_name(key: str) -> bool:
 def handler_environment(
     base: Mapping[str, str],
     request: Request,
-    panel: Panel,
+    facts: Facts,
     *,
     stage: str,
     post_length: int | None = None,
@@ -93,14 +93,14 @@ def handler_environment(
 
     Both handler types get the same variables (PROTOCOL §4: QUERY_STRING for both).
     """
-    common = call_environment(base, request, panel, files=files, passed=passed)
+    common = call_environment(base, request, facts, files=files, passed=passed)
     return stage_environment(common, stage, post_length)
 
 
 def call_environment(
     base: Mapping[str, str],
     request: Request,
-    panel: Panel,
+    facts: Facts,
     *,
     files: Mapping[str, str] | None = None,
     passed: Collection[str] = (),
@@ -130,22 +130,22 @@ def call_environment(
         AUTHID=request.call_id,
         SESSION_LEVEL=level,
         SESSION_LANG=request.lang,
-        MGR=panel.mgr,
-        MGR_VERSION=panel.version,
+        MGR=facts.mgr,
+        MGR_VERSION=facts.version,
         MGR_DISTRIBUTION="mgrhooks",
-        MGR_OSNAME=panel.osname,
+        MGR_OSNAME=facts.osname,
         LICID="0",
         RECORDLIMIT="0",
         ACTION_NAME=request.func,
-        MGRHOOKS_ROOT=panel.root,
+        MGRHOOKS_ROOT=facts.root,
         MGRHOOKS_CALL_ID=request.call_id,
-        MGRHOOKS_DEPTH=str(panel.depth),
-        MGRHOOKS_CHAIN=" > ".join(panel.chain),
-        MGRHOOKS_PYTHON=panel.python,
+        MGRHOOKS_DEPTH=str(facts.depth),
+        MGRHOOKS_CHAIN=" > ".join(facts.chain),
+        MGRHOOKS_PYTHON=facts.python,
         GATEWAY_INTERFACE="CGI/1.1",
         SERVER_PROTOCOL="HTTP/1.1",
-        SERVER_SOFTWARE=f"mgrhooks/{panel.version}",
-        SCRIPT_NAME=f"/{panel.mgr}",
+        SERVER_SOFTWARE=f"mgrhooks/{facts.version}",
+        SCRIPT_NAME=f"/{facts.mgr}",
         QUERY_STRING=query_string(request, leave_out=files),
     )
     return env
