@@ -143,9 +143,14 @@ def _call_and_print(
     """Run the call, print the response, run final handlers after stdout is released, exit."""
     from .dispatch import Options
     from .render import render
+    from .runner import seal_descriptors
 
     # adopt_orphans: daemons a handler starts stay findable, so a timeout can stop them
     options = Options(timeout=timeout, core_doc=core_doc, defer_final=True, adopt_orphans=True)
+    # handlers run in the root; starting from there, with no descriptor to pass on, they
+    # can start through posix_spawn (see mgrhooks.runner.seal_descriptors)
+    os.chdir(panel.root.path)
+    seal_descriptors()
     with panel.logging(echo=verbose), _reported():
         response = panel.call(func, params, user=user, level=level, lang=lang, options=options)
         click.echo(render(response.doc, fmt, (("func", func), *params), response.serialised), nl=False)
@@ -215,7 +220,7 @@ def exec_command(
     Exit status 0 when the response holds no <error>, 1 when it does.
     """
     params = _params(pairs, options, {"elid": elid, "plid": plid, "sok": sok}, _read_body(body))
-    document = Path(core_doc) if core_doc else None
+    document = Path(core_doc).absolute() if core_doc else None  # before the call enters the root
     _call_and_print(
         panel, func, params, fmt, user=user, level=level, lang=lang, timeout=timeout, core_doc=document, verbose=verbose
     )

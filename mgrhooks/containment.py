@@ -19,19 +19,39 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # psutil and subprocess load when needed, not at start-up
     import subprocess
 
     import psutil
 
+
+class Child(Protocol):
+    """A started handler process: what :func:`kill_tree` needs of it. ``subprocess.Popen``
+    is one; :class:`mgrhooks.runner.Spawned` (``os.posix_spawn``) another.
+    ``wait(timeout)`` raises ``subprocess.TimeoutExpired`` when the time (seconds) runs out."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
 _PR_SET_CHILD_SUBREAPER = 36
-#: the guardian: remembers the last line (a process group, or empty when none runs) and
-#: kills that group when its stdin ends
+#: the guardian: waits for the end of its stdin (a pipe nobody writes to, so: our death or
+#: close()), then reads the process group written to its stdout (a memfd, read from offset
+#: 0) and kills that group if its leader (the handler) has not been reaped
 _GUARDIAN = (
-    'current=; while IFS= read -r line; do current=$line; done; [ -n "$current" ] && kill -9 -"$current"; exit 0'
+    "read -r _; current=; read -r current <&1; "
+    '[ -n "$current" ] && kill -0 "$current" 2>/dev/null && kill -9 -"$current"; exit 0'
 )
+#: bytes of the guardian's record: a process group, padded (a shorter number overwrites all)
+_RECORD = 24
 #: pids of the handler processes this process started and that are running
 SPAWNED: set[int] = set()
 _SWEEPS = 50
@@ -48,7 +68,7 @@ def adopt_orphans() -> bool:
         return False
 
 
-def tree(proc: subprocess.Popen[bytes], since: float) -> list[psutil.Process]:
+def tree(proc: Child, since: float) -> list[psutil.Process]:
     """The running descendants of ``proc``, and orphans adopted here that were created
     since ``since`` (psutil's ``create_time`` of ``proc``) and are not handlers started
     here, with their descendants."""
@@ -67,7 +87,7 @@ def tree(proc: subprocess.Popen[bytes], since: float) -> list[psutil.Process]:
     return [p for p in found.values() if _running(p)]
 
 
-def kill_tree(proc: subprocess.Popen[bytes], grace: float) -> tuple[int, ...]:
+def kill_tree(proc: Child, grace: float) -> tuple[int, ...]:
     """Stop ``proc`` and everything it started: SIGTERM, then SIGKILL sweeps after ``grace``.
 
     ``proc`` itself is reaped through ``proc`` (its status is kept); adopted orphans are
@@ -96,12 +116,13 @@ def kill_tree(proc: subprocess.Popen[bytes], grace: float) -> tuple[int, ...]:
         _signal_group(proc.pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
-        victims = tree(proc, since)
-        if not victims:
-            break
-        signalled.update(p.pid for p in victims)
+        found = tree(proc, since)  # once the handler is gone its children are no longer
+        signalled.update(p.pid for p in found)  # below it: those seen before count too
+        victims = list({p.pid: p for p in (*victims, *found)}.values())
         _signal_each(victims, signal.SIGKILL)
-        _wait_gone(victims, 0.05)
+        victims = _wait_gone(victims, 0.05)
+        if not found and not victims:
+            break
     proc.wait()
     _reap(signalled - {proc.pid})
     return (proc.pid, *sorted(signalled - {proc.pid}))
@@ -161,20 +182,25 @@ def _signal_group(pgid: int, sig: int) -> None:
 class Guardian:
     """Kills the running handler's process group if this process dies mid-handler.
 
-    Started on first use; :meth:`close` ends it. Writing to it never fails the call: a
-    guardian that is gone only means less protection, and is logged by the caller.
+    Started on first use; :meth:`close` ends it. The running handler's group is written to
+    a small in-memory file the guardian holds (one ``pwrite``, no wake-up of the guardian
+    per handler); the guardian only wakes when its stdin pipe ends: when :meth:`close` shuts
+    it, or when this process dies, by any signal. Writing never fails the call: a guardian
+    that is gone only means less protection, and is logged by the caller.
     """
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
+        self._record = -1
 
     def watch(self, pgid: int) -> bool:
         """Guard process group ``pgid`` from now on; ``False`` if the guardian is gone."""
-        return self._send(f"{pgid}\n")
+        return self._send(pgid)
 
     def release(self) -> bool:
-        """Nothing to guard now (the handler ended and was dealt with)."""
-        return self._send("\n")
+        """Nothing to guard now. Not needed after each handler (a reaped handler is not
+        killed); :meth:`close` sends it, so that no later process can reuse the number."""
+        return self._send(None)
 
     def close(self) -> None:
         if self._proc is None or self._proc.stdin is None:
@@ -186,24 +212,35 @@ class Guardian:
             self._proc.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(timeout=1)
+        os.close(self._record)
         self._proc = None
 
-    def _send(self, line: str) -> bool:
+    def _send(self, pgid: int | None) -> bool:
+        if self._proc is None:
+            self._start()
+        assert self._proc is not None
+        line = (str(pgid) if pgid is not None else "").ljust(_RECORD - 1) + "\n"
+        try:
+            os.pwrite(self._record, line.encode(), 0)
+        except OSError:
+            return False
+        return self._proc.poll() is None
+
+    def _start(self) -> None:
         import subprocess
 
-        if self._proc is None:
-            self._proc = subprocess.Popen(
-                ["/bin/sh", "-c", _GUARDIAN],
-                bufsize=0,  # one write(2) a line, nothing to flush
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # terminal signals aimed at us do not reach it
-                close_fds=True,
-            )
-        assert self._proc.stdin is not None
         try:
-            self._proc.stdin.write(line.encode())
-        except (BrokenPipeError, OSError):
-            return False
-        return True
+            self._record = os.memfd_create("mgrhooks-guardian", os.MFD_CLOEXEC)
+        except (AttributeError, OSError):
+            import tempfile
+
+            self._record = os.dup(tempfile.TemporaryFile().fileno())
+        os.pwrite(self._record, b" " * (_RECORD - 1) + b"\n", 0)
+        self._proc = subprocess.Popen(
+            ["/bin/sh", "-c", _GUARDIAN],
+            stdin=subprocess.PIPE,
+            stdout=self._record,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # terminal signals aimed at us do not reach it
+            close_fds=True,
+        )

@@ -155,6 +155,8 @@ class _Call:
         self.environ = options.environ if options.environ is not None else os.environ
         self.guardian = Guardian() if options.guard else None
         self.settings = root.settings()
+        self._cwd = str(root.path)
+        self._addon_dir = str(root.addon_dir)
         self._files: dict[str, str] | None = None
         self._adopted = False
         self._environment: dict[str, str] | None = None
@@ -304,13 +306,13 @@ class _Call:
             shutil.rmtree(self._spill_dir, ignore_errors=True)
 
     def _spawn(self, handler: Handler, stage: str, doc: Element, postdata: bool, why: str) -> RunOutcome:
-        program = inspect(self.root.addon_dir, handler.name)
+        program = inspect(self._addon_dir, handler.name)
         for warning in program.warnings:
             logs.EXTERNAL.log(logs.EXTINFO, "%s", warning)
         if program.path is None:
             message = "; ".join(program.errors)
             logs.EXTERNAL.warning("%s", message)
-            refused = RunRequest((program.shown,), str(self.root.path), {}, b"", description=why)
+            refused = RunRequest((program.shown,), self._cwd, {}, b"", description=why)
             return RunOutcome(refused, None, b"", b"", 0.0, failure="spawn", reason=message)
         request = self._run_request(handler, program.path, stage, doc, postdata, why)
         if self.options.adopt_orphans and not self._adopted:
@@ -329,7 +331,7 @@ class _Call:
         return outcome
 
     def _run_request(
-        self, handler: Handler, program: Path, stage: str, doc: Element, postdata: bool, why: str
+        self, handler: Handler, program: str, stage: str, doc: Element, postdata: bool, why: str
     ) -> RunRequest:
         """What to run for one handler: argv, environment and stdin by PROTOCOL §4."""
         cgi_post = handler.type is HandlerType.CGI and postdata
@@ -344,8 +346,8 @@ class _Call:
         env = stage_environment(self._environment, stage, len(stdin) if cgi_post else None)
         limits = self.settings
         return RunRequest(
-            (str(program), stage) if handler.generation == 4 else (str(program),),
-            str(self.root.path),
+            (program, stage) if handler.generation == 4 else (program,),
+            self._cwd,
             env,
             stdin,
             self.options.timeout or handler.timeout or limits.timeout,

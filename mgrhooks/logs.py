@@ -82,6 +82,7 @@ class Channel:
 
     def __init__(self, module: str) -> None:
         self.module = module
+        self._logger: logging.Logger | None = None
 
     def enabled(self, level: int) -> bool:
         """Whether a record at ``level`` would be written (to skip building costly arguments)."""
@@ -95,7 +96,9 @@ class Channel:
                 return
             if not target.handlers:
                 _attach(target)
-        _logging().getLogger(f"mgrhooks.{self.module}").log(level, message, *args)
+        if self._logger is None:
+            self._logger = _logging().getLogger(f"mgrhooks.{self.module}")
+        self._logger.log(level, message, *args)
 
     def error(self, message: str, *args: Any) -> None:  # noqa: ANN401
         self.log(ERROR, message, *args)

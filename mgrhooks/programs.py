@@ -18,19 +18,21 @@ class Program(NamedTuple):
 
     name: str
     shown: str
-    path: Path | None
+    #: the program's absolute path
+    path: str | None
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
 
-def inspect(addon_dir: Path, name: str) -> Program:
+def inspect(addon_dir: str | Path, name: str) -> Program:
     """Resolve handler ``name`` inside ``addon_dir`` and check it.
 
     Messages follow the panel's log wording (``Addon 'addon/x' is not executable``).
     """
-    shown = f"{addon_dir.name}/{name}"
+    folder = os.path.basename(addon_dir)
+    shown = f"{folder}/{name}"
     if os.path.isabs(name) or ".." in name.split("/"):
-        return Program(name, shown, None, (f"Addon '{name}' must be a file name inside {addon_dir.name}/",))
+        return Program(name, shown, None, (f"Addon '{name}' must be a file name inside {folder}/",))
     candidate = os.path.join(addon_dir, name)
     try:
         info = os.lstat(candidate)
@@ -44,9 +46,9 @@ def inspect(addon_dir: Path, name: str) -> Program:
         except OSError:
             return Program(name, shown, None, (f"Addon '{shown}' does not exist",))
         if not Path(real).is_relative_to(os.path.realpath(addon_dir)):
-            return Program(name, shown, None, (f"Addon '{shown}' leads outside {addon_dir.name}/ (to {real})",))
+            return Program(name, shown, None, (f"Addon '{shown}' leads outside {folder}/ (to {real})",))
     errors, warnings = _mode_problems(shown, info)
-    return Program(name, shown, None if errors else Path(real), tuple(errors), tuple(warnings))
+    return Program(name, shown, None if errors else real, tuple(errors), tuple(warnings))
 
 
 def _mode_problems(shown: str, info: os.stat_result) -> tuple[list[str], list[str]]:

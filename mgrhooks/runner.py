@@ -7,22 +7,19 @@ exits non-zero, times out or floods stdout gives a :class:`RunOutcome` with a re
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-from .containment import SPAWNED, Guardian, kill_tree
+from .containment import SPAWNED, Child, Guardian, kill_tree
 from .settings import DEFAULT_TIMEOUT, DRAIN_GRACE, KILL_GRACE, OUTPUT_LIMIT
-
-if TYPE_CHECKING:  # subprocess and selectors load when a handler runs, not at start-up
-    import subprocess
-
-    from _typeshed import FileDescriptorLike
 
 #: bytes of stderr kept (the last ones) for the log
 STDERR_KEEP = 64 * 1024
 _CHUNK = 65536
+_WRITE_CHUNK = 1 << 30
 
 
 class RunRequest(NamedTuple):
@@ -73,53 +70,154 @@ def run(request: RunRequest, guardian: Guardian | None = None) -> RunOutcome:
     handler exits while a background child still holds stdout, reading stops after
     ``drain_grace`` and the child is left running (real addons start daemons that way).
 
-    :param guardian: told the handler's process group while it runs (see
+    :param guardian: told the handler's process group when it starts (see
         :mod:`mgrhooks.containment`)
     """
-    import subprocess
-
     started = time.monotonic()
     try:
-        with _stdin_file(request.stdin) as stdin:
-            proc = subprocess.Popen(
-                request.argv,
-                stdin=stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=request.cwd,
-                env=request.env,
-                start_new_session=True,  # keeps CPython's vfork fast path, unlike preexec_fn
-                close_fds=True,
-            )
+        child, stdout, stderr = _start(request)
     except OSError as exc:
         reason = f"cannot start {request.argv[0]}: {exc.strerror or exc}"
         return RunOutcome(request, None, b"", b"", time.monotonic() - started, failure="spawn", reason=reason)
-    SPAWNED.add(proc.pid)
+    SPAWNED.add(child.pid)
     if guardian is not None:
-        guardian.watch(proc.pid)
+        guardian.watch(child.pid)
     try:
-        with proc:
-            return _Session(proc, request, started).collect()
+        return _Session(child, stdout, stderr, request, started).collect()
     finally:
-        SPAWNED.discard(proc.pid)
-        if guardian is not None:
-            guardian.release()
+        os.close(stdout)
+        os.close(stderr)
+        SPAWNED.discard(child.pid)
+
+
+def seal_descriptors() -> None:
+    """Make every open descriptor above 2 close on exec, and let handlers start through
+    ``os.posix_spawn`` from now on (about 0.15 ms less per handler than ``subprocess``).
+
+    ``posix_spawn`` cannot close inherited descriptors as ``close_fds=True`` does, so it is
+    only used once nothing inheritable is left open (Python opens every descriptor
+    non-inheritable; C libraries here do too), and when the handler's directory is already
+    the current one (Python 3.11's ``posix_spawn`` cannot change it). The CLI calls this;
+    an application embedding mgrhooks may, if it passes no descriptors to its own children.
+    """
+    global _sealed
+    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
+    _sealed = hasattr(os, "posix_spawn")
+
+
+_sealed = False
+#: signals Python ignores, which an ignored disposition would pass on through exec
+_RESET_SIGNALS = ("SIGPIPE", "SIGXFSZ")
+
+
+def _start(request: RunRequest) -> tuple[Child, int, int]:
+    """Start the handler in a new session, stdin a memfd holding ``request.stdin``;
+    return it and the read ends of its stdout and stderr pipes. :raises OSError:"""
+    with _stdin_file(request.stdin) as stdin:
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        try:
+            return _spawn(request, stdin, stdout_w, stderr_w), stdout_r, stderr_r
+        except BaseException:
+            os.close(stdout_r)
+            os.close(stderr_r)
+            raise
+        finally:
+            os.close(stdout_w)
+            os.close(stderr_w)
+
+
+def _spawn(request: RunRequest, stdin: int, stdout: int, stderr: int) -> Child:
+    if _sealed and os.getcwd() == request.cwd:
+        import signal
+
+        dup2 = os.POSIX_SPAWN_DUP2
+        pid = os.posix_spawn(
+            request.argv[0],
+            request.argv,
+            request.env,
+            file_actions=[(dup2, stdin, 0), (dup2, stdout, 1), (dup2, stderr, 2)],
+            setsid=True,
+            setsigdef=[getattr(signal, name) for name in _RESET_SIGNALS if hasattr(signal, name)],
+        )
+        return Spawned(pid)
+    import subprocess
+
+    return subprocess.Popen(
+        request.argv,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=request.cwd,
+        env=request.env,
+        start_new_session=True,  # keeps CPython's vfork fast path, unlike preexec_fn
+        close_fds=True,
+    )
+
+
+class Spawned:
+    """A child started by ``os.posix_spawn``, with the part of ``subprocess.Popen``'s
+    interface that :class:`~mgrhooks.containment.Child` names (times in seconds)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self._reap(os.WNOHANG)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            code = self._reap(0)
+            assert code is not None
+            return code
+        ends = time.monotonic() + timeout
+        while (code := self._reap(os.WNOHANG)) is None:
+            if time.monotonic() >= ends:
+                import subprocess
+
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.005)
+        return code
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, 9)
+
+    def _reap(self, flags: int) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, flags)
+            except ChildProcessError:  # reaped elsewhere (a SIGCHLD handler): status unknown
+                pid, status = self.pid, 0
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
 
 
 class _Session:
-    """The I/O loop of one running handler."""
+    """The I/O loop of one running handler: ``stdout`` and ``stderr`` are the read ends
+    of its pipes (descriptors)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], request: RunRequest, started: float) -> None:
+    def __init__(self, proc: Child, stdout: int, stderr: int, request: RunRequest, started: float) -> None:
         self.proc = proc
+        self.out = stdout
+        self.err = stderr
         self.request = request
         self.started = started
         self.deadline = started + request.timeout
         self.stdout: list[bytes] = []
         self.stdout_size = 0
         self.stderr = bytearray()
-        import selectors
+        import select  # poll(2): one call a wait, where epoll needs five more a handler
 
-        self.selector: selectors.BaseSelector = selectors.DefaultSelector()
+        self.poller = select.poll()
+        self.open = {stdout, stderr}
         self.pidfd = _pidfd(proc.pid)
 
     def collect(self) -> RunOutcome:
@@ -130,7 +228,6 @@ class _Session:
             kill_tree(self.proc, self.request.kill_grace)
             raise
         finally:
-            self.selector.close()
             if self.pidfd is not None:
                 os.close(self.pidfd)
         killed: tuple[int, ...] = ()
@@ -154,19 +251,18 @@ class _Session:
     def _loop(self) -> str | None:
         """Pump the pipes until the handler exited and both outputs hit EOF (or the
         drain grace ran out); return a failure kind or ``None``."""
-        assert self.proc.stdout and self.proc.stderr
-        for stream in (self.proc.stdout, self.proc.stderr):
-            os.set_blocking(stream.fileno(), False)
+        from select import POLLIN
 
-        from selectors import EVENT_READ
-
-        for watched in (self.proc.stdout, self.proc.stderr, self.pidfd):
-            if watched is not None:
-                self.selector.register(watched, EVENT_READ)
+        for fd in (self.out, self.err):  # read only when poll(2) says so: never blocks
+            self.poller.register(fd, POLLIN)
+        if self.pidfd is not None:
+            self.poller.register(self.pidfd, POLLIN)
         drain_until: float | None = None
+        exited = False
+        ended = self.pidfd is None  # with a pidfd, waitpid only once it says the handler ended
         while True:
-            exited = self.proc.poll() is not None
-            if exited and not self._outputs_open():
+            exited = exited or (ended and self.proc.poll() is not None)
+            if exited and not self.open:
                 return None
             now = time.monotonic()
             if now >= self.deadline:
@@ -178,35 +274,27 @@ class _Session:
             wait = min(self.deadline, drain_until or self.deadline) - now
             if self.pidfd is None:
                 wait = min(wait, 0.05)
-            for key, _ in self.selector.select(wait):
-                if key.fileobj == self.pidfd:
-                    self.selector.unregister(self.pidfd)
-                elif self._read(key.fileobj) and self.stdout_size > self.request.output_limit:
+            for fd, _ in self.poller.poll(math.ceil(wait * 1000)):
+                if fd == self.pidfd:
+                    self.poller.unregister(fd)
+                    ended = True
+                elif self._read(fd) and self.stdout_size > self.request.output_limit:
                     return "output"
 
-    def _outputs_open(self) -> bool:
-        registered = self.selector.get_map()
-        return any(s in registered for s in (self.proc.stdout, self.proc.stderr))
-
-    def _read(self, stream: FileDescriptorLike) -> bool:
+    def _read(self, fd: int) -> bool:
         """Read one chunk; return whether it was stdout data."""
-        assert self.proc.stdout and self.proc.stderr
-        is_stdout = stream is self.proc.stdout
-        fd = self.proc.stdout.fileno() if is_stdout else self.proc.stderr.fileno()
-        try:
-            data = os.read(fd, _CHUNK)
-        except BlockingIOError:
-            return False
+        data = os.read(fd, _CHUNK)
         if not data:
-            self.selector.unregister(stream)
+            self.poller.unregister(fd)
+            self.open.discard(fd)
             return False
-        if is_stdout:
+        if fd == self.out:
             self.stdout.append(data)
             self.stdout_size += len(data)
-        else:
-            self.stderr += data
-            del self.stderr[:-STDERR_KEEP]
-        return is_stdout
+            return True
+        self.stderr += data
+        del self.stderr[:-STDERR_KEEP]
+        return False
 
 
 @contextlib.contextmanager
@@ -219,10 +307,9 @@ def _stdin_file(data: bytes) -> Iterator[int]:
 
         fd = os.dup(tempfile.TemporaryFile().fileno())
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.lseek(fd, 0, os.SEEK_SET)
+        written = 0
+        while written < len(data):  # pwrite leaves the offset at the start
+            written += os.pwrite(fd, data[written : written + _WRITE_CHUNK], written)
         yield fd
     finally:
         os.close(fd)

@@ -9,8 +9,20 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
+from mgrhooks import runner
 from mgrhooks.runner import RunRequest, run
+
+
+@pytest.fixture(autouse=True, params=["subprocess", "posix_spawn"])
+def start(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs both ways a handler can start: subprocess.Popen (an application's
+    process), and os.posix_spawn (the CLI: descriptors sealed, already in the root)."""
+    if request.param == "posix_spawn":
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(runner, "_sealed", True)
+    return str(request.param)
 
 
 def request(tmp_path: Path, script: str, stdin: bytes = b"", **kwargs) -> RunRequest:
@@ -122,7 +134,65 @@ def test_spawning_stays_on_the_vfork_fast_path(tmp_path: Path, monkeypatch) -> N
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", spy)
+    monkeypatch.setattr(runner, "_sealed", False)
     assert run(request(tmp_path, "print('<doc/>')\n")).ok
     (kwargs,) = seen
     assert kwargs["start_new_session"] is True
     assert not {"preexec_fn", "user", "group", "extra_groups"} & set(kwargs)
+
+
+def test_posix_spawn_only_when_sealed_and_in_the_handlers_directory(tmp_path: Path, monkeypatch, start) -> None:
+    spawned: list[str] = []
+    original = os.posix_spawn
+
+    def spy(path, *args, **kwargs):
+        spawned.append(path)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "posix_spawn", spy)
+    assert run(request(tmp_path, "print('<doc/>')\n")).ok
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # posix_spawn cannot change directory: subprocess does
+    outcome = run(request(tmp_path, "import os\nprint(os.getcwd())\n"))
+    assert outcome.stdout.decode().strip() == str(tmp_path)
+    assert len(spawned) == (1 if start == "posix_spawn" else 0)
+
+
+def test_no_descriptor_of_the_runner_reaches_the_handler(tmp_path: Path, monkeypatch, start) -> None:
+    """An inheritable descriptor the runner's process holds (one its own parent passed it,
+    say) is closed by close_fds=True, or made close-on-exec by seal_descriptors."""
+    leaked = os.open(tmp_path, os.O_RDONLY)
+    os.set_inheritable(leaked, True)
+    inheritable = [fd for fd in range(3, 256) if _inheritable(fd)]
+    try:
+        if start == "posix_spawn":
+            monkeypatch.setattr(runner, "_sealed", False)
+            runner.seal_descriptors()
+            assert runner._sealed and not os.get_inheritable(leaked)
+        script = "import os\nfor fd in range(3, 256):\n    try:\n        os.fstat(fd)\n        print(fd)\n    except OSError:\n        pass\n"
+        outcome = run(request(tmp_path, script))
+        assert outcome.ok and outcome.stdout == b""
+    finally:
+        for fd in inheritable:
+            if fd != leaked:
+                os.set_inheritable(fd, True)
+        os.close(leaked)
+
+
+def _inheritable(fd: int) -> bool:
+    try:
+        return os.get_inheritable(fd)
+    except OSError:
+        return False
+
+
+def test_signals_python_ignores_are_default_again_in_the_handler(tmp_path: Path) -> None:
+    """CPython ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec, so
+    a shell pipeline in a handler would not end on a closed pipe unless reset."""
+    program = tmp_path / "handler.sh"
+    program.write_text("#!/bin/sh\nawk '/^SigIgn/ {print $2}' /proc/$$/status\n")
+    program.chmod(0o700)
+    outcome = run(RunRequest((str(program),), str(tmp_path), {"PATH": os.environ["PATH"]}, b""))
+    ignored = int(outcome.stdout, 16)
+    assert not ignored & (1 << (13 - 1)) and not ignored & (1 << (25 - 1))  # SIGPIPE, SIGXFSZ
