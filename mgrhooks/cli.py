@@ -153,7 +153,8 @@ def _call_and_print(
     seal_descriptors()
     with panel.logging(echo=verbose), _reported():
         response = panel.call(func, params, user=user, level=level, lang=lang, options=options)
-        click.echo(render(response.doc, fmt, (("func", func), *params), response.serialised), nl=False)
+        doc = None if response.serialised is not None else response.doc  # no tree built for nothing
+        click.echo(render(doc, fmt, (("func", func), *params), response.serialised), nl=False)
         if response.finish is not None:
             _release_stdout()
             response.finish()

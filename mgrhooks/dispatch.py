@@ -29,31 +29,52 @@ from .programs import inspect
 from .root import Root
 from .runner import RunOutcome, RunRequest, run
 from .shape import initial_document, old_generation_input, without_old_generation
-from .xmldoc import DECLARATION, DocumentError, Element, error_doc, find_error, parse, serialise
+from .xmldoc import DECLARATION, Checked, DocumentError, Element, checked, error_doc, find_error, parse, serialise
 
 #: runs one handler; :func:`mgrhooks.runner.run` unless a test or an application swaps it
 Runner = Callable[[RunRequest, Guardian | None], RunOutcome]
+#: the response document while a call runs: a tree, or the text an xml handler printed
+#: when no step needed a tree since (:func:`mgrhooks.xmldoc.checked`)
+Doc = Element | Checked
 
 
 #: how deep calls made from handlers (``sbin/mgrctl``) may nest (our choice)
 MAX_DEPTH = 8
 
 
-class Response(NamedTuple):
-    """The result of a call: the response document and whether it holds an ``<error>``.
+class Response:
+    """The result of a call (read-only).
 
-    ``finish`` runs the final-stage handlers when the call deferred them (else ``None``).
+    ``doc`` is the lxml ``<doc>``; when the call ended on a document an xml handler printed
+    and nothing needed a tree since, the tree is built on first use. ``serialised`` holds
+    the document's bytes when they are known without serialising it; ``error`` whether
+    the document holds an ``<error>``; ``finish`` runs the final-stage handlers when the
+    call deferred them (else ``None``); ``plan`` is the plan the call walked.
     """
 
-    doc: Element
-    plan: Plan | None
-    finish: Callable[[], None] | None = None
-    #: ``doc`` already serialised (the last handler's own output), when it is known
-    serialised: bytes | None = None
+    __slots__ = ("_doc", "plan", "finish", "serialised")
+
+    def __init__(
+        self,
+        doc: Doc,
+        plan: Plan | None,
+        finish: Callable[[], None] | None = None,
+        serialised: bytes | None = None,
+    ) -> None:
+        self._doc = doc
+        self.plan = plan
+        self.finish = finish
+        self.serialised = doc.data if isinstance(doc, Checked) else serialised
+
+    @property
+    def doc(self) -> Element:
+        if isinstance(self._doc, Checked):
+            self._doc = parse(self._doc.data)
+        return self._doc
 
     @property
     def error(self) -> bool:
-        return find_error(self.doc) is not None
+        return not isinstance(self._doc, Checked) and find_error(self._doc) is not None
 
 
 class Options(NamedTuple):
@@ -173,7 +194,7 @@ class _Call:
             self._end()
             raise
         self._record(doc)
-        known = self._known[1] if self._known is not None and self._known[0] is doc else None
+        known = self._known[1] if self._known is not None and self._known[0] is doc else None  # (or Checked)
         if self.options.defer_final and (self.plan.stage(Stage.FINAL) or self._record_id):
             return Response(doc, self.plan, finish=lambda: self._final(doc), serialised=known)
         self._final(doc)
@@ -183,7 +204,7 @@ class _Call:
         """The document a call starts from (a new one each time: steps may change it)."""
         return initial_document(self.request, self.root.mgr, self.registry)
 
-    def _main(self, doc: Element) -> Element:
+    def _main(self, doc: Doc) -> Doc:
         for step in self.plan.stage(Stage.BEFORE):
             doc, stop, skip = self._handler(step, doc)
             if stop:
@@ -192,11 +213,12 @@ class _Call:
                 logs.ACTION.info("'%s' answered skipaction: main logic and after-handlers skipped", step.name)
                 return doc
         doc = self._action(self.plan.action, doc)
-        if find_error(doc) is not None:
+        if not isinstance(doc, Checked) and find_error(doc) is not None:
             return doc
         for step in self.plan.stage(Stage.AFTER):
             if step.kind is StepKind.INTERNAL:
                 assert step.internal is not None
+                doc = _tree(doc)
                 self.core.internal(step.internal, self.request, doc)
                 self._known = None
                 continue
@@ -205,9 +227,10 @@ class _Call:
                 return doc
         return doc
 
-    def _action(self, step: Step, doc: Element) -> Element:
+    def _action(self, step: Step, doc: Doc) -> Doc:
         if step.func is None:
             self._known = None
+            doc = _tree(doc)
             try:
                 self.core.action(self.request, doc)
             except PanelError as exc:
@@ -217,18 +240,18 @@ class _Call:
         outcome = self._spawn(func.handler, "action", doc, postdata=False, why=str(func.source))
         return self._apply(func.handler, "action", doc, outcome)[0]
 
-    def _handler(self, step: Step, doc: Element) -> tuple[Element, bool, bool]:
+    def _handler(self, step: Step, doc: Doc) -> tuple[Doc, bool, bool]:
         """Run one before/after handler step: (new doc, stop the call?, skipaction?)."""
         event: Event | None = step.event
         assert event is not None
         if event.handler.type is HandlerType.PYTHON:
-            return self._observe(event, doc)
+            return self._observe(event, _tree(doc))
         outcome = self._spawn(event.handler, event.stage.value, doc, event.postdata, str(event.source))
         return self._apply(event.handler, event.stage.value, doc, outcome)
 
-    def _record(self, doc: Element) -> None:
+    def _record(self, doc: Doc) -> None:
         """Spool the event record of a successful change for the notifiers that want it."""
-        if not self.settings.notifiers or find_error(doc) is not None:
+        if not self.settings.notifiers or (not isinstance(doc, Checked) and find_error(doc) is not None):
             return
         from .delivery import spool_of
         from .notify import is_change, record, wanted
@@ -242,7 +265,7 @@ class _Call:
         from datetime import UTC, datetime
 
         record_id = os.urandom(16).hex()
-        body = record(self.request, self.root.mgr, doc, self._runs, record_id, datetime.now(UTC))
+        body = record(self.request, self.root.mgr, _tree(doc), self._runs, record_id, datetime.now(UTC))
         try:
             spool_of(self.root).add(record_id, self.request.func, json.dumps(body), names, time.time())
         except Exception as exc:  # noqa: BLE001 (the call has committed: report, do not fail it)
@@ -250,7 +273,7 @@ class _Call:
             return
         self._record_id = record_id
 
-    def _observe(self, event: Event, doc: Element) -> tuple[Element, bool, bool]:
+    def _observe(self, event: Event, doc: Element) -> tuple[Doc, bool, bool]:
         """Call a Python observer as a handler: it may change ``doc`` in place, return a new
         ``<doc>``, or raise PanelError; anything else it raises is a handler failure."""
         stage = event.stage.value
@@ -275,7 +298,7 @@ class _Call:
         """Note a handler's part in the call, for the event record."""
         self._runs.append(HandlerRun(handler.name, stage, round(seconds * 1000, 1), status))
 
-    def _final(self, result: Element) -> None:
+    def _final(self, result: Doc) -> None:
         try:
             if self._record_id is not None:  # inline, when quick; the worker does the rest
                 from .delivery import INLINE_TIMEOUT, work
@@ -284,10 +307,12 @@ class _Call:
             for step in self.plan.stage(Stage.FINAL):
                 assert step.event is not None
                 handler = step.event.handler
-                if handler.type is HandlerType.PYTHON:
+                if handler.type is HandlerType.PYTHON:  # a copy: it cannot change the response
                     import copy
 
-                    self._observe(step.event, copy.deepcopy(result))  # cannot change the response
+                    self._observe(
+                        step.event, parse(result.data) if isinstance(result, Checked) else copy.deepcopy(result)
+                    )
                     continue
                 stdin_doc = result if step.event.sessiondata else self._initial()
                 outcome = self._spawn(handler, "final", stdin_doc, step.event.postdata, str(step.event.source))
@@ -305,7 +330,7 @@ class _Call:
 
             shutil.rmtree(self._spill_dir, ignore_errors=True)
 
-    def _spawn(self, handler: Handler, stage: str, doc: Element, postdata: bool, why: str) -> RunOutcome:
+    def _spawn(self, handler: Handler, stage: str, doc: Doc, postdata: bool, why: str) -> RunOutcome:
         program = inspect(self._addon_dir, handler.name)
         for warning in program.warnings:
             logs.EXTERNAL.log(logs.EXTINFO, "%s", warning)
@@ -331,12 +356,12 @@ class _Call:
         return outcome
 
     def _run_request(
-        self, handler: Handler, program: str, stage: str, doc: Element, postdata: bool, why: str
+        self, handler: Handler, program: str, stage: str, doc: Doc, postdata: bool, why: str
     ) -> RunRequest:
         """What to run for one handler: argv, environment and stdin by PROTOCOL §4."""
         cgi_post = handler.type is HandlerType.CGI and postdata
         if handler.generation == 4:
-            doc = old_generation_input(doc, self.request)  # a copy: never "known"
+            doc = old_generation_input(_tree(doc), self.request)  # a copy: never "known"
         stdin = query_string(self.request).encode() if cgi_post else self._serialised(doc)
         if self._environment is None:
             files = self._spill_files()
@@ -357,10 +382,12 @@ class _Call:
             drain_grace=limits.drain_grace,
         )
 
-    def _serialised(self, doc: Element) -> bytes:
+    def _serialised(self, doc: Doc) -> bytes:
         """``doc`` as bytes: the last handler's own output when it is what ``doc`` was
-        parsed from and nothing changed it since (a 10 MB list passed from ``cat`` to
-        ``cat`` is not serialised anew each time)."""
+        parsed from, or kept as, and nothing changed it since (a 10 MB list passed from
+        ``cat`` to ``cat`` is not serialised anew each time)."""
+        if isinstance(doc, Checked):
+            return doc.data
         if self._known is not None and self._known[0] is doc:
             return self._known[1]
         data = serialise(doc)
@@ -397,32 +424,48 @@ class _Call:
             outcome.duration,
         )
 
-    def _apply(self, handler: Handler, stage: str, doc: Element, outcome: RunOutcome) -> tuple[Element, bool, bool]:
+    def _apply(self, handler: Handler, stage: str, doc: Doc, outcome: RunOutcome) -> tuple[Doc, bool, bool]:
         reason = outcome.reason if not outcome.ok else ""
         output = None
+        if not reason and handler.type is HandlerType.XML and handler.generation == 5:
+            try:  # the usual xml handler: its text is the new document, no tree needed
+                if checked(outcome.stdout):
+                    self._known = None
+                    return Checked(outcome.stdout), False, False
+            except DocumentError as exc:
+                reason = _invalid(exc)
         if not reason:
             try:
                 stdout = outcome.stdout
                 output = parse(_strip_cgi_headers(stdout) if handler.type is HandlerType.CGI else stdout)
             except DocumentError as exc:
-                reason = f"invalid output: {exc.reason}" + (f" (line {exc.line})" if exc.line else "")
+                reason = _invalid(exc)
         if output is None:
             return self._failed(handler, stage, doc, reason)
         if handler.generation == 4:
             output = without_old_generation(output)
-        merged = merge.apply(doc, output, handler.type)
+        merged = merge.apply(_tree(doc) if handler.type is HandlerType.CGI else None, output, handler.type)
         self._known = (merged.doc, outcome.stdout) if _reusable(handler, merged, outcome.stdout) else None
         if merged.error:
             logs.EXTERNAL.info("'%s' (%s) answered an error: the call stops", handler.name, stage)
         return merged.doc, merged.error, merged.skipaction and stage == Stage.BEFORE.value
 
-    def _failed(self, handler: Handler, stage: str, doc: Element, reason: str) -> tuple[Element, bool, bool]:
+    def _failed(self, handler: Handler, stage: str, doc: Doc, reason: str) -> tuple[Doc, bool, bool]:
         message = f"Handler '{handler.name}' ({stage} {self.request.func}, {handler.source}) failed: {reason}"
         if handler.ignore_errors:
             logs.EXTERNAL.warning('%s; ignored (ignore_errors="yes")', message)
             return doc, False, False
         logs.EXTERNAL.error("%s", message)
         return error_doc(self.request.func, "handler", handler.name, stage, message), True, False
+
+
+def _tree(doc: Doc) -> Element:
+    """``doc`` as a tree (parsed from a kept text: it was checked well-formed before)."""
+    return parse(doc.data) if isinstance(doc, Checked) else doc
+
+
+def _invalid(exc: DocumentError) -> str:
+    return f"invalid output: {exc.reason}" + (f" (line {exc.line})" if exc.line else "")
 
 
 def _reusable(handler: Handler, merged: merge.Merged, stdout: bytes) -> bool:

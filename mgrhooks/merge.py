@@ -31,10 +31,15 @@ class Merged(NamedTuple):
     skipaction: bool
 
 
-def apply(current: Element, output: Element, handler_type: HandlerType) -> Merged:
+def apply(current: Element | None, output: Element, handler_type: HandlerType) -> Merged:
     """Combine ``current`` with a handler's parsed ``output``. Both are consumed: use
-    only the returned document afterwards."""
-    result = output if handler_type is HandlerType.XML else _merge(current, output)
+    only the returned document afterwards. ``current`` is not needed (may be ``None``)
+    for an xml handler, whose output replaces it."""
+    if handler_type is HandlerType.XML:
+        result = output
+    else:
+        assert current is not None, "a cgi handler's output is merged into a document"
+        result = _merge(current, output)
     skip = _take_skipaction(result)
     return Merged(result, find_error(result) is not None, skip)
 
@@ -64,7 +69,11 @@ def _merge(current: Element, output: Element) -> Element:
     for key, value in output.attrib.items():
         if key != "func":
             doc.set(key, value)
-    for child in list(output):
+    children = list(output)
+    if all(child.tag == "elem" for child in children):  # a list: its rows are appended, in one go
+        doc.extend(children)
+        return doc
+    for child in children:
         if not isinstance(child.tag, str) or child.tag == "param":
             continue
         if child.tag == "skipaction":

@@ -23,22 +23,35 @@ from collections.abc import Sequence
 from typing import Any
 
 from .shape import INTERFACE, is_xml_name
-from .xmldoc import Element, add, error_text, find_error, serialise
+from .xmldoc import Element, add, error_text, find_error, parse, serialise
 
 FORMATS = ("xml", "devel", "json", "sjson", "text")
 
 
-def render(doc: Element, fmt: str, params: Sequence[tuple[str, str]] = (), serialised: bytes | None = None) -> str:
+def render(
+    doc: Element | None, fmt: str, params: Sequence[tuple[str, str]] = (), serialised: bytes | None = None
+) -> str:
     """The document in format ``fmt`` (one of :data:`FORMATS`), ending in a newline.
 
+    :param doc: the document; may be ``None`` when ``serialised`` is given (it is parsed
+        only if the format needs a tree: not for ``xml`` of a document without interface
+        parts, which is ``serialised`` itself)
     :param params: the request's parameters, ``func`` first (shown by ``devel``)
     :param serialised: ``doc`` already serialised, if known (spares serialising it again)
     """
+    if fmt == "xml" and serialised is not None:
+        if doc is None and not any(b"<" + tag.encode() in serialised for tag in INTERFACE):
+            return serialised.decode("utf-8")
+        if doc is not None and not _interface(doc):
+            return serialised.decode("utf-8")
+    if doc is None:
+        assert serialised is not None, "render needs a document or its text"
+        doc = parse(serialised)
     if fmt == "devel":
         return serialise(_with_tparams(doc, params)).decode("utf-8")
     data = _data_only(doc)
     if fmt == "xml":
-        return (serialised if serialised is not None and data is doc else serialise(data)).decode("utf-8")
+        return serialise(data).decode("utf-8")
     if fmt in ("json", "sjson"):
         import json
 
@@ -48,9 +61,13 @@ def render(doc: Element, fmt: str, params: Sequence[tuple[str, str]] = (), seria
     raise ValueError(f"unknown output format {fmt!r}")
 
 
+def _interface(doc: Element) -> bool:
+    return any(child.tag in INTERFACE for child in doc)
+
+
 def _data_only(doc: Element) -> Element:
     """``doc`` without its interface parts (a copy only when it has some)."""
-    if not any(child.tag in INTERFACE for child in doc):
+    if not _interface(doc):
         return doc
     data = copy.deepcopy(doc)
     for child in [c for c in data if c.tag in INTERFACE]:

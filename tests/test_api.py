@@ -226,3 +226,12 @@ def test_event_records_list_observers_among_the_handlers_run(root: PanelRoot, pa
     record = json.loads(root.read("var/billmgr.events.jsonl"))
     assert [(run["stage"], run["status"]) for run in record["handlers"]] == [("after", "ok")]
     assert "audit" in record["handlers"][0]["name"]
+
+
+def test_a_response_kept_as_text_builds_its_tree_on_demand(root: PanelRoot, panel: Panel) -> None:
+    root.handler("cat.sh", "#!/bin/sh\ncat\n", '<event name="desktop" after="yes" base="project"/>')  # last
+    response = panel.call("desktop", user="root", level=31)
+    assert response.serialised is not None and response.serialised.startswith(b"<?xml")
+    assert not response.error
+    assert response.doc.tag == "doc" and response.doc is response.doc  # parsed once
+    assert response.doc.get("func") == "desktop"

@@ -362,3 +362,38 @@ def test_interrupted_is_exit_status_130(root: PanelRoot, monkeypatch) -> None:
     monkeypatch.setattr(Panel, "call", interrupted)
     result = CliRunner().invoke(main, ["exec", "--root", str(root.path), "user"])
     assert (result.exit_code, result.stderr) == (130, "Interrupted\n")
+
+
+CAT = "#!/bin/sh\ncat\n"
+
+
+def test_documents_kept_as_text_between_xml_handlers_are_still_checked(root: PanelRoot) -> None:
+    """xml handlers that pass the list on unchanged hand each other its text (no tree);
+    an error, a broken document or a cgi merge after them behaves as with trees."""
+    assert root.mgrhooks("exec user.add name=alice passwd=secret sok=ok").returncode == 0
+    root.handler("cat1.sh", CAT, '<event name="user" after="yes"/>')
+    root.handler("cat2.sh", CAT, '<event name="user" after="yes"/>')
+    listed = root.mgrhooks("exec user")
+    assert listed.returncode == 0 and listed.stdout.count("<elem>") == 1
+    assert json.loads(root.mgrhooks("exec user --out json").stdout)["doc"]["elem"]["name"]["$"] == "alice"
+
+    root.handler("broken.sh", "#!/bin/sh\nsed 's|^</doc>|<open>\\n</doc>|'\n", '<event name="user" after="yes"/>')
+    broken = root.mgrhooks("exec user")
+    assert broken.returncode == 1
+    assert "Handler 'broken.sh' (after user" in broken.stdout and "invalid output: invalid XML" in broken.stdout
+    (root.path / "etc/xml/billmgr_mod_broken_sh.xml").unlink()
+
+    root.handler(
+        "refuse.sh", "#!/bin/sh\nsed 's|^</doc>|<error type=\"x\"/>\\n</doc>|'\n", '<event name="user" after="yes"/>'
+    )
+    root.handler("zlast.sh", "#!/bin/sh\necho ran >> var/after.ran\ncat\n", '<event name="user" after="yes"/>')
+    refused = root.mgrhooks("exec user")
+    assert refused.returncode == 1 and '<error type="x"/>' in refused.stdout
+    assert not (root.path / "var/after.ran").exists()  # the error stopped the call
+    (root.path / "etc/xml/billmgr_mod_refuse_sh.xml").unlink()
+
+    root.handler(
+        "note.sh", "#!/bin/sh\necho '<doc><note>seen</note></doc>'\n", '<event name="user" after="yes"/>', type="cgi"
+    )
+    merged = root.mgrhooks("exec user")
+    assert merged.returncode == 0 and "<note>seen</note>" in merged.stdout and "<name>alice</name>" in merged.stdout

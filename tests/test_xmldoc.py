@@ -2,7 +2,18 @@ from __future__ import annotations
 
 import pytest
 
-from mgrhooks.xmldoc import DocumentError, add, error_doc, error_text, find_error, new_doc, parse, serialise
+from mgrhooks.xmldoc import (
+    DECLARATION,
+    DocumentError,
+    add,
+    checked,
+    error_doc,
+    error_text,
+    find_error,
+    new_doc,
+    parse,
+    serialise,
+)
 
 
 def test_empty_document_still_ends_with_closing_tag_on_its_own_line() -> None:
@@ -60,3 +71,34 @@ def test_error_doc_shape() -> None:
 def test_numeric_error_text() -> None:
     error = find_error(parse(b'<doc><error code="9">bad thing</error></doc>'))
     assert error is not None and error_text(error) == "bad thing"
+
+
+def test_checked_accepts_our_form_without_building_a_tree() -> None:
+    doc = new_doc("user")
+    add(doc, "elem", "a & <b>")
+    assert checked(serialise(doc))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'<doc func="user">\n</doc>\n',  # no declaration
+        DECLARATION + b'<doc func="user"><x/></doc>',  # </doc> not on a line of its own
+        DECLARATION + b"<!-- c --><doc>\n</doc>\n",  # something before the root
+        DECLARATION + b"<docs>\n</docs>\n</doc>\n",  # another root
+        DECLARATION + b'<doc><error type="x"/>\n</doc>\n',  # an error: look at it properly
+        DECLARATION + b"<doc><x>&lt;</x><skipaction/>\n</doc>\n",
+        DECLARATION + b"<!DOCTYPE doc><doc>\n</doc>\n",
+    ],
+    ids=["no-declaration", "closing-tag", "comment-first", "other-root", "error", "skipaction", "dtd"],
+)
+def test_checked_leaves_anything_else_to_parse(data: bytes) -> None:
+    assert not checked(data)
+
+
+def test_checked_refuses_malformed_text_with_its_line() -> None:
+    with pytest.raises(DocumentError) as raised:
+        checked(DECLARATION + b"<doc>\n<a>\n<b></a>\n</doc>\n")
+    assert raised.value.line == 4 and "invalid XML" in raised.value.reason  # the declaration is line 1
+    with pytest.raises(DocumentError):
+        checked(DECLARATION + b"<doc>&undefined;\n</doc>\n")
