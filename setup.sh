@@ -25,5 +25,8 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 # compat: a plain path entry, no import hook (which costs every start of the command)
 .venv/bin/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+# bytecode now, as a regular install does (where PYTHONDONTWRITEBYTECODE is set, every start
+# would otherwise compile the modules it loads again)
+.venv/bin/python -m compileall -q mgrhooks
 chmod 750 addon/*    # the vendor's advice for handler programs; git keeps only the x bit
 echo "setup: done; run .venv/bin/mgrhooks --help" >&2

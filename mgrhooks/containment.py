@@ -9,9 +9,10 @@ tree, and not leaving it behind when mgrhooks itself is killed. I/O.
 * :func:`kill_tree` stops a handler: SIGTERM to its group and every descendant, then,
   after a grace period, SIGKILL in repeated sweeps until nothing of it runs (a process
   bomb keeps forking while it is being killed).
-* :class:`Guardian` is a tiny ``sh`` process, in a session of its own, that learns the
-  process group of the handler running now over a pipe. If mgrhooks dies mid-handler
-  (even by SIGKILL) the pipe ends and the guardian kills that group.
+* :class:`Guardian` is a tiny ``sh`` process, in a session of its own, that holds the
+  process group of the handler running now (in a memfd it shares) and a pipe from us. If
+  mgrhooks dies mid-handler (even by SIGKILL) the pipe ends and the guardian kills that
+  group, if the handler was not reaped yet.
 """
 
 from __future__ import annotations

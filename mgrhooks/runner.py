@@ -92,7 +92,7 @@ def run(request: RunRequest, guardian: Guardian | None = None) -> RunOutcome:
 
 def seal_descriptors() -> None:
     """Make every open descriptor above 2 close on exec, and let handlers start through
-    ``os.posix_spawn`` from now on (about 0.15 ms less per handler than ``subprocess``).
+    ``os.posix_spawn`` from now on (no ``Popen`` machinery per handler; docs/performance.md).
 
     ``posix_spawn`` cannot close inherited descriptors as ``close_fds=True`` does, so it is
     only used once nothing inheritable is left open (Python opens every descriptor
