@@ -74,7 +74,7 @@ class Response:
 
     @property
     def error(self) -> bool:
-        return not isinstance(self._doc, Checked) and find_error(self._doc) is not None
+        return _has_error(self._doc)
 
 
 class Options(NamedTuple):
@@ -194,7 +194,7 @@ class _Call:
             self._end()
             raise
         self._record(doc)
-        known = self._known[1] if self._known is not None and self._known[0] is doc else None  # (or Checked)
+        known = self._known[1] if self._known is not None and self._known[0] is doc else None
         if self.options.defer_final and (self.plan.stage(Stage.FINAL) or self._record_id):
             return Response(doc, self.plan, finish=lambda: self._final(doc), serialised=known)
         self._final(doc)
@@ -213,7 +213,7 @@ class _Call:
                 logs.ACTION.info("'%s' answered skipaction: main logic and after-handlers skipped", step.name)
                 return doc
         doc = self._action(self.plan.action, doc)
-        if not isinstance(doc, Checked) and find_error(doc) is not None:
+        if _has_error(doc):
             return doc
         for step in self.plan.stage(Stage.AFTER):
             if step.kind is StepKind.INTERNAL:
@@ -251,7 +251,7 @@ class _Call:
 
     def _record(self, doc: Doc) -> None:
         """Spool the event record of a successful change for the notifiers that want it."""
-        if not self.settings.notifiers or (not isinstance(doc, Checked) and find_error(doc) is not None):
+        if not self.settings.notifiers or _has_error(doc):
             return
         from .delivery import spool_of
         from .notify import is_change, record, wanted
@@ -462,6 +462,11 @@ class _Call:
 def _tree(doc: Doc) -> Element:
     """``doc`` as a tree (parsed from a kept text: it was checked well-formed before)."""
     return parse(doc.data) if isinstance(doc, Checked) else doc
+
+
+def _has_error(doc: Doc) -> bool:
+    """Whether ``doc`` holds an ``<error>`` (kept text never does: see ``checked``)."""
+    return not isinstance(doc, Checked) and find_error(doc) is not None
 
 
 def _invalid(exc: DocumentError) -> str:
