@@ -180,6 +180,18 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def memory_file(name: str) -> int:
+    """A descriptor (close-on-exec) of a new in-memory file: a memfd, or an unlinked
+    temporary file where there is none."""
+    try:
+        return os.memfd_create(name, os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        import tempfile
+
+        with tempfile.TemporaryFile() as file:
+            return os.dup(file.fileno())
+
+
 class Guardian:
     """Kills the running handler's process group if this process dies mid-handler.
 
@@ -230,12 +242,7 @@ class Guardian:
     def _start(self) -> None:
         import subprocess
 
-        try:
-            self._record = os.memfd_create("mgrhooks-guardian", os.MFD_CLOEXEC)
-        except (AttributeError, OSError):
-            import tempfile
-
-            self._record = os.dup(tempfile.TemporaryFile().fileno())
+        self._record = memory_file("mgrhooks-guardian")
         os.pwrite(self._record, b" " * (_RECORD - 1) + b"\n", 0)
         self._proc = subprocess.Popen(
             ["/bin/sh", "-c", _GUARDIAN],

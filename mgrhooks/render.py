@@ -40,9 +40,8 @@ def render(
     :param serialised: ``doc`` already serialised, if known (spares serialising it again)
     """
     if fmt == "xml" and serialised is not None:
-        if doc is None and not any(b"<" + tag.encode() in serialised for tag in INTERFACE):
-            return serialised.decode("utf-8")
-        if doc is not None and not _interface(doc):
+        has_interface = any(b"<" + t.encode() in serialised for t in INTERFACE) if doc is None else _interface(doc)
+        if not has_interface:
             return serialised.decode("utf-8")
     if doc is None:
         assert serialised is not None, "render needs a document or its text"

@@ -13,13 +13,12 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
-from .containment import SPAWNED, Child, Guardian, kill_tree
+from .containment import SPAWNED, Child, Guardian, kill_tree, memory_file
 from .settings import DEFAULT_TIMEOUT, DRAIN_GRACE, KILL_GRACE, OUTPUT_LIMIT
 
 #: bytes of stderr kept (the last ones) for the log
 STDERR_KEEP = 64 * 1024
 _CHUNK = 65536
-_WRITE_CHUNK = 1 << 30
 
 
 class RunRequest(NamedTuple):
@@ -300,16 +299,12 @@ class _Session:
 @contextlib.contextmanager
 def _stdin_file(data: bytes) -> Iterator[int]:
     """A descriptor of an in-memory file holding ``data``, positioned at its start."""
+    fd = memory_file("mgrhooks-stdin")
     try:
-        fd = os.memfd_create("mgrhooks-stdin", os.MFD_CLOEXEC)
-    except (AttributeError, OSError):
-        import tempfile
-
-        fd = os.dup(tempfile.TemporaryFile().fileno())
-    try:
+        view = memoryview(data)  # slices of a view copy nothing
         written = 0
-        while written < len(data):  # pwrite leaves the offset at the start
-            written += os.pwrite(fd, data[written : written + _WRITE_CHUNK], written)
+        while written < len(view):  # pwrite leaves the offset at the start
+            written += os.pwrite(fd, view[written:], written)
         yield fd
     finally:
         os.close(fd)
