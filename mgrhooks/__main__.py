@@ -1,3 +1,3 @@
-from mgrhooks.cli import main
+from mgrhooks.cli import run
 
-raise SystemExit(main())
+run()

@@ -1,6 +1,6 @@
 """``python -m mgrhooks.mgrctl``: what a root's ``sbin/mgrctl`` runs."""
 
-from mgrhooks.cli import mgrctl
+from mgrhooks.cli import mgrctl, run
 
 if __name__ == "__main__":
-    raise SystemExit(mgrctl())
+    run(mgrctl)

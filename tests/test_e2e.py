@@ -397,3 +397,38 @@ def test_documents_kept_as_text_between_xml_handlers_are_still_checked(root: Pan
     )
     merged = root.mgrhooks("exec user")
     assert merged.returncode == 0 and "<note>seen</note>" in merged.stdout and "<name>alice</name>" in merged.stdout
+
+
+def test_the_command_ends_without_teardown_and_loses_nothing(root: PanelRoot) -> None:
+    """``cli.run`` ends the process with os._exit: stdout, the log and final handlers are
+    complete before it, and the exit status is the command's."""
+    rows = "".join(f"<elem><name>u{n}</name></elem>\n" for n in range(20_000))
+    root.handler(
+        "list.sh",
+        f"#!/bin/sh\ncat > /dev/null\nprintf '%s' '<doc>\n{rows}</doc>\n'\n",
+        '<event name="user" after="yes"/>',
+    )
+    root.handler("fin.sh", "#!/bin/sh\ntouch var/final.ran\necho '<doc/>'\n", '<event name="user" final="yes"/>')
+    result = root.mgrhooks("exec", "user")
+    assert result.returncode == 0
+    assert result.stdout.count("<elem>") == 20_000 and result.stdout.endswith("</doc>\n")
+    assert (root.path / "var/final.ran").exists()
+    assert "'fin.sh' pid" in root.log().splitlines()[-1]  # the last record reached the file
+    assert root.mgrhooks("exec", "user.delete", "elid=nobody").returncode == 1
+    assert root.mgrhooks("exec", "user", "novalue").returncode == 2
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(root: PanelRoot) -> None:
+    import subprocess
+
+    rows = "".join(f"<elem><name>u{n}</name></elem>\n" for n in range(100_000))
+    source = f"#!/bin/sh\ncat > /dev/null\ncat <<'END'\n<doc>\n{rows}</doc>\nEND\n"
+    root.handler("list.sh", source, '<event name="user" after="yes"/>')
+    process = subprocess.Popen(root.argv("exec", "user"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.read(10) == b"<?xml vers"
+    process.stdout.close()
+    error = process.stderr.read().decode()
+    process.stderr.close()
+    process.wait(timeout=60)
+    assert "Traceback" not in error and "Exception ignored" not in error
