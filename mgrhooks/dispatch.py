@@ -8,15 +8,14 @@ module only walks it and decides when to stop.
 from __future__ import annotations
 
 import os
-import shlex
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from lxml import etree
 
-from . import __version__, logs, merge
+from . import __version__, logs
 from .containment import Guardian, adopt_orphans
 from .core import BuiltinCore, Core
 from .env import Facts, call_environment, query_string, spilled, stage_environment
@@ -25,11 +24,13 @@ from .functions import EVENTLIST, Functions, core_docs
 from .model import Event, FuncDecl, Handler, HandlerRun, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
 from .observers import Observers
 from .plan import plan
-from .programs import inspect
 from .root import Root
 from .runner import RunOutcome, RunRequest, run
 from .shape import initial_document, old_generation_input, without_old_generation
 from .xmldoc import DECLARATION, Checked, DocumentError, Element, checked, error_doc, find_error, parse, serialise
+
+if TYPE_CHECKING:  # imported where used: a call without handlers needs neither
+    from .merge import Merged
 
 #: runs one handler; :func:`mgrhooks.runner.run` unless a test or an application swaps it
 Runner = Callable[[RunRequest, Guardian | None], RunOutcome]
@@ -291,7 +292,9 @@ class _Call:
         self._known = None
         if answer is not None and not (isinstance(answer, etree._Element) and answer.tag == "doc"):
             return self._failed(event.handler, stage, doc, f"returned {type(answer).__name__}, not a <doc> or None")
-        merged = merge.apply(doc, answer if answer is not None else doc, HandlerType.XML)
+        from .merge import apply
+
+        merged = apply(doc, answer if answer is not None else doc, HandlerType.XML)
         return merged.doc, merged.error, merged.skipaction and event.stage is Stage.BEFORE
 
     def _ran(self, handler: Handler, stage: str, seconds: float, status: str) -> None:
@@ -331,6 +334,10 @@ class _Call:
             shutil.rmtree(self._spill_dir, ignore_errors=True)
 
     def _spawn(self, handler: Handler, stage: str, doc: Doc, postdata: bool, why: str) -> RunOutcome:
+        import shlex
+
+        from .programs import inspect
+
         program = inspect(self._addon_dir, handler.name)
         for warning in program.warnings:
             logs.EXTERNAL.log(logs.EXTINFO, "%s", warning)
@@ -444,7 +451,9 @@ class _Call:
             return self._failed(handler, stage, doc, reason)
         if handler.generation == 4:
             output = without_old_generation(output)
-        merged = merge.apply(_tree(doc) if handler.type is HandlerType.CGI else None, output, handler.type)
+        from .merge import apply
+
+        merged = apply(_tree(doc) if handler.type is HandlerType.CGI else None, output, handler.type)
         self._known = (merged.doc, outcome.stdout) if _reusable(handler, merged, outcome.stdout) else None
         if merged.error:
             logs.EXTERNAL.info("'%s' (%s) answered an error: the call stops", handler.name, stage)
@@ -473,7 +482,7 @@ def _invalid(exc: DocumentError) -> str:
     return f"invalid output: {exc.reason}" + (f" (line {exc.line})" if exc.line else "")
 
 
-def _reusable(handler: Handler, merged: merge.Merged, stdout: bytes) -> bool:
+def _reusable(handler: Handler, merged: Merged, stdout: bytes) -> bool:
     """Whether an xml handler's output bytes can stand for the document parsed from them:
     nothing was taken out of it, and it has our declaration and ``</doc>`` line."""
     return (

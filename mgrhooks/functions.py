@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from . import merge
 from .core import PARAMETERS, Core
 from .errors import PanelError
 from .model import HandlerType, InternalHandler, Registry, Request
@@ -99,4 +98,6 @@ def _load(path: Path) -> Element:
 
 
 def _merge_into(doc: Element, supplied: Element) -> None:
-    merge.apply(doc, supplied, HandlerType.CGI)  # merges into doc itself
+    from .merge import apply
+
+    apply(doc, supplied, HandlerType.CGI)  # merges into doc itself

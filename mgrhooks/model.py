@@ -2,9 +2,10 @@
 
 Records are ``typing.NamedTuple``: immutable, typed, and cheap to define (a frozen
 dataclass costs about ten times more at import, which every start of the command pays).
+Unlike the other modules, this one and :mod:`mgrhooks.settings` evaluate their
+annotations (no ``from __future__ import annotations``): ``NamedTuple`` compiles every
+annotation it is given as a string, which took 1.2 ms of this module's 2.9 ms import.
 """
-
-from __future__ import annotations
 
 import enum
 from collections.abc import Mapping

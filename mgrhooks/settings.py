@@ -30,9 +30,9 @@
 Every key is optional; a missing file means the defaults. A file that does not parse or
 holds a bad value is a :class:`~mgrhooks.errors.RootError` naming the file, the line or
 key, and what was expected.
-"""
 
-from __future__ import annotations
+Annotations are evaluated, not postponed: see :mod:`mgrhooks.model`.
+"""
 
 import math
 import re
@@ -50,7 +50,7 @@ KILL_GRACE = 1.0
 DRAIN_GRACE = 0.5
 #: bytes of stdout accepted from one handler (64 MiB)
 OUTPUT_LIMIT = 64 * 1024 * 1024
-_SIZE = re.compile(r"(\d+)\s*([KMG]?)B?", re.IGNORECASE)
+_SIZE = r"(\d+)\s*([KMG]?)B?"  # compiled on first use (re caches it)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
@@ -153,7 +153,7 @@ def _value(path: Path, key: str, text: str, section: str = "handlers") -> object
     if key == "pass_env":
         return tuple(text.split())
     if key == "output_limit":
-        match = _SIZE.fullmatch(text.strip())
+        match = re.fullmatch(_SIZE, text.strip(), re.IGNORECASE)
         if match and int(match[1]) > 0:
             return int(match[1]) * _UNITS[match[2].upper()]
         raise RootError(f"{path}: [{section}] output_limit: expected bytes > 0 (like 64M), got {text!r}")
