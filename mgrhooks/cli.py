@@ -170,14 +170,12 @@ def _call_and_print(
     """Run the call, print the response, run final handlers after stdout is released, exit."""
     from .dispatch import Options
     from .render import render
-    from .runner import seal_descriptors
 
-    # adopt_orphans: daemons a handler starts stay findable, so a timeout can stop them
-    options = Options(timeout=timeout, core_doc=core_doc, defer_final=True, adopt_orphans=True)
-    # handlers run in the root; starting from there, with no descriptor to pass on, they
-    # can start through posix_spawn (see mgrhooks.runner.seal_descriptors)
+    # adopt_orphans: daemons a handler starts stay findable, so a timeout can stop them;
+    # seal: handlers run in the root, and starting from there, with no descriptor to pass
+    # on, they can start through posix_spawn (see mgrhooks.runner.seal_descriptors)
+    options = Options(timeout=timeout, core_doc=core_doc, defer_final=True, adopt_orphans=True, seal=True)
     os.chdir(panel.root.path)
-    seal_descriptors()
     with panel.logging(echo=verbose), _reported():
         response = panel.call(func, params, user=user, level=level, lang=lang, options=options)
         doc = None if response.serialised is not None else response.doc  # no tree built for nothing

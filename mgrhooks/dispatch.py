@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, NamedTuple
 from lxml import etree
 
 from . import __version__, logs
-from .containment import Guardian, adopt_orphans
 from .core import BuiltinCore, Core
 from .env import Facts, call_environment, query_string, spilled, stage_environment
 from .errors import PanelError
@@ -25,15 +24,16 @@ from .model import Event, FuncDecl, Handler, HandlerRun, HandlerType, Plan, Regi
 from .observers import Observers
 from .plan import plan
 from .root import Root
-from .runner import RunOutcome, RunRequest, run
 from .shape import initial_document, old_generation_input, without_old_generation
 from .xmldoc import DECLARATION, Checked, DocumentError, Element, checked, error_doc, find_error, parse, serialise
 
-if TYPE_CHECKING:  # imported where used: a call without handlers needs neither
+if TYPE_CHECKING:  # imported where used: a call without handlers needs none of them
+    from .containment import Guardian
     from .merge import Merged
+    from .runner import RunOutcome, RunRequest
 
 #: runs one handler; :func:`mgrhooks.runner.run` unless a test or an application swaps it
-Runner = Callable[[RunRequest, Guardian | None], RunOutcome]
+Runner = Callable[["RunRequest", "Guardian | None"], "RunOutcome"]
 #: the response document while a call runs: a tree, or the text an xml handler printed
 #: when no step needed a tree since (:func:`mgrhooks.xmldoc.checked`)
 Doc = Element | Checked
@@ -92,6 +92,9 @@ class Options(NamedTuple):
         handler is killed if this process dies mid-call
     :param adopt_orphans: before the first handler starts, make this process a child
         subreaper (:func:`~mgrhooks.containment.adopt_orphans`); the CLI does
+    :param seal: before the first handler starts, make this process's descriptors
+        close-on-exec, so that handlers start through ``posix_spawn``
+        (:func:`~mgrhooks.runner.seal_descriptors`); the CLI does
     :param observers: Python observers taking part in the call (mgrhooks.observers)
     """
 
@@ -103,11 +106,12 @@ class Options(NamedTuple):
     defer_final: bool = False
     guard: bool = True
     adopt_orphans: bool = False
+    seal: bool = False
     observers: Observers | None = None
 
 
 def call(
-    root: Root, request: Request, core: Core | None = None, options: Options | None = None, runner: Runner = run
+    root: Root, request: Request, core: Core | None = None, options: Options | None = None, runner: Runner | None = None
 ) -> Response:
     """Run ``request`` against ``root`` and return the response document.
 
@@ -164,7 +168,7 @@ class _Call:
         steps: Plan,
         facts: Facts,
         options: Options,
-        runner: Runner,
+        runner: Runner | None,
     ) -> None:
         self.root = root
         self.request = request
@@ -175,12 +179,12 @@ class _Call:
         self.options = options
         self.runner = runner
         self.environ = options.environ if options.environ is not None else os.environ
-        self.guardian = Guardian() if options.guard else None
+        self.guardian: Guardian | None = None  # made with the first handler (options.guard)
         self.settings = root.settings()
         self._cwd = str(root.path)
         self._addon_dir = str(root.addon_dir)
         self._files: dict[str, str] | None = None
-        self._adopted = False
+        self._prepared = False
         self._environment: dict[str, str] | None = None
         #: the serialised form of a document that has not changed since (see _serialised)
         self._known: tuple[Element, bytes] | None = None
@@ -337,6 +341,7 @@ class _Call:
         import shlex
 
         from .programs import inspect
+        from .runner import RunOutcome, RunRequest, run
 
         program = inspect(self._addon_dir, handler.name)
         for warning in program.warnings:
@@ -347,20 +352,36 @@ class _Call:
             refused = RunRequest((program.shown,), self._cwd, {}, b"", description=why)
             return RunOutcome(refused, None, b"", b"", 0.0, failure="spawn", reason=message)
         request = self._run_request(handler, program.path, stage, doc, postdata, why)
-        if self.options.adopt_orphans and not self._adopted:
-            self._adopted = adopt_orphans()
+        if not self._prepared:
+            self._prepare()
         logs.EXTERNAL.info("Executing: %s", shlex.join((program.shown, *request.argv[1:])))
         if logs.EXTERNAL.enabled(logs.DEBUG):
             names = " ".join(sorted(request.env))
             logs.EXTERNAL.debug("'%s': %d bytes on stdin, environment %s", handler.name, len(request.stdin), names)
         if logs.EXTERNAL.enabled(logs.TRACE):
             logs.EXTERNAL.log(logs.TRACE, "'%s' stdin: %s", handler.name, request.stdin[: logs.DUMP_BYTES])
-        outcome = self.runner(request, self.guardian)
+        outcome = (self.runner or run)(request, self.guardian)
         if logs.EXTERNAL.enabled(logs.TRACE):
             logs.EXTERNAL.log(logs.TRACE, "'%s' stdout: %s", handler.name, outcome.stdout[: logs.DUMP_BYTES])
         self._log_outcome(handler, outcome)
         self._ran(handler, stage, outcome.duration, "ok" if outcome.ok else outcome.failure or "failed")
         return outcome
+
+    def _prepare(self) -> None:
+        """What the options ask for before the first handler starts."""
+        self._prepared = True
+        if self.options.guard:
+            from .containment import Guardian
+
+            self.guardian = Guardian()
+        if self.options.adopt_orphans:
+            from .containment import adopt_orphans
+
+            adopt_orphans()
+        if self.options.seal:
+            from .runner import seal_descriptors
+
+            seal_descriptors()
 
     def _run_request(
         self, handler: Handler, program: str, stage: str, doc: Doc, postdata: bool, why: str
@@ -377,6 +398,8 @@ class _Call:
             )
         env = stage_environment(self._environment, stage, len(stdin) if cgi_post else None)
         limits = self.settings
+        from .runner import RunRequest
+
         return RunRequest(
             (program, stage) if handler.generation == 4 else (program,),
             self._cwd,

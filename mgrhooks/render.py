@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,6 +67,8 @@ def _data_only(doc: Element) -> Element:
     """``doc`` without its interface parts (a copy only when it has some)."""
     if not _interface(doc):
         return doc
+    import copy
+
     data = copy.deepcopy(doc)
     for child in [c for c in data if c.tag in INTERFACE]:
         data.remove(child)
@@ -75,6 +76,8 @@ def _data_only(doc: Element) -> Element:
 
 
 def _with_tparams(doc: Element, params: Sequence[tuple[str, str]]) -> Element:
+    import copy
+
     devel = copy.deepcopy(doc)
     tparams = add(devel, "tparams")
     for key, value in (*params, ("out", "devel")):

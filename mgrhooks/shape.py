@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import copy
-
 from lxml import etree
 
 from .model import Registry, Request
@@ -35,12 +33,14 @@ def initial_document(request: Request, mgr: str, registry: Registry) -> Element:
     if parts:
         messages = add(doc, "messages", name=request.func)
         for part in parts:
-            messages.extend(copy.deepcopy(list(parse(part, root_tag="messages"))))
+            messages.extend(list(parse(part, root_tag="messages")))  # a new tree: moved, not copied
     return doc
 
 
 def old_generation_input(doc: Element, request: Request) -> Element:
     """A copy of ``doc`` in the old generation's shape (``user``, ``level``, ``<params>``)."""
+    import copy
+
     old = copy.deepcopy(doc)
     old.set("user", request.user)
     old.set("level", str(request.level))

@@ -432,3 +432,21 @@ def test_a_reader_that_goes_away_gets_no_traceback(root: PanelRoot) -> None:
     process.stderr.close()
     process.wait(timeout=60)
     assert "Traceback" not in error and "Exception ignored" not in error
+
+
+def test_a_descriptor_the_command_inherits_never_reaches_a_handler(root: PanelRoot, tmp_path) -> None:
+    """The command seals its descriptors before the first handler (Options.seal) and
+    starts handlers through posix_spawn; whatever its parent passed it stays with it."""
+    import subprocess
+
+    root.handler(
+        "fds.sh",
+        "#!/bin/sh\nls /proc/$$/fd > var/fds.seen\ncat > /dev/null\necho '<doc/>'\n",
+        '<event name="user" after="yes"/>',
+    )
+    with open(tmp_path / "panel.secret", "w") as secret:
+        passed = secret.fileno()
+        result = subprocess.run(root.argv("exec", "user"), capture_output=True, text=True, pass_fds=(passed,))
+    assert result.returncode == 0, result.stderr
+    seen = set(root.read("var/fds.seen").split())
+    assert str(passed) not in seen and {"0", "1", "2"} <= seen
