@@ -474,8 +474,10 @@ class _Call:
             return self._failed(handler, stage, doc, reason)
         if handler.generation == 4:
             output = without_old_generation(output)
-        from .merge import apply
+        from .merge import apply, changes_nothing
 
+        if changes_nothing(output, handler.type):  # the document (tree or text) and its bytes stay
+            return doc, False, False
         merged = apply(_tree(doc) if handler.type is HandlerType.CGI else None, output, handler.type)
         self._known = (merged.doc, outcome.stdout) if _reusable(handler, merged, outcome.stdout) else None
         if merged.error:

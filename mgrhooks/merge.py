@@ -44,6 +44,12 @@ def apply(current: Element | None, output: Element, handler_type: HandlerType) -
     return Merged(result, find_error(result) is not None, skip)
 
 
+def changes_nothing(output: Element, handler_type: HandlerType) -> bool:
+    """Whether :func:`apply` would return the current document as it was: a cgi
+    handler's answer with no child and no attribute but ``func`` (the usual ``<doc/>``)."""
+    return handler_type is HandlerType.CGI and len(output) == 0 and set(output.attrib.keys()) <= {"func"}
+
+
 def _take_skipaction(doc: Element) -> bool:
     flags = doc.findall("skipaction")
     for flag in flags:

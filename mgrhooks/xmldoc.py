@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from typing import Any, NamedTuple, cast
 
 from lxml import etree
@@ -52,6 +53,18 @@ def parser(remove_blank_text: bool = False) -> etree.XMLParser:
     )
 
 
+_local = threading.local()
+
+
+def _parser() -> etree.XMLParser:
+    """This thread's hardened parser, made once (a new one costs more than parsing a
+    small document; a parser must not be shared between threads)."""
+    made: etree.XMLParser | None = getattr(_local, "parser", None)
+    if made is None:
+        made = _local.parser = parser()
+    return made
+
+
 def parse(data: bytes, root_tag: str | None = "doc") -> Element:
     """Parse ``data`` into an element, refusing DTDs and, if given, another root tag.
 
@@ -64,7 +77,7 @@ def parse(data: bytes, root_tag: str | None = "doc") -> Element:
     ):  # before parsing: whatever the DTD holds is never looked at
         raise DocumentError("a DTD (<!DOCTYPE>) is not allowed", data[: data.find(b"<!DOCTYPE")].count(b"\n") + 1)
     try:
-        tree = etree.fromstring(data, parser())
+        tree = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         raise DocumentError(f"invalid XML: {exc.msg}", exc.lineno or 0) from None
     if tree.getroottree().docinfo.doctype:

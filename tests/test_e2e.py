@@ -450,3 +450,17 @@ def test_a_descriptor_the_command_inherits_never_reaches_a_handler(root: PanelRo
     assert result.returncode == 0, result.stderr
     seen = set(root.read("var/fds.seen").split())
     assert str(passed) not in seen and {"0", "1", "2"} <= seen
+
+
+def test_an_empty_cgi_answer_passes_the_document_on_as_printed(root: PanelRoot) -> None:
+    """A cgi handler answering ``<doc/>`` changes nothing: the next handler gets the bytes
+    the handler before it printed, not a document parsed and serialised again."""
+    printed = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<doc  func='user'   kept='as printed'>\n</doc>\n"
+    root.handler(
+        "first.sh", f"#!/bin/sh\ncat > /dev/null\ncat <<'END'\n{printed}END\n", '<event name="user" after="yes"/>'
+    )
+    root.handler("second.sh", "#!/bin/sh\necho '<doc/>'\n", '<event name="user" after="yes"/>', type="cgi")
+    root.handler("third.sh", "#!/bin/sh\ntee var/third.seen\n", '<event name="user" after="yes"/>')
+    result = root.mgrhooks("exec", "user")
+    assert result.returncode == 0, result.stderr
+    assert root.read("var/third.seen") == printed

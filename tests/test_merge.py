@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from mgrhooks.merge import apply
+from mgrhooks.merge import apply, changes_nothing
 from mgrhooks.model import HandlerType
 from mgrhooks.xmldoc import parse, serialise
 
@@ -22,6 +22,27 @@ def test_xml_handler_output_replaces_the_document() -> None:
 def test_cgi_empty_doc_changes_nothing() -> None:
     merged = apply(parse(CURRENT), parse(b"<doc/>"), HandlerType.CGI)
     assert body(merged.doc) == body(parse(CURRENT))
+
+
+def test_changes_nothing_is_true_only_when_the_merge_leaves_the_document_as_it_was() -> None:
+    """The dispatcher skips the merge (and keeps the document's bytes) on this answer."""
+    answers = [
+        b"<doc/>",
+        b'<doc func="other"/>',
+        b"<doc>\n</doc>",
+        b'<doc theme="x"/>',
+        b"<doc><ok/></doc>",
+        b"<doc><!-- c --></doc>",
+        b"<doc><skipaction/></doc>",
+        b"<doc><elem/></doc>",
+    ]
+    for answer in answers:
+        unchanged = body(apply(parse(CURRENT), parse(answer), HandlerType.CGI).doc) == body(parse(CURRENT))
+        if changes_nothing(parse(answer), HandlerType.CGI):
+            assert unchanged, answer
+    assert [changes_nothing(parse(a), HandlerType.CGI) for a in answers[:3]] == [True, True, True]
+    assert not any(changes_nothing(parse(a), HandlerType.CGI) for a in answers[3:])
+    assert not changes_nothing(parse(b"<doc/>"), HandlerType.XML)  # an xml answer replaces the document
 
 
 def test_cgi_merge_rules() -> None:
