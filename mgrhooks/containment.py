@@ -199,21 +199,21 @@ class Guardian:
     a small in-memory file the guardian holds (one ``pwrite``, no wake-up of the guardian
     per handler); the guardian only wakes when its stdin pipe ends: when :meth:`close` shuts
     it, or when this process dies, by any signal. Writing never fails the call: a guardian
-    that is gone only means less protection, and is logged by the caller.
+    that is gone only means less protection.
     """
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._record = -1
 
-    def watch(self, pgid: int) -> bool:
-        """Guard process group ``pgid`` from now on; ``False`` if the guardian is gone."""
-        return self._send(pgid)
+    def watch(self, pgid: int) -> None:
+        """Guard process group ``pgid`` from now on (one ``pwrite``, no system call more)."""
+        self._send(pgid)
 
-    def release(self) -> bool:
+    def release(self) -> None:
         """Nothing to guard now. Not needed after each handler (a reaped handler is not
         killed); :meth:`close` sends it, so that no later process can reuse the number."""
-        return self._send(None)
+        self._send(None)
 
     def close(self) -> None:
         if self._proc is None or self._proc.stdin is None:
@@ -228,16 +228,12 @@ class Guardian:
         os.close(self._record)
         self._proc = None
 
-    def _send(self, pgid: int | None) -> bool:
+    def _send(self, pgid: int | None) -> None:
         if self._proc is None:
             self._start()
-        assert self._proc is not None
         line = (str(pgid) if pgid is not None else "").ljust(_RECORD - 1) + "\n"
-        try:
+        with contextlib.suppress(OSError):
             os.pwrite(self._record, line.encode(), 0)
-        except OSError:
-            return False
-        return self._proc.poll() is None
 
     def _start(self) -> None:
         import subprocess

@@ -85,9 +85,12 @@ class Channel:
         self._logger: logging.Logger | None = None
 
     def enabled(self, level: int) -> bool:
-        """Whether a record at ``level`` would be written (to skip building costly arguments)."""
+        """Whether a record at ``level`` would be written (to skip building costly arguments):
+        by the levels of :func:`to_file`, else by the application's own logging set-up."""
         target = _target
-        return target is None or level >= level_of(target.levels, self.module)
+        if target is not None:
+            return level >= level_of(target.levels, self.module)
+        return bool(self._logger_of().isEnabledFor(level))
 
     def log(self, level: int, message: str, *args: Any) -> None:  # noqa: ANN401 (format arguments)
         target = _target
@@ -96,9 +99,12 @@ class Channel:
                 return
             if not target.handlers:
                 _attach(target)
+        self._logger_of().log(level, message, *args)
+
+    def _logger_of(self) -> logging.Logger:
         if self._logger is None:
             self._logger = _logging().getLogger(f"mgrhooks.{self.module}")
-        self._logger.log(level, message, *args)
+        return self._logger
 
     def error(self, message: str, *args: Any) -> None:  # noqa: ANN401
         self.log(ERROR, message, *args)

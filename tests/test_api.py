@@ -235,3 +235,22 @@ def test_a_response_kept_as_text_builds_its_tree_on_demand(root: PanelRoot, pane
     assert not response.error
     assert response.doc.tag == "doc" and response.doc is response.doc  # parsed once
     assert response.doc.get("func") == "desktop"
+
+
+def test_embedded_records_follow_the_applications_levels(root: PanelRoot, panel: Panel, caplog, monkeypatch) -> None:
+    """Without panel.logging(), records go to the mgrhooks.* loggers, and the costly
+    debug details are built only when the application's level lets them through."""
+    import logging
+
+    from mgrhooks import logs
+
+    built: list[str] = []
+    debug = logs.EXTERNAL.debug
+    monkeypatch.setattr(logs.EXTERNAL, "debug", lambda message, *args: (built.append(message), debug(message, *args)))
+    root.handler("h.sh", "#!/bin/sh\ncat\n", '<event name="desktop" after="yes"/>')
+    with caplog.at_level(logging.INFO, logger="mgrhooks"):
+        panel.call("desktop")
+    assert "Executing: addon/h.sh" in caplog.text and built == []
+    with caplog.at_level(logging.DEBUG, logger="mgrhooks"):
+        panel.call("desktop")
+    assert "'h.sh': " in caplog.text and "bytes on stdin, environment " in caplog.text and len(built) == 1
