@@ -25,7 +25,18 @@ from .observers import Observers
 from .plan import plan
 from .root import Root
 from .shape import initial_document, old_generation_input, without_old_generation
-from .xmldoc import DECLARATION, Checked, DocumentError, Element, checked, error_doc, find_error, parse, serialise
+from .xmldoc import (
+    DECLARATION,
+    Checked,
+    DocumentError,
+    Element,
+    checked,
+    error_doc,
+    find_error,
+    is_empty_doc,
+    parse,
+    serialise,
+)
 
 if TYPE_CHECKING:  # imported where used: a call without handlers needs none of them
     from .containment import Guardian
@@ -41,6 +52,9 @@ Doc = Element | Checked
 
 #: how deep calls made from handlers (``sbin/mgrctl``) may nest (our choice)
 MAX_DEPTH = 8
+#: seconds a handler runs before its end is logged at the default level (our choice: one
+#: record per handler that went well and quickly, the ``Executing:`` line, as the panel)
+SLOW = 1.0
 
 
 class Response:
@@ -441,11 +455,16 @@ class _Call:
         return self._files
 
     def _log_outcome(self, handler: Handler, outcome: RunOutcome) -> None:
+        """Each stderr line at INFO; the end of the run (pid, status, seconds) at the
+        default level when it failed or took :data:`SLOW` seconds or more, else at DEBUG."""
         for line in outcome.stderr.decode("utf-8", "backslashreplace").splitlines():
             logs.EXTERNAL.info("%s: %s", handler.name, line)
+        level = logs.EXTINFO if not outcome.ok or outcome.duration >= SLOW else logs.DEBUG
+        if not logs.EXTERNAL.enabled(level):
+            return
         status = "ok" if outcome.ok else outcome.reason
         logs.EXTERNAL.log(
-            logs.EXTINFO,
+            level,
             "'%s' pid %s: %s (exit %s) in %.3fs",
             handler.name,
             outcome.pid,
@@ -464,10 +483,12 @@ class _Call:
                     return Checked(outcome.stdout), False, False
             except DocumentError as exc:
                 reason = _invalid(exc)
+        stdout = _strip_cgi_headers(outcome.stdout) if handler.type is HandlerType.CGI else outcome.stdout
+        if not reason and handler.type is HandlerType.CGI and is_empty_doc(stdout):
+            return doc, False, False  # the usual answer: nothing to parse, nothing changes
         if not reason:
             try:
-                stdout = outcome.stdout
-                output = parse(_strip_cgi_headers(stdout) if handler.type is HandlerType.CGI else stdout)
+                output = parse(stdout)
             except DocumentError as exc:
                 reason = _invalid(exc)
         if output is None:

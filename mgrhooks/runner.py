@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import select
+import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from .containment import SPAWNED, Child, Guardian, kill_tree, memory_file
@@ -110,13 +112,14 @@ def seal_descriptors() -> None:
 
 _sealed = False
 #: signals Python ignores, which an ignored disposition would pass on through exec
-_RESET_SIGNALS = ("SIGPIPE", "SIGXFSZ")
+_RESET_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
 
 
 def _start(request: RunRequest) -> tuple[Child, int, int]:
     """Start the handler in a new session, stdin a memfd holding ``request.stdin``;
     return it and the read ends of its stdout and stderr pipes. :raises OSError:"""
-    with _stdin_file(request.stdin) as stdin:
+    stdin = _stdin_file(request.stdin)
+    try:
         stdout_r, stdout_w = os.pipe()
         stderr_r, stderr_w = os.pipe()
         try:
@@ -128,12 +131,12 @@ def _start(request: RunRequest) -> tuple[Child, int, int]:
         finally:
             os.close(stdout_w)
             os.close(stderr_w)
+    finally:
+        os.close(stdin)
 
 
 def _spawn(request: RunRequest, stdin: int, stdout: int, stderr: int) -> Child:
     if _sealed and os.getcwd() == request.cwd:
-        import signal
-
         dup2 = os.POSIX_SPAWN_DUP2
         pid = os.posix_spawn(
             request.argv[0],
@@ -141,7 +144,7 @@ def _spawn(request: RunRequest, stdin: int, stdout: int, stderr: int) -> Child:
             request.env,
             file_actions=[(dup2, stdin, 0), (dup2, stdout, 1), (dup2, stderr, 2)],
             setsid=True,
-            setsigdef=[getattr(signal, name) for name in _RESET_SIGNALS if hasattr(signal, name)],
+            setsigdef=_RESET_SIGNALS,
         )
         return Spawned(pid)
     import subprocess
@@ -213,9 +216,7 @@ class _Session:
         self.stdout: list[bytes] = []
         self.stdout_size = 0
         self.stderr = bytearray()
-        import select  # poll(2): one call a wait, where epoll needs five more a handler
-
-        self.poller = select.poll()
+        self.poller = select.poll()  # poll(2): one call a wait, where epoll needs five more a handler
         self.open = {stdout, stderr}
         self.pidfd = _pidfd(proc.pid)
 
@@ -250,12 +251,10 @@ class _Session:
     def _loop(self) -> str | None:
         """Pump the pipes until the handler exited and both outputs hit EOF (or the
         drain grace ran out); return a failure kind or ``None``."""
-        from select import POLLIN
-
         for fd in (self.out, self.err):  # read only when poll(2) says so: never blocks
-            self.poller.register(fd, POLLIN)
+            self.poller.register(fd, select.POLLIN)
         if self.pidfd is not None:
-            self.poller.register(self.pidfd, POLLIN)
+            self.poller.register(self.pidfd, select.POLLIN)
         drain_until: float | None = None
         exited = False
         ended = self.pidfd is None  # with a pidfd, waitpid only once it says the handler ended
@@ -296,18 +295,19 @@ class _Session:
         return False
 
 
-@contextlib.contextmanager
-def _stdin_file(data: bytes) -> Iterator[int]:
-    """A descriptor of an in-memory file holding ``data``, positioned at its start."""
+def _stdin_file(data: bytes) -> int:
+    """A descriptor of an in-memory file holding ``data``, positioned at its start (the
+    caller closes it). :raises OSError:"""
     fd = memory_file("mgrhooks-stdin")
     try:
         view = memoryview(data)  # slices of a view copy nothing
         written = 0
         while written < len(view):  # pwrite leaves the offset at the start
             written += os.pwrite(fd, view[written:], written)
-        yield fd
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 def _pidfd(pid: int) -> int | None:
@@ -325,8 +325,6 @@ def _reason(failure: str | None, returncode: int, request: RunRequest) -> str:
         return f"output exceeded {request.output_limit} bytes"
     if failure == "exit":
         if returncode < 0:
-            import signal
-
             return f"killed by signal {signal.Signals(-returncode).name}"
         return f"exit status {returncode}"
     return ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import time
@@ -287,6 +288,25 @@ def test_log_lines_like_the_panel(root: PanelRoot) -> None:
     assert root.log().count("Register event") == 1  # logged again only when plugin files change
 
 
+def test_a_handlers_end_is_logged_when_it_failed_or_was_slow(root: PanelRoot) -> None:
+    """One record per handler that went well and quickly (``Executing:``); its end, with
+    pid, status and seconds, at the default level when it failed or took a second or more,
+    else at debug levels."""
+    root.handler("quick.sh", "#!/bin/sh\necho '<doc/>'\n", '<event name="user" after="yes"/>', type="cgi")
+    root.handler("slow.sh", "#!/bin/sh\nsleep 1.1\necho '<doc/>'\n", '<event name="user" after="yes"/>', type="cgi")
+    root.handler(
+        "fails.sh", "#!/bin/sh\nexit 3\n", '<event name="user" after="yes"/>', type="cgi", attrs='ignore_errors="yes"'
+    )
+    root.mgrhooks("exec", "user")
+    log = root.log()
+    assert "Executing: addon/quick.sh" in log and "'quick.sh' pid" not in log
+    assert re.search(r"external EXTINFO 'slow.sh' pid \d+: ok \(exit 0\) in 1\.\d+s", log)
+    assert re.search(r"external EXTINFO 'fails.sh' pid \d+: exit status 3 \(exit 3\)", log)
+    (root.path / "etc/debug.conf").write_text("*.external 5\n")
+    root.mgrhooks("exec", "user")
+    assert re.search(r"external DEBUG 'quick.sh' pid \d+: ok \(exit 0\) in 0\.\d+s", root.log())
+
+
 def test_usage_errors(root: PanelRoot) -> None:
     result = root.mgrhooks("exec", "user", "novalue")
     assert result.returncode == 2 and "expected key=value, got 'novalue'" in result.stderr
@@ -413,7 +433,7 @@ def test_the_command_ends_without_teardown_and_loses_nothing(root: PanelRoot) ->
     assert result.returncode == 0
     assert result.stdout.count("<elem>") == 20_000 and result.stdout.endswith("</doc>\n")
     assert (root.path / "var/final.ran").exists()
-    assert "'fin.sh' pid" in root.log().splitlines()[-1]  # the last record reached the file
+    assert root.log().splitlines()[-1].endswith("Executing: addon/fin.sh")  # the last record reached the file
     assert root.mgrhooks("exec", "user.delete", "elid=nobody").returncode == 1
     assert root.mgrhooks("exec", "user", "novalue").returncode == 2
 

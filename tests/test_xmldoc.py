@@ -10,6 +10,7 @@ from mgrhooks.xmldoc import (
     error_doc,
     error_text,
     find_error,
+    is_empty_doc,
     new_doc,
     parse,
     serialise,
@@ -102,3 +103,38 @@ def test_checked_refuses_malformed_text_with_its_line() -> None:
     assert raised.value.line == 4 and "invalid XML" in raised.value.reason  # the declaration is line 1
     with pytest.raises(DocumentError):
         checked(DECLARATION + b"<doc>&undefined;\n</doc>\n")
+
+
+EMPTY = [
+    b"<doc/>",
+    b"<doc/>\n",
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<doc/>\n',
+    b"<?xml version='1.0'?><doc></doc>",
+    b'<?xml version="1.0" encoding="utf-8" ?>\r\n<doc >\n</doc >\n',
+    b"\n  <doc/>",
+]
+NOT_EMPTY = [
+    b'<doc a="1"/>',  # an attribute
+    b"<doc><x/></doc>",
+    b"<doc>text</doc>",
+    b"<doc><!-- c --></doc>",
+    b' <?xml version="1.0"?><doc/>',  # no whitespace may precede the declaration
+    b"<doc/>\x0c",  # not XML whitespace
+    b'<?xml version="1.0" encoding="latin-1"?><doc/>',
+    b"<doc/><doc/>",
+    b"<doc></doc2>",
+    b"<?xml version='1.0\"?><doc/>",
+    b"",
+]
+
+
+@pytest.mark.parametrize("data", EMPTY + NOT_EMPTY)
+def test_is_empty_doc_says_yes_only_for_what_parses_to_an_empty_doc(data: bytes) -> None:
+    try:
+        doc = parse(data)
+        empty = len(doc) == 0 and not doc.attrib and not (doc.text or "").strip()
+    except DocumentError:
+        empty = False
+    assert is_empty_doc(data) is (data in EMPTY)
+    if is_empty_doc(data):
+        assert empty
