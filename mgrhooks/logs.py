@@ -18,7 +18,9 @@ the application's own logging set-up to handle.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +37,8 @@ OFF = 60
 DUMP_BYTES = 4096
 DEFAULT_LEVEL = 4
 _PANEL_LEVELS = {0: OFF, 1: ERROR, 2: WARNING, 3: INFO, 4: EXTINFO, 9: TRACE}
-_LINE = "%(asctime)s [%(process)d:%(thread_no)d] %(module_name)s %(levelname)s %(message)s"
+#: the date at the start of each line, as the panel writes it
+_DATES = "%b %d %H:%M:%S"
 _lock = threading.Lock()
 
 
@@ -99,6 +102,10 @@ class Channel:
                 return
             if not target.handlers:
                 _attach(target)
+            # the panel's line names no source file: no stack walk for one (findCaller)
+            logger = self._logger_of()
+            logger.handle(logger.makeRecord(logger.name, level, "", 0, message, args, None))
+            return
         self._logger_of().log(level, message, *args)
 
     def _logger_of(self) -> logging.Logger:
@@ -139,11 +146,11 @@ def _attach(target: _Target) -> None:
     with _lock:
         if target.handlers:
             return
-        target.handlers.append(logging.FileHandler(target.path, encoding="utf-8"))
+        target.handlers.append(_LineFile(target.path))
         if target.echo:
             target.handlers.append(logging.StreamHandler())
         for handler in target.handlers:
-            handler.setFormatter(_PanelFormatter(_LINE, "%b %d %H:%M:%S"))
+            handler.setFormatter(_PanelFormatter())
             handler.addFilter(_ModuleLevels(target.levels))
         logger = logging.getLogger("mgrhooks")
         for handler in target.handlers:
@@ -152,18 +159,65 @@ def _attach(target: _Target) -> None:
         logger.propagate = False
 
 
-def _PanelFormatter(line: str, dates: str) -> logging.Formatter:  # noqa: N802 (a class, made on demand)
+def _PanelFormatter() -> logging.Formatter:  # noqa: N802 (a class, made on demand)
     import logging
 
     class PanelFormatter(logging.Formatter):
-        """Formats records as the panel's log lines."""
+        """Formats records as the panel's log lines (the module docstring), the date made
+        once a second.
+
+        Written out rather than through ``Formatter.format``'s %-style machinery: a record
+        is written for every handler run, and this is most of what it costs.
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._second = -1
+            self._date = ""
 
         def format(self, record: logging.LogRecord) -> str:
-            record.module_name = record.name.rsplit(".", 1)[-1]
-            record.thread_no = 1 if record.threadName == "MainThread" else (record.thread or 0) % 10000
-            return super().format(record)
+            second = int(record.created)
+            if second != self._second:
+                self._second, self._date = second, time.strftime(_DATES, time.localtime(second))
+            thread = 1 if record.threadName == "MainThread" else (record.thread or 0) % 10000
+            module = record.name.rsplit(".", 1)[-1]
+            line = f"{self._date} [{record.process}:{thread}] {module} {record.levelname} {record.getMessage()}"
+            if record.exc_info:
+                line += "\n" + self.formatException(record.exc_info)
+            return line
 
-    return PanelFormatter(line, dates)
+    return PanelFormatter()
+
+
+def _LineFile(path: Path) -> logging.Handler:  # noqa: N802 (a class, made on demand)
+    import logging
+
+    class LineFile(logging.Handler):
+        """Appends each record to ``path`` with one ``write(2)`` (``O_APPEND``): the line
+        is in the file before the call goes on (before the next handler starts), with no
+        buffered text stream to flush."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                os.write(self.fd, (self.format(record) + "\n").encode("utf-8", "backslashreplace"))
+            except Exception:  # noqa: BLE001 (logging's own policy: report, never raise)
+                self.handleError(record)
+
+        def close(self) -> None:
+            self.acquire()
+            try:
+                if self.fd >= 0:
+                    os.close(self.fd)
+                    self.fd = -1
+            finally:
+                self.release()
+            super().close()
+
+    return LineFile()
 
 
 def _ModuleLevels(levels: dict[str, int]) -> logging.Filter:  # noqa: N802 (a class, made on demand)

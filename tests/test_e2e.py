@@ -307,6 +307,21 @@ def test_a_handlers_end_is_logged_when_it_failed_or_was_slow(root: PanelRoot) ->
     assert re.search(r"external DEBUG 'quick.sh' pid \d+: ok \(exit 0\) in 0\.\d+s", root.log())
 
 
+def test_a_handler_finds_its_executing_line_already_in_the_log(root: PanelRoot) -> None:
+    """Each record is written before the call goes on: a handler that hangs is named in
+    the log while it runs."""
+    root.handler(
+        "look.sh",
+        "#!/bin/sh\ntail -n 1 var/billmgr.log > var/look.seen\necho '<doc/>'\n",
+        '<event name="user" after="yes"/>',
+        type="cgi",
+    )
+    assert root.mgrhooks("exec", "user").returncode == 0
+    assert re.fullmatch(
+        r"\w{3} \d\d \d\d:\d\d:\d\d \[\d+:1\] external INFO Executing: addon/look.sh\n", root.read("var/look.seen")
+    )
+
+
 def test_usage_errors(root: PanelRoot) -> None:
     result = root.mgrhooks("exec", "user", "novalue")
     assert result.returncode == 2 and "expected key=value, got 'novalue'" in result.stderr
