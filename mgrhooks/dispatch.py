@@ -177,7 +177,7 @@ class _Call:
         self,
         root: Root,
         request: Request,
-        core: Core,
+        core: Functions,
         registry: Registry,
         steps: Plan,
         facts: Facts,
@@ -249,6 +249,11 @@ class _Call:
     def _action(self, step: Step, doc: Doc) -> Doc:
         if step.func is None:
             self._known = None
+            rows = self.core.rows(self.request.func)
+            if rows is not None:  # a supplied list: merged as text, no tree of its rows
+                from .merge import append_rows
+
+                return Checked(append_rows(_tree(doc), rows))
             doc = _tree(doc)
             try:
                 self.core.action(self.request, doc)
@@ -477,6 +482,8 @@ class _Call:
         reason = outcome.reason if not outcome.ok else ""
         output = None
         if not reason and handler.type is HandlerType.XML and handler.generation == 5:
+            if outcome.stdout == outcome.request.stdin:  # stdin is the document's own bytes
+                return doc, False, False  # printed the document it was given: it stays as it is
             try:  # the usual xml handler: its text is the new document, no tree needed
                 if checked(outcome.stdout):
                     self._known = None

@@ -17,7 +17,7 @@ from pathlib import Path
 from .core import PARAMETERS, Core
 from .errors import PanelError
 from .model import HandlerType, InternalHandler, Registry, Request
-from .xmldoc import DocumentError, Element, add, parse
+from .xmldoc import DocumentError, Element, Rows, add, as_rows, parse
 
 EVENTLIST = "eventlist"
 #: metadata elements that name a parameter
@@ -49,6 +49,19 @@ class Functions:
             self._eventlist(doc)
         else:
             self.core.action(request, doc)
+
+    def rows(self, func: str) -> Rows | None:
+        """The supplied document of ``func`` as rows of text, when it is a list that
+        :func:`~mgrhooks.xmldoc.as_rows` takes; else ``None`` (also for a file that cannot
+        be read or parsed: :meth:`action` reports it). A 50,000-row list takes about nine
+        times its size as a tree (docs/performance.md)."""
+        path = self.core_docs.get(func)
+        if path is None:
+            return None
+        try:
+            return as_rows(path.read_bytes())
+        except (OSError, DocumentError):
+            return None
 
     def internal(self, handler: InternalHandler, request: Request, doc: Element) -> None:
         self.core.internal(handler, request, doc)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .model import HandlerType
-from .xmldoc import Element, find_error
+from .xmldoc import Element, Rows, find_error, serialise
 
 _REPLACED = ("ok", "redirect")
 
@@ -42,6 +42,18 @@ def apply(current: Element | None, output: Element, handler_type: HandlerType) -
         result = _merge(current, output)
     skip = _take_skipaction(result)
     return Merged(result, find_error(result) is not None, skip)
+
+
+def append_rows(current: Element, rows: Rows) -> bytes:
+    """:func:`apply` of a cgi handler's list answer given as text (:func:`mgrhooks.xmldoc.as_rows`),
+    serialised: its attributes (``func`` excepted) set on ``current``, its rows after
+    ``current``'s children. The document :func:`apply` would build from the parsed answer
+    (tests), without a tree of the rows. ``current`` is changed."""
+    for key, value in rows.attrib.items():
+        if key != "func":
+            current.set(key, value)
+    head = serialise(current)
+    return b"".join((memoryview(head)[: -len(b"</doc>\n")], rows.rows, b"</doc>\n"))
 
 
 def changes_nothing(output: Element, handler_type: HandlerType) -> bool:

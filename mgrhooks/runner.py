@@ -20,7 +20,9 @@ from .settings import DEFAULT_TIMEOUT, DRAIN_GRACE, KILL_GRACE, OUTPUT_LIMIT
 
 #: bytes of stderr kept (the last ones) for the log
 STDERR_KEEP = 64 * 1024
+#: bytes read at a time, and the pipe size asked for once a read fills the default one
 _CHUNK = 65536
+_WIDE = 1024 * 1024
 
 
 class RunRequest(NamedTuple):
@@ -216,6 +218,8 @@ class _Session:
         self.stdout: list[bytes] = []
         self.stdout_size = 0
         self.stderr = bytearray()
+        self.chunk = _CHUNK
+        self.widened = False
         self.poller = select.poll()  # poll(2): one call a wait, where epoll needs five more a handler
         self.open = {stdout, stderr}
         self.pidfd = _pidfd(proc.pid)
@@ -280,8 +284,13 @@ class _Session:
                     return "output"
 
     def _read(self, fd: int) -> bool:
-        """Read one chunk; return whether it was stdout data."""
-        data = os.read(fd, _CHUNK)
+        """Read one chunk (of stdout, never more than one byte past the limit); return
+        whether it was stdout data."""
+        size = self.chunk if fd != self.out else min(self.chunk, self.request.output_limit - self.stdout_size + 1)
+        data = os.read(fd, size)
+        if len(data) == self.chunk and not self.widened:  # a large output: fewer, larger reads
+            self.widened = True
+            self.chunk = _widen(fd)
         if not data:
             self.poller.unregister(fd)
             self.open.discard(fd)
@@ -308,6 +317,16 @@ def _stdin_file(data: bytes) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _widen(fd: int) -> int:
+    """Ask for a larger pipe behind ``fd`` (Linux); return the bytes to read at a time."""
+    try:
+        import fcntl
+
+        return int(fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _WIDE))
+    except (ImportError, AttributeError, OSError):  # not Linux, or over the user's pipe quota
+        return _CHUNK
 
 
 def _pidfd(pid: int) -> int | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from lxml import etree
 
@@ -137,24 +137,65 @@ def checked(data: bytes) -> bool:
 
     :raises DocumentError: the text is not well-formed XML (with its line)
     """
+    if not _plain(data):
+        return False
+    _check(data, _Nothing())
+    return True
+
+
+class Rows(NamedTuple):
+    """A list document told apart without a tree (:func:`as_rows`): the ``<doc>``'s
+    attributes, and its rows as text (from the first ``<elem>`` to the ``</doc>`` line)."""
+
+    attrib: dict[str, str]
+    rows: memoryview
+
+
+def as_rows(data: bytes) -> Rows | None:
+    """``data`` as a list without building a tree, when it is one: what :func:`checked`
+    accepts, with no comment or processing instruction, no namespace, and only ``<elem>``
+    children. ``None``: parse it.
+
+    :raises DocumentError: the text is not well-formed XML (with its line)
+    """
+    if not _plain(data) or b"<!--" in data or data.find(b"<?", len(DECLARATION)) >= 0 or b"xmlns" in data:
+        return None
+    shape = _check(data, _Children())
+    if shape.attrib is None or not shape.rows_only:
+        return None
+    first = data.find(b"<", _tag_end(data, len(DECLARATION)) + 1)  # the first row, or </doc>
+    return Rows(shape.attrib, memoryview(data)[first : len(data) - len(b"</doc>\n")])
+
+
+def _plain(data: bytes) -> bool:
+    """In our serialised form (the declaration, ``<doc`` right after it, ``</doc>`` on the
+    last line), with no DTD, ``<error`` or ``<skipaction`` anywhere in the text."""
     after = data[len(DECLARATION) : len(DECLARATION) + 5]
-    if not (
+    return (
         data.startswith(DECLARATION)
         and data.endswith(b"\n</doc>\n")
         and after[:4] == b"<doc"
         and after[4:5] in (b" ", b">", b"/", b"\n", b"\t", b"\r")
-    ):
-        return False
-    if b"<!DOCTYPE" in data or b"<error" in data or b"<skipaction" in data:
-        return False
+        and b"<!DOCTYPE" not in data
+        and b"<error" not in data
+        and b"<skipaction" not in data
+    )
+
+
+_T = TypeVar("_T")
+
+
+def _check(data: bytes, target: _T) -> _T:
+    """Run libxml2 over ``data`` with the options of :func:`parser`, feeding ``target``
+    (which builds no tree); return it. :raises DocumentError:"""
     try:
-        checker = etree.XMLParser(  # the options of parser(), with a target that keeps nothing
-            target=cast(Any, _Nothing()), resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+        checker = etree.XMLParser(
+            target=cast(Any, target), resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
         )
         etree.fromstring(data, checker)
     except etree.XMLSyntaxError as exc:
         raise DocumentError(f"invalid XML: {exc.msg}", exc.lineno or 0) from None
-    return True
+    return target
 
 
 class _Nothing:
@@ -162,6 +203,43 @@ class _Nothing:
 
     def close(self) -> None:
         return None
+
+
+class _Children:
+    """A parser target that keeps the root's attributes and whether its children are all
+    ``<elem>`` (about twice the time of :class:`_Nothing`, half that of a tree)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.attrib: dict[str, str] | None = None
+        self.rows_only = True
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        if self.depth == 0:
+            self.attrib = dict(attrib)
+        elif self.depth == 1 and tag != "elem":
+            self.rows_only = False
+        self.depth += 1
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+
+    def close(self) -> None:
+        return None
+
+
+def _tag_end(data: bytes, start: int) -> int:
+    """The index of the ``>`` that ends the tag starting at ``start`` (quotes respected)."""
+    quote = 0
+    for index in range(start, len(data)):
+        byte = data[index]
+        if quote:
+            quote = 0 if byte == quote else quote
+        elif byte in (0x22, 0x27):
+            quote = byte
+        elif byte == 0x3E:
+            return index
+    return len(data)
 
 
 def new_doc(func: str, lang: str = "en", binary: str = "") -> Element:

@@ -262,6 +262,35 @@ def test_functions_of_other_products_from_supplied_documents(root: PanelRoot) ->
     assert "Register event 'vhost.sh' for action 'webdomain.edit'" in root.read("var/ispmgr.log")
 
 
+def test_a_supplied_list_in_our_form_reaches_the_handlers_as_text(root: PanelRoot) -> None:
+    """A supplied list in the serialised form is merged as text (no tree of its rows);
+    handlers and the response see the same document as through a tree, and a broken one
+    is still reported with its file and line."""
+    rows = "".join(f"<elem><name>site{n}.example</name><note>a &amp; b</note></elem>\n" for n in range(300))
+    (root.path / "etc/core/billmgr").mkdir(parents=True)
+    listed = root.path / "etc/core/billmgr/site.xml"
+    listed.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n<doc func="site" total="300">\n{rows}</doc>\n')
+    root.handler(
+        "count.sh",
+        "#!/bin/sh\ngrep -c '<elem>' > var/count.seen\necho '<doc/>'\n",
+        '<event name="site" after="yes"/>',
+        type="cgi",
+    )
+    root.handler("mark.sh", "#!/bin/sh\nsed 's|^</doc>|<marked/>\\n</doc>|'\n", '<event name="site" after="yes"/>')
+    from mgrhooks.xmldoc import as_rows
+
+    assert as_rows(listed.read_bytes()) is not None  # so the call takes the text path
+    result = root.mgrhooks("exec", "site", "--out", "json")
+    assert result.returncode == 0, result.stdout
+    doc = json.loads(result.stdout)["doc"]
+    assert (doc["$func"], doc["$total"], doc["$lang"]) == ("site", "300", "en")
+    assert len(doc["elem"]) == 300 and doc["elem"][299]["note"]["$"] == "a & b" and "marked" in doc
+    assert root.read("var/count.seen") == "300\n"
+    listed.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n<doc func="site">\n{rows}<elem>\n</doc>\n')
+    broken = root.mgrhooks("exec", "site", "--out", "text")
+    assert broken.returncode == 1 and f"Core document {listed}:304: invalid XML" in broken.stdout
+
+
 def test_broken_supplied_document_is_a_clear_error(root: PanelRoot) -> None:
     broken = root.path / "broken.xml"
     broken.write_text("<doc>\n<unclosed>\n</doc>")

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from mgrhooks.merge import apply, changes_nothing
+from mgrhooks.merge import append_rows, apply, changes_nothing
 from mgrhooks.model import HandlerType
-from mgrhooks.xmldoc import parse, serialise
+from mgrhooks.xmldoc import DECLARATION, as_rows, parse, serialise
 
 CURRENT = b'<doc func="user.edit" lang="en"><name>alice</name><ok/><elem><n>1</n></elem><x name="a">1</x><x name="b">2</x></doc>'
 
@@ -72,3 +72,26 @@ def test_skipaction_is_reported_and_removed() -> None:
         assert merged.skipaction
         assert merged.doc.find("skipaction") is None
         assert merged.doc.find("ok") is not None
+
+
+def shape(elem) -> tuple:
+    """Tag, attributes, stripped text and children: what a document says, not its spacing."""
+    return (elem.tag, dict(elem.attrib), (elem.text or "").strip(), [shape(c) for c in elem])
+
+
+def test_append_rows_builds_what_apply_builds() -> None:
+    answer = (
+        DECLARATION
+        + b'<doc func="other" total="2">\n<elem><n>1</n></elem>\n<elem><n>2</n><x a="&amp;"/></elem>\n</doc>\n'
+    )
+    currents = [
+        b'<doc func="user" lang="en" binary="/billmgr"/>',
+        b'<doc func="user" lang="en"><metadata name="user"><col name="n"/></metadata><messages name="user"/></doc>',
+        b'<doc func="user" total="9"><elem><n>0</n></elem></doc>',
+    ]
+    for current in currents:
+        rows = as_rows(answer)
+        assert rows is not None
+        text = append_rows(parse(current), rows)
+        assert text.startswith(DECLARATION) and text.endswith(b"\n</doc>\n")
+        assert shape(parse(text)) == shape(apply(parse(current), parse(answer), HandlerType.CGI).doc)

@@ -121,6 +121,23 @@ def test_output_over_the_limit_is_cut_and_the_handler_stopped(tmp_path: Path) ->
     assert 1_000_000 < len(outcome.stdout) <= 1_000_000 + 65536
 
 
+def test_large_outputs_arrive_whole_through_the_widened_pipe(tmp_path: Path) -> None:
+    """Past the first full read the pipe is asked to grow (fewer reads and wake-ups for a
+    10 MB document); stdout and stderr still arrive whole, in order, and the limit holds."""
+    script = (
+        "import os, sys\nblock = bytes(range(256)) * 4096\n"
+        "for n in range(12):\n    os.write(1, block[n:] + block[:n])\n    os.write(2, b'e%d\\n' % n)\n"
+    )
+    expected = bytes(range(256)) * 4096  # 1 MiB, rotated by n in write n
+    outcome = run(request(tmp_path, script))
+    assert outcome.ok and len(outcome.stdout) == 12 * len(expected)
+    for n in range(12):
+        assert outcome.stdout[n * len(expected) : (n + 1) * len(expected)] == expected[n:] + expected[:n]
+    assert outcome.stderr == b"".join(b"e%d\n" % n for n in range(12))
+    limited = run(request(tmp_path, script, output_limit=3_000_000))
+    assert limited.failure == "output" and len(limited.stdout) == 3_000_001
+
+
 def test_spawning_stays_on_the_vfork_fast_path(tmp_path: Path, monkeypatch) -> None:
     """preexec_fn, user=, group= and extra_groups= force a real fork(), whose cost grows
     with the runner's memory; a handler gets its own session through start_new_session."""

@@ -6,6 +6,7 @@ from mgrhooks.xmldoc import (
     DECLARATION,
     DocumentError,
     add,
+    as_rows,
     checked,
     error_doc,
     error_text,
@@ -138,3 +139,39 @@ def test_is_empty_doc_says_yes_only_for_what_parses_to_an_empty_doc(data: bytes)
     assert is_empty_doc(data) is (data in EMPTY)
     if is_empty_doc(data):
         assert empty
+
+
+LIST = (
+    DECLARATION
+    + b'<doc func="big" total="2" note="a&gt;b">\n<elem><n>1</n></elem>\n<elem><n>&lt;2</n></elem>\n</doc>\n'
+)
+
+
+def test_as_rows_gives_the_attributes_and_the_rows_as_text() -> None:
+    rows = as_rows(LIST)
+    assert rows is not None
+    assert rows.attrib == {"func": "big", "total": "2", "note": "a>b"}
+    assert bytes(rows.rows) == b"<elem><n>1</n></elem>\n<elem><n>&lt;2</n></elem>\n"
+    empty = as_rows(DECLARATION + b'<doc func="x">\n</doc>\n')
+    assert empty is not None and bytes(empty.rows) == b""
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"<doc>\n<elem/>\n</doc>\n",  # no declaration: not our form
+        DECLARATION + b"<doc>\n<elem/><ok/>\n</doc>\n",  # a child that is not a row
+        DECLARATION + b"<doc>\n<elem/><!-- c -->\n</doc>\n",
+        DECLARATION + b'<doc xmlns:x="urn:x">\n<x:elem/>\n</doc>\n',
+        DECLARATION + b"<doc>\n<elem/><error/>\n</doc>\n",
+        DECLARATION + b"<doc>\n<?pi x?><elem/>\n</doc>\n",
+    ],
+)
+def test_as_rows_leaves_every_other_document_to_the_parser(text: bytes) -> None:
+    assert as_rows(text) is None
+
+
+def test_as_rows_refuses_broken_text_with_its_line() -> None:
+    with pytest.raises(DocumentError) as caught:
+        as_rows(DECLARATION + b"<doc>\n<elem>\n<elem/>\n</doc>\n")
+    assert caught.value.line >= 3
