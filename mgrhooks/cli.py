@@ -169,7 +169,7 @@ def _call_and_print(
 ) -> None:
     """Run the call, print the response, run final handlers after stdout is released, exit."""
     from .dispatch import Options
-    from .render import render
+    from .render import render_bytes
 
     # adopt_orphans: daemons a handler starts stay findable, so a timeout can stop them;
     # seal: handlers run in the root, and starting from there, with no descriptor to pass
@@ -179,7 +179,7 @@ def _call_and_print(
     with panel.logging(echo=verbose), _reported():
         response = panel.call(func, params, user=user, level=level, lang=lang, options=options)
         doc = None if response.serialised is not None else response.doc  # no tree built for nothing
-        click.echo(render(doc, fmt, (("func", func), *params), response.serialised), nl=False)
+        click.echo(render_bytes(doc, fmt, (("func", func), *params), response.serialised), nl=False)
         if response.finish is not None:
             _release_stdout()
             response.finish()

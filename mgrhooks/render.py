@@ -38,10 +38,9 @@ def render(
     :param params: the request's parameters, ``func`` first (shown by ``devel``)
     :param serialised: ``doc`` already serialised, if known (spares serialising it again)
     """
-    if fmt == "xml" and serialised is not None:
-        has_interface = any(b"<" + t.encode() in serialised for t in INTERFACE) if doc is None else _interface(doc)
-        if not has_interface:
-            return serialised.decode("utf-8")
+    kept = _as_kept(doc, fmt, serialised)
+    if kept is not None:
+        return kept.decode("utf-8")
     if doc is None:
         assert serialised is not None, "render needs a document or its text"
         doc = parse(serialised)
@@ -57,6 +56,23 @@ def render(
     if fmt == "text":
         return to_text(data)
     raise ValueError(f"unknown output format {fmt!r}")
+
+
+def render_bytes(
+    doc: Element | None, fmt: str, params: Sequence[tuple[str, str]] = (), serialised: bytes | None = None
+) -> bytes:
+    """:func:`render`, as UTF-8 bytes; the ``xml`` of a document known as text is that
+    text itself (a 10 MB list is not decoded and encoded again to be printed)."""
+    kept = _as_kept(doc, fmt, serialised)
+    return kept if kept is not None else render(doc, fmt, params, serialised).encode("utf-8")
+
+
+def _as_kept(doc: Element | None, fmt: str, serialised: bytes | None) -> bytes | None:
+    """``serialised`` when it is the ``xml`` output as it is (no interface parts to leave out)."""
+    if fmt != "xml" or serialised is None:
+        return None
+    has_interface = any(b"<" + t.encode() in serialised for t in INTERFACE) if doc is None else _interface(doc)
+    return None if has_interface else serialised
 
 
 def _interface(doc: Element) -> bool:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from mgrhooks.render import render
+from mgrhooks.render import render, render_bytes
 from mgrhooks.xmldoc import error_doc, parse
 
 LIST = b'<doc func="user" lang="en"><elem><name>a</name><level>16</level></elem><elem><name>b</name><level>29</level></elem></doc>'
@@ -59,3 +59,14 @@ def test_data_formats_leave_out_the_interface_and_devel_shows_it() -> None:
 
 def test_xml_is_the_serialised_document() -> None:
     assert render(parse(b"<doc/>"), "xml") == '<?xml version="1.0" encoding="UTF-8"?>\n<doc>\n</doc>\n'
+
+
+def test_render_bytes_prints_a_kept_text_as_it_is_and_encodes_the_rest() -> None:
+    kept = b'<?xml version="1.0" encoding="UTF-8"?>\n<doc func="f"><n>\xc3\xa9</n>\n</doc>\n'
+    assert render_bytes(None, "xml", (), kept) is kept
+    with_interface = kept.replace(b"<n>", b'<metadata name="f"/><n>')
+    assert render_bytes(None, "xml", (), with_interface) == render(None, "xml", (), with_interface).encode()
+    assert b"<metadata" not in render_bytes(None, "xml", (), with_interface)
+    doc = parse(kept)
+    for fmt in ("xml", "devel", "json", "sjson", "text"):
+        assert render_bytes(doc, fmt, [("func", "f")]) == render(doc, fmt, [("func", "f")]).encode("utf-8")
