@@ -108,7 +108,7 @@ class Options(NamedTuple):
         subreaper (:func:`~mgrhooks.containment.adopt_orphans`); the CLI does
     :param seal: before the first handler starts, make this process's descriptors
         close-on-exec, so that handlers start through ``posix_spawn``
-        (:func:`~mgrhooks.runner.seal_descriptors`); the CLI does
+        (:func:`~mgrhooks.containment.seal_descriptors`); the CLI does
     :param observers: Python observers taking part in the call (mgrhooks.observers)
     """
 
@@ -398,7 +398,7 @@ class _Call:
 
             adopt_orphans()
         if self.options.seal:
-            from .runner import seal_descriptors
+            from .containment import seal_descriptors
 
             seal_descriptors()
 

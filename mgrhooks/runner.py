@@ -6,7 +6,6 @@ exits non-zero, times out or floods stdout gives a :class:`RunOutcome` with a re
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import select
@@ -15,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from .containment import SPAWNED, Child, Guardian, kill_tree, memory_file
+from .containment import SPAWNED, Child, Guardian, kill_tree, memory_file, start
 from .settings import DEFAULT_TIMEOUT, DRAIN_GRACE, KILL_GRACE, OUTPUT_LIMIT
 
 #: bytes of stderr kept (the last ones) for the log
@@ -93,30 +92,6 @@ def run(request: RunRequest, guardian: Guardian | None = None) -> RunOutcome:
         SPAWNED.discard(child.pid)
 
 
-def seal_descriptors() -> None:
-    """Make every open descriptor above 2 close on exec, and let handlers start through
-    ``os.posix_spawn`` from now on (no ``Popen`` machinery per handler; docs/performance.md).
-
-    ``posix_spawn`` cannot close inherited descriptors as ``close_fds=True`` does, so it is
-    only used once nothing inheritable is left open (Python opens every descriptor
-    non-inheritable; C libraries here do too), and when the handler's directory is already
-    the current one (Python 3.11's ``posix_spawn`` cannot change it). The CLI calls this;
-    an application embedding mgrhooks may, if it passes no descriptors to its own children.
-    """
-    global _sealed
-    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
-        fd = int(name)
-        if fd > 2:
-            with contextlib.suppress(OSError):
-                os.set_inheritable(fd, False)
-    _sealed = hasattr(os, "posix_spawn")
-
-
-_sealed = False
-#: signals Python ignores, which an ignored disposition would pass on through exec
-_RESET_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
-
-
 def _start(request: RunRequest) -> tuple[Child, int, int]:
     """Start the handler in a new session, stdin a memfd holding ``request.stdin``;
     return it and the read ends of its stdout and stderr pipes. :raises OSError:"""
@@ -125,7 +100,8 @@ def _start(request: RunRequest) -> tuple[Child, int, int]:
         stdout_r, stdout_w = os.pipe()
         stderr_r, stderr_w = os.pipe()
         try:
-            return _spawn(request, stdin, stdout_w, stderr_w), stdout_r, stderr_r
+            child = start(request.argv, request.cwd, request.env, stdin, stdout_w, stderr_w)
+            return child, stdout_r, stderr_r
         except BaseException:
             os.close(stdout_r)
             os.close(stderr_r)
@@ -135,73 +111,6 @@ def _start(request: RunRequest) -> tuple[Child, int, int]:
             os.close(stderr_w)
     finally:
         os.close(stdin)
-
-
-def _spawn(request: RunRequest, stdin: int, stdout: int, stderr: int) -> Child:
-    if _sealed and os.getcwd() == request.cwd:
-        dup2 = os.POSIX_SPAWN_DUP2
-        pid = os.posix_spawn(
-            request.argv[0],
-            request.argv,
-            request.env,
-            file_actions=[(dup2, stdin, 0), (dup2, stdout, 1), (dup2, stderr, 2)],
-            setsid=True,
-            setsigdef=_RESET_SIGNALS,
-        )
-        return Spawned(pid)
-    import subprocess
-
-    return subprocess.Popen(
-        request.argv,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=request.cwd,
-        env=request.env,
-        start_new_session=True,  # keeps CPython's vfork fast path, unlike preexec_fn
-        close_fds=True,
-    )
-
-
-class Spawned:
-    """A child started by ``os.posix_spawn``, with the part of ``subprocess.Popen``'s
-    interface that :class:`~mgrhooks.containment.Child` names (times in seconds)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        return self._reap(os.WNOHANG)
-
-    def wait(self, timeout: float | None = None) -> int:
-        if timeout is None:
-            code = self._reap(0)
-            assert code is not None
-            return code
-        ends = time.monotonic() + timeout
-        while (code := self._reap(os.WNOHANG)) is None:
-            if time.monotonic() >= ends:
-                import subprocess
-
-                raise subprocess.TimeoutExpired(str(self.pid), timeout)
-            time.sleep(0.005)
-        return code
-
-    def kill(self) -> None:
-        if self.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, 9)
-
-    def _reap(self, flags: int) -> int | None:
-        if self.returncode is None:
-            try:
-                pid, status = os.waitpid(self.pid, flags)
-            except ChildProcessError:  # reaped elsewhere (a SIGCHLD handler): status unknown
-                pid, status = self.pid, 0
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
 
 
 class _Session:

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mgrhooks import runner
+from mgrhooks import containment
 from mgrhooks.runner import RunRequest, run
 
 
@@ -21,7 +21,7 @@ def start(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     process), and os.posix_spawn (the CLI: descriptors sealed, already in the root)."""
     if request.param == "posix_spawn":
         monkeypatch.chdir(tmp_path)
-        monkeypatch.setattr(runner, "_sealed", True)
+        monkeypatch.setattr(containment, "_sealed", True)
     return str(request.param)
 
 
@@ -151,7 +151,7 @@ def test_spawning_stays_on_the_vfork_fast_path(tmp_path: Path, monkeypatch) -> N
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", spy)
-    monkeypatch.setattr(runner, "_sealed", False)
+    monkeypatch.setattr(containment, "_sealed", False)
     assert run(request(tmp_path, "print('<doc/>')\n")).ok
     (kwargs,) = seen
     assert kwargs["start_new_session"] is True
@@ -184,9 +184,9 @@ def test_no_descriptor_of_the_runner_reaches_the_handler(tmp_path: Path, monkeyp
     inheritable = [fd for fd in range(3, 256) if _inheritable(fd)]
     try:
         if start == "posix_spawn":
-            monkeypatch.setattr(runner, "_sealed", False)
-            runner.seal_descriptors()
-            assert runner._sealed and not os.get_inheritable(leaked)
+            monkeypatch.setattr(containment, "_sealed", False)
+            containment.seal_descriptors()
+            assert containment._sealed and not os.get_inheritable(leaked)
         script = "import os\nfor fd in range(3, 256):\n    try:\n        os.fstat(fd)\n        print(fd)\n    except OSError:\n        pass\n"
         outcome = run(request(tmp_path, script))
         assert outcome.ok and outcome.stdout == b""
