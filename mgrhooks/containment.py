@@ -303,6 +303,7 @@ class Guardian:
         self._proc: Child | None = None
         self._pipe = -1  # the write end of the guardian's stdin
         self._record = -1
+        self._failed = False
 
     def watch(self, pgid: int) -> None:
         """Guard process group ``pgid`` from now on (one ``pwrite``, no system call more)."""
@@ -326,21 +327,30 @@ class Guardian:
         self._proc = None
 
     def _send(self, pgid: int | None) -> None:
-        if self._proc is None:
-            self._start()
+        if self._proc is None and not self._start():
+            return
         line = (str(pgid) if pgid is not None else "").ljust(_RECORD - 1) + "\n"
         with contextlib.suppress(OSError):
             os.pwrite(self._record, line.encode(), 0)
 
-    def _start(self) -> None:
+    def _start(self) -> bool:
         """Start the guardian (through :func:`start`: a session of its own, so that
-        terminal signals aimed at us do not reach it)."""
+        terminal signals aimed at us do not reach it); ``False`` if it cannot start (tried
+        once: the call goes on without it)."""
+        if self._failed:
+            return False
         self._record = memory_file("mgrhooks-guardian")
-        os.pwrite(self._record, b" " * (_RECORD - 1) + b"\n", 0)
         stdin, self._pipe = os.pipe()
         devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         try:
+            os.pwrite(self._record, b" " * (_RECORD - 1) + b"\n", 0)
             self._proc = start(("/bin/sh", "-c", _GUARDIAN), os.getcwd(), os.environ, stdin, self._record, devnull)
+        except OSError:
+            os.close(self._pipe)
+            os.close(self._record)
+            self._failed = True
+            return False
         finally:
             os.close(stdin)
             os.close(devnull)
+        return True

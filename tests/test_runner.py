@@ -213,3 +213,19 @@ def test_signals_python_ignores_are_default_again_in_the_handler(tmp_path: Path)
     outcome = run(RunRequest((str(program),), str(tmp_path), {"PATH": os.environ["PATH"]}, b""))
     ignored = int(outcome.stdout, 16)
     assert not ignored & (1 << (13 - 1)) and not ignored & (1 << (25 - 1))  # SIGPIPE, SIGXFSZ
+
+
+def test_a_guardian_that_cannot_start_leaves_the_call_going(tmp_path: Path, monkeypatch) -> None:
+    tried: list[tuple[str, ...]] = []
+
+    def refuse(argv, *rest):
+        tried.append(argv)
+        raise OSError(2, "No such file or directory")
+
+    guardian = containment.Guardian()
+    monkeypatch.setattr(containment, "start", refuse)
+    outcome = run(request(tmp_path, "print('<doc/>')\n"), guardian)
+    assert outcome.ok and outcome.stdout == b"<doc/>\n"
+    guardian.watch(12345)  # tried once only
+    guardian.close()
+    assert len(tried) == 1 and tried[0][0] == "/bin/sh"
