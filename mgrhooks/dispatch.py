@@ -7,9 +7,10 @@ module only walks it and decides when to stop.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -41,6 +42,7 @@ from .xmldoc import (
 if TYPE_CHECKING:  # imported where used: a call without handlers needs none of them
     from .containment import Guardian
     from .merge import Merged
+    from .programs import Program
     from .runner import RunOutcome, RunRequest
 
 #: runs one handler; :func:`mgrhooks.runner.run` unless a test or an application swaps it
@@ -48,6 +50,31 @@ Runner = Callable[["RunRequest", "Guardian | None"], "RunOutcome"]
 #: the response document while a call runs: a tree, or the text an xml handler printed
 #: when no step needed a tree since (:func:`mgrhooks.xmldoc.checked`)
 Doc = Element | Checked
+
+
+class _Handling(NamedTuple):
+    """What running a handler needs: imported with the first handler run in a process (a
+    call without handlers needs none of it), then kept (an import statement in each run
+    cost ~20 µs a handler, docs/performance.md)."""
+
+    inspect: Callable[[str, str], Program]
+    request: type[RunRequest]
+    outcome: type[RunOutcome]
+    run: Runner
+    join: Callable[[Iterable[str]], str]
+    changes_nothing: Callable[[Element, HandlerType], bool]
+    apply: Callable[[Element | None, Element, HandlerType], Merged]
+
+
+@functools.cache
+def _handling() -> _Handling:
+    import shlex
+
+    from .merge import apply, changes_nothing
+    from .programs import inspect
+    from .runner import RunOutcome, RunRequest, run
+
+    return _Handling(inspect, RunRequest, RunOutcome, run, shlex.join, changes_nothing, apply)
 
 
 #: how deep calls made from handlers (``sbin/mgrctl``) may nest (our choice)
@@ -357,29 +384,25 @@ class _Call:
             shutil.rmtree(self._spill_dir, ignore_errors=True)
 
     def _spawn(self, handler: Handler, stage: str, doc: Doc, postdata: bool, why: str) -> RunOutcome:
-        import shlex
-
-        from .programs import inspect
-        from .runner import RunOutcome, RunRequest, run
-
-        program = inspect(self._addon_dir, handler.name)
+        tools = _handling()
+        program = tools.inspect(self._addon_dir, handler.name)
         for warning in program.warnings:
             logs.EXTERNAL.log(logs.EXTINFO, "%s", warning)
         if program.path is None:
             message = "; ".join(program.errors)
             logs.EXTERNAL.warning("%s", message)
-            refused = RunRequest((program.shown,), self._cwd, {}, b"", description=why)
-            return RunOutcome(refused, None, b"", b"", 0.0, failure="spawn", reason=message)
+            refused = tools.request((program.shown,), self._cwd, {}, b"", description=why)
+            return tools.outcome(refused, None, b"", b"", 0.0, failure="spawn", reason=message)
         request = self._run_request(handler, program.path, stage, doc, postdata, why)
         if not self._prepared:
             self._prepare()
-        logs.EXTERNAL.info("Executing: %s", shlex.join((program.shown, *request.argv[1:])))
+        logs.EXTERNAL.info("Executing: %s", tools.join((program.shown, *request.argv[1:])))
         if logs.EXTERNAL.enabled(logs.DEBUG):
             names = " ".join(sorted(request.env))
             logs.EXTERNAL.debug("'%s': %d bytes on stdin, environment %s", handler.name, len(request.stdin), names)
         if logs.EXTERNAL.enabled(logs.TRACE):
             logs.EXTERNAL.log(logs.TRACE, "'%s' stdin: %s", handler.name, request.stdin[: logs.DUMP_BYTES])
-        outcome = (self.runner or run)(request, self.guardian)
+        outcome = (self.runner or tools.run)(request, self.guardian)
         if logs.EXTERNAL.enabled(logs.TRACE):
             logs.EXTERNAL.log(logs.TRACE, "'%s' stdout: %s", handler.name, outcome.stdout[: logs.DUMP_BYTES])
         self._log_outcome(handler, outcome)
@@ -417,9 +440,7 @@ class _Call:
             )
         env = stage_environment(self._environment, stage, len(stdin) if cgi_post else None)
         limits = self.settings
-        from .runner import RunRequest
-
-        return RunRequest(
+        return _handling().request(
             (program, stage) if handler.generation == 4 else (program,),
             self._cwd,
             env,
@@ -502,11 +523,10 @@ class _Call:
             return self._failed(handler, stage, doc, reason)
         if handler.generation == 4:
             output = without_old_generation(output)
-        from .merge import apply, changes_nothing
-
-        if changes_nothing(output, handler.type):  # the document (tree or text) and its bytes stay
+        tools = _handling()
+        if tools.changes_nothing(output, handler.type):  # the document (tree or text) and its bytes stay
             return doc, False, False
-        merged = apply(_tree(doc) if handler.type is HandlerType.CGI else None, output, handler.type)
+        merged = tools.apply(_tree(doc) if handler.type is HandlerType.CGI else None, output, handler.type)
         self._known = (merged.doc, outcome.stdout) if _reusable(handler, merged, outcome.stdout) else None
         if merged.error:
             logs.EXTERNAL.info("'%s' (%s) answered an error: the call stops", handler.name, stage)
