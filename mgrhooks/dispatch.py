@@ -52,11 +52,13 @@ Runner = Callable[["RunRequest", "Guardian | None"], "RunOutcome"]
 Doc = Element | Checked
 
 
-class _Handling(NamedTuple):
+class _Handling:
     """What running a handler needs: imported with the first handler run in a process (a
     call without handlers needs none of it), then kept (an import statement in each run
-    cost ~20 µs a handler, docs/performance.md)."""
+    cost ~20 µs a handler, docs/performance.md). A plain class: a ``NamedTuple`` compiles
+    its annotations at import, a cost of every call."""
 
+    __slots__ = ("inspect", "request", "outcome", "run", "join", "changes_nothing", "apply")
     inspect: Callable[[str, str], Program]
     request: type[RunRequest]
     outcome: type[RunOutcome]
@@ -65,16 +67,20 @@ class _Handling(NamedTuple):
     changes_nothing: Callable[[Element, HandlerType], bool]
     apply: Callable[[Element | None, Element, HandlerType], Merged]
 
+    def __init__(self) -> None:
+        import shlex
+
+        from .merge import apply, changes_nothing
+        from .programs import inspect
+        from .runner import RunOutcome, RunRequest, run
+
+        self.inspect, self.request, self.outcome, self.run = inspect, RunRequest, RunOutcome, run
+        self.join, self.changes_nothing, self.apply = shlex.join, changes_nothing, apply
+
 
 @functools.cache
 def _handling() -> _Handling:
-    import shlex
-
-    from .merge import apply, changes_nothing
-    from .programs import inspect
-    from .runner import RunOutcome, RunRequest, run
-
-    return _Handling(inspect, RunRequest, RunOutcome, run, shlex.join, changes_nothing, apply)
+    return _Handling()
 
 
 #: how deep calls made from handlers (``sbin/mgrctl``) may nest (our choice)
