@@ -3,6 +3,7 @@ Python API (:class:`mgrhooks.api.Panel`), which it uses and nothing else."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -179,17 +180,32 @@ def _call_and_print(
     with panel.logging(echo=verbose), _reported():
         response = panel.call(func, params, user=user, level=level, lang=lang, options=options)
         doc = None if response.serialised is not None else response.doc  # no tree built for nothing
-        click.echo(render_bytes(doc, fmt, (("func", func), *params), response.serialised), nl=False)
-        if response.finish is not None:
+        written = _write(render_bytes(doc, fmt, (("func", func), *params), response.serialised))
+        if response.finish is not None:  # the call ran: its final handlers run, written or not
             _release_stdout()
             response.finish()
+    if not written:
+        sys.exit(ExitStatus.OUTPUT)
     sys.exit(ExitStatus.ERROR if response.error else ExitStatus.OK)
+
+
+def _write(response: bytes) -> bool:
+    """Print the response; ``False`` when stdout cannot take it (said on stderr, except to
+    a reader that went away)."""
+    try:
+        click.echo(response, nl=False)
+    except OSError as exc:
+        if not isinstance(exc, BrokenPipeError):
+            click.echo(f"mgrhooks: cannot write the response: {exc.strerror or exc}", err=True)
+        return False
+    return True
 
 
 def _release_stdout() -> None:
     """Point stdout at /dev/null, so whoever reads our output sees its end now (final
     handlers run afterwards, as background handlers on the panel)."""
-    sys.stdout.flush()
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # none, or it cannot take it
+        sys.stdout.flush()
     try:
         descriptor = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):
@@ -439,7 +455,7 @@ def run(command: click.Command = main) -> NoReturn:
     (docs/performance.md; our choice). What an exit does that matters is still done: the
     ``atexit`` functions run (logging's flush and close among them), then stdout and
     stderr are flushed. The exit status is that of the ``SystemExit`` click raised; a
-    flush that fails (the reader closed the pipe) makes it 120, as in Python's own exit.
+    flush that fails makes it 120 (``ExitStatus.OUTPUT``), as in Python's own exit.
     """
     try:
         command.main()
@@ -458,7 +474,8 @@ def run(command: click.Command = main) -> NoReturn:
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # (None: started with the descriptor closed)
+                stream.flush()
         except (OSError, ValueError):
-            status = status or 120
+            status = status or ExitStatus.OUTPUT
     os._exit(status)

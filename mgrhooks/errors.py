@@ -24,6 +24,9 @@ class ExitStatus(enum.IntEnum):
     ROOT = 3
     #: a bug in mgrhooks itself (``MGRHOOKS_DEBUG=1`` shows the traceback)
     INTERNAL = 4
+    #: the response could not be written to stdout (full, or an error), as Python's own
+    #: exit status when stdout cannot be flushed; the call itself ran
+    OUTPUT = 120
     #: stopped with Ctrl-C (SIGINT)
     INTERRUPTED = 130
 

@@ -499,3 +499,26 @@ def test_an_empty_cgi_answer_passes_the_document_on_as_printed(root: PanelRoot) 
     result = root.mgrhooks("exec", "user")
     assert result.returncode == 0, result.stderr
     assert root.read("var/third.seen") == printed
+
+
+def test_stdout_that_cannot_take_the_response_is_status_120_and_final_handlers_still_run(root: PanelRoot) -> None:
+    import subprocess
+
+    root.handler("fin.sh", "#!/bin/sh\ntouch var/final.ran\necho '<doc/>'\n", '<event name="user" final="yes"/>')
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(root.argv("exec", "user"), stdout=full, stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 120
+    assert result.stderr == "mgrhooks: cannot write the response: No space left on device\n"
+    assert (root.path / "var/final.ran").exists()
+
+
+def test_a_closed_stdout_or_stderr_is_no_error(root: PanelRoot) -> None:
+    import subprocess
+
+    closed_stdout = subprocess.run(root.argv("exec", "user"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert closed_stdout.returncode == 0
+    for descriptor in (1, 2):  # started with the descriptor closed (sys.stdout or sys.stderr is None)
+        script = f'exec {descriptor}>&- ; exec "$@"'
+        result = subprocess.run(["sh", "-c", script, "sh", *root.argv("exec", "user")], capture_output=True)
+        assert result.returncode == 0, result.stderr
+        assert b"Traceback" not in result.stderr + result.stdout
