@@ -517,10 +517,10 @@ class _Call:
                     return Checked(outcome.stdout), False, False
             except DocumentError as exc:
                 reason = _invalid(exc)
-        stdout = _strip_cgi_headers(outcome.stdout) if handler.type is HandlerType.CGI else outcome.stdout
-        if not reason and handler.type is HandlerType.CGI and is_empty_doc(stdout):
-            return doc, False, False  # the usual answer: nothing to parse, nothing changes
         if not reason:
+            stdout = _strip_cgi_headers(outcome.stdout) if handler.type is HandlerType.CGI else outcome.stdout
+            if handler.type is HandlerType.CGI and is_empty_doc(stdout):
+                return doc, False, False  # the usual answer: nothing to parse, nothing changes
             try:
                 output = parse(stdout)
             except DocumentError as exc:
