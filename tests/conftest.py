@@ -13,6 +13,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+#: characters escaped inside GNU ``env -S``'s double quotes, where ``\_`` is a space
+_ENV_S_ESCAPES = {" ": r"\_", "\t": r"\t", "\\": r"\\", '"': r"\"", "$": r"\$"}
+#: the first line of a handler run by the test's own Python. A shebang line cannot name a
+#: path with a space (the kernel splits it there), so such a path goes through ``env -S``,
+#: which, unlike a shell, passes the environment on untouched (tests check it name by name).
+PYTHON_SHEBANG = (
+    '#!/usr/bin/env -S "' + "".join(_ENV_S_ESCAPES.get(c, c) for c in sys.executable) + '"\n'
+    if any(c.isspace() for c in sys.executable)
+    else f"#!{sys.executable}\n"
+)
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from conftest import PanelRoot
+from conftest import PYTHON_SHEBANG, PanelRoot
 
 TIMEOUT = 1.0  # the handler timeout every process case sets
 GRACE = 1.0  # kill_grace, the documented default
@@ -90,9 +90,7 @@ def kill_recorded(root: PanelRoot) -> None:
 
 
 def python_handler(root: PanelRoot, name: str, body: str, events: str, attrs: str = "", type: str = "xml") -> None:
-    root.handler(
-        name, f"#!{sys.executable}\nimport os, sys, time\n{RECORD_PID}\n{body}\n", events, type=type, attrs=attrs
-    )
+    root.handler(name, f"{PYTHON_SHEBANG}import os, sys, time\n{RECORD_PID}\n{body}\n", events, type=type, attrs=attrs)
 
 
 def timed_out(root: PanelRoot, body: str) -> Measured:

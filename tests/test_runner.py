@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from conftest import PYTHON_SHEBANG
 from mgrhooks import containment
 from mgrhooks.runner import RunRequest, run
 
@@ -27,7 +27,7 @@ def start(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
 
 def request(tmp_path: Path, script: str, stdin: bytes = b"", **kwargs) -> RunRequest:
     program = tmp_path / "handler"
-    program.write_text(f"#!{sys.executable}\n" + script)
+    program.write_text(PYTHON_SHEBANG + script)
     program.chmod(0o700)
     env = {"PATH": os.environ["PATH"], "READY": str(tmp_path / "ready")}
     return RunRequest((str(program),), str(tmp_path), env, stdin, **kwargs)
