@@ -94,23 +94,25 @@ def run(request: RunRequest, guardian: Guardian | None = None) -> RunOutcome:
 
 def _start(request: RunRequest) -> tuple[Child, int, int]:
     """Start the handler in a new session, stdin a memfd holding ``request.stdin``;
-    return it and the read ends of its stdout and stderr pipes. :raises OSError:"""
-    stdin = _stdin_file(request.stdin)
+    return it and the read ends of its stdout and stderr pipes. :raises OSError: nothing
+    opened here is left open then (e.g. EMFILE at the second pipe)"""
+    ours: list[int] = []  # the read ends, the caller's on success
+    theirs: list[int] = []  # stdin and the write ends, closed here once the child has them
     try:
-        stdout_r, stdout_w = os.pipe()
-        stderr_r, stderr_w = os.pipe()
-        try:
-            child = start(request.argv, request.cwd, request.env, stdin, stdout_w, stderr_w)
-            return child, stdout_r, stderr_r
-        except BaseException:
-            os.close(stdout_r)
-            os.close(stderr_r)
-            raise
-        finally:
-            os.close(stdout_w)
-            os.close(stderr_w)
+        theirs.append(_stdin_file(request.stdin))
+        for _ in range(2):
+            read, write = os.pipe()
+            ours.append(read)
+            theirs.append(write)
+        stdin, stdout, stderr = theirs
+        child = start(request.argv, request.cwd, request.env, stdin, stdout, stderr)
+    except BaseException:
+        theirs += ours
+        raise
     finally:
-        os.close(stdin)
+        for fd in theirs:
+            os.close(fd)
+    return child, ours[0], ours[1]
 
 
 class _Session:

@@ -76,6 +76,42 @@ def test_program_that_cannot_start(tmp_path: Path) -> None:
     assert outcome.reason == f"cannot start {tmp_path / 'missing'}: No such file or directory"
 
 
+def open_descriptors(below: int = 1024) -> list[int]:
+    """This process's open descriptors, by probing (a listing of /proc would hold one)."""
+    return [fd for fd in range(below) if _is_open(fd)]
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_a_handler_that_cannot_get_its_descriptors_leaves_none_open(tmp_path: Path) -> None:
+    """Out of descriptors (EMFILE) at the memfd, the stdout pipe or the stderr pipe: a spawn
+    failure, and whatever was opened before the failing step is closed again (an
+    application embedding mgrhooks must not lose descriptors to failed handlers)."""
+    import resource
+
+    req = request(tmp_path, "print('<doc/>')\n")
+    before = open_descriptors()
+    free = [fd for fd in range(1024) if fd not in before]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    reasons = []
+    try:
+        for room in range(5):  # free descriptor numbers under the limit: the memfd needs 1, each pipe 2
+            resource.setrlimit(resource.RLIMIT_NOFILE, (free[room], hard))
+            outcome = run(req)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            assert open_descriptors() == before, f"room for {room} descriptors"
+            reasons.append((outcome.failure, outcome.reason.rsplit(": ", 1)[-1]))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert reasons == [("spawn", "Too many open files")] * 5
+
+
 def test_timeout_kills_the_whole_tree_including_sigterm_ignorers(tmp_path: Path) -> None:
     script = """
 import os, signal, subprocess, sys, time
