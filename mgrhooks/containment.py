@@ -114,6 +114,24 @@ def start(argv: tuple[str, ...], cwd: str, env: Mapping[str, str], stdin: int, s
     )
 
 
+class Handover:
+    """The descriptors opened to start one child, as a ``with`` block around the openings
+    and :func:`start`: ``given`` are the child's (closed here on leaving the block: it has
+    its copies), ``kept`` are ours (closed here only when the block fails). So a failure at
+    any opening, e.g. EMFILE at the second pipe, leaves nothing open."""
+
+    def __init__(self) -> None:
+        self.given: list[int] = []
+        self.kept: list[int] = []
+
+    def __enter__(self) -> Handover:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        for fd in self.given if kind is None else self.given + self.kept:
+            os.close(fd)
+
+
 class Spawned:
     """A child started by ``os.posix_spawn``, with the part of ``subprocess.Popen``'s
     interface that :class:`Child` names (times in seconds)."""
@@ -339,18 +357,19 @@ class Guardian:
         once: the call goes on without it)."""
         if self._failed:
             return False
-        self._record = memory_file("mgrhooks-guardian")
-        stdin, self._pipe = os.pipe()
-        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         try:
-            os.pwrite(self._record, b" " * (_RECORD - 1) + b"\n", 0)
-            self._proc = start(("/bin/sh", "-c", _GUARDIAN), os.getcwd(), os.environ, stdin, self._record, devnull)
+            with Handover() as fds:
+                fds.kept.append(memory_file("mgrhooks-guardian"))
+                stdin, pipe = os.pipe()
+                fds.given.append(stdin)
+                fds.kept.append(pipe)
+                devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+                fds.given.append(devnull)
+                record = fds.kept[0]
+                os.pwrite(record, b" " * (_RECORD - 1) + b"\n", 0)
+                self._proc = start(("/bin/sh", "-c", _GUARDIAN), os.getcwd(), os.environ, stdin, record, devnull)
         except OSError:
-            os.close(self._pipe)
-            os.close(self._record)
             self._failed = True
             return False
-        finally:
-            os.close(stdin)
-            os.close(devnull)
+        self._record, self._pipe = fds.kept
         return True

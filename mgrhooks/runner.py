@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from .containment import SPAWNED, Child, Guardian, kill_tree, memory_file, start
+from .containment import SPAWNED, Child, Guardian, Handover, kill_tree, memory_file, start
 from .settings import DEFAULT_TIMEOUT, DRAIN_GRACE, KILL_GRACE, OUTPUT_LIMIT
 
 #: bytes of stderr kept (the last ones) for the log
@@ -95,24 +95,16 @@ def run(request: RunRequest, guardian: Guardian | None = None) -> RunOutcome:
 def _start(request: RunRequest) -> tuple[Child, int, int]:
     """Start the handler in a new session, stdin a memfd holding ``request.stdin``;
     return it and the read ends of its stdout and stderr pipes. :raises OSError: nothing
-    opened here is left open then (e.g. EMFILE at the second pipe)"""
-    ours: list[int] = []  # the read ends, the caller's on success
-    theirs: list[int] = []  # stdin and the write ends, closed here once the child has them
-    try:
-        theirs.append(_stdin_file(request.stdin))
+    opened here is left open then (:class:`~mgrhooks.containment.Handover`)"""
+    with Handover() as fds:
+        fds.given.append(_stdin_file(request.stdin))
         for _ in range(2):
             read, write = os.pipe()
-            ours.append(read)
-            theirs.append(write)
-        stdin, stdout, stderr = theirs
+            fds.kept.append(read)
+            fds.given.append(write)
+        stdin, stdout, stderr = fds.given
         child = start(request.argv, request.cwd, request.env, stdin, stdout, stderr)
-    except BaseException:
-        theirs += ours
-        raise
-    finally:
-        for fd in theirs:
-            os.close(fd)
-    return child, ours[0], ours[1]
+    return child, fds.kept[0], fds.kept[1]
 
 
 class _Session:

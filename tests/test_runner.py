@@ -112,6 +112,27 @@ def test_a_handler_that_cannot_get_its_descriptors_leaves_none_open(tmp_path: Pa
     assert reasons == [("spawn", "Too many open files")] * 5
 
 
+def test_a_guardian_out_of_descriptors_neither_fails_the_call_nor_leaves_any_open() -> None:
+    """EMFILE at the guardian's memfd, pipe or /dev/null: ``watch`` goes on without it
+    (tried once, as any guardian that cannot start), and nothing it opened stays open."""
+    import resource
+
+    before = open_descriptors()
+    free = [fd for fd in range(1024) if fd not in before]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for room in range(4):  # the memfd needs 1, the pipe 2, /dev/null 1
+        guardian = containment.Guardian()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (free[room], hard))
+        try:
+            guardian.watch(os.getpid())
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert open_descriptors() == before, f"room for {room} descriptors"
+        guardian.watch(os.getpid())  # not tried again, though it could start now
+        assert open_descriptors() == before
+        guardian.close()
+
+
 def test_timeout_kills_the_whole_tree_including_sigterm_ignorers(tmp_path: Path) -> None:
     script = """
 import os, signal, subprocess, sys, time
