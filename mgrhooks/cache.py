@@ -68,20 +68,22 @@ def load(path: Path, key: str, func: str | None = None) -> Registry | None:
 
 
 def store(path: Path, key: str, registry: Registry) -> bool:
-    """Write the cache atomically (mode 600); ``False`` when it cannot be written."""
+    """Write the cache atomically (mode 600); ``False`` when it cannot be written (no
+    temporary file or descriptor is left then)."""
     import pickle
 
     temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         by_func: dict[str, list[Event]] = {}
         for event in registry.events:
             by_func.setdefault(event.func, []).append(event)
         blobs = {name: pickle.dumps(tuple(events), pickle.HIGHEST_PROTOCOL) for name, events in by_func.items()}
         everything = pickle.dumps(registry.events, pickle.HIGHEST_PROTOCOL)
-        with os.fdopen(descriptor, "wb") as file:
-            pickle.dump((key, registry._replace(events=()), blobs, everything), file, pickle.HIGHEST_PROTOCOL)
+        content = pickle.dumps((key, registry._replace(events=()), blobs, everything), pickle.HIGHEST_PROTOCOL)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as file:  # closes the descriptor whatever happens
+            file.write(content)
         temporary.replace(path)
     except (OSError, pickle.PicklingError, TypeError):  # TypeError: something unpicklable
         temporary.unlink(missing_ok=True)

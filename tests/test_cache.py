@@ -75,3 +75,19 @@ def test_a_call_loads_the_events_of_its_function_and_star(root: PanelRoot) -> No
     assert len(panel.registry().events) == 3
     assert "<func>" not in root.mgrhooks("exec", "eventlist", "--out", "text").stdout
     assert root.mgrhooks("exec", "eventlist", "--out", "text").stdout.count("\n") == 3
+
+
+def test_a_registry_that_cannot_be_stored_leaves_no_file_or_descriptor(tmp_path) -> None:
+    """store() answers False, and neither the temporary file nor its descriptor is left.
+    The event stands for the slip store's TypeError clause is there for: something
+    unpicklable (a mappingproxy) in a record."""
+    import types
+
+    from mgrhooks import cache
+
+    (tmp_path / "var").mkdir()
+    before = os.listdir("/proc/self/fd")
+    event = types.SimpleNamespace(func="user", attrs=types.MappingProxyType({}))
+    assert cache.store(tmp_path / "var" / "billmgr.registry", "key", Registry(events=(event,))) is False
+    assert os.listdir("/proc/self/fd") == before
+    assert list((tmp_path / "var").iterdir()) == []
