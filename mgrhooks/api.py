@@ -110,7 +110,8 @@ class Panel:
         """Call ``func`` and return the response (see :func:`mgrhooks.dispatch.call`).
 
         A call made from inside a handler (``MGRHOOKS_DEPTH`` in the environment) counts as
-        nested. :raises RootError: the root's ``etc/mgrhooks.conf`` is broken
+        nested. :raises RootError: the root's ``etc/mgrhooks.conf`` is broken, or the
+        built-in core's database cannot be used (see :func:`mgrhooks.dispatch.call`)
         """
         pairs = tuple(params.items()) if isinstance(params, Mapping) else tuple(params)
         request = Request(func, tuple((k, v) for k, v in pairs if k != "func"), user=user, level=level, lang=lang)
@@ -190,7 +191,8 @@ class Panel:
     # --- event notifications ------------------------------------------------------------
 
     def deliver(self) -> tuple[int, int, int]:
-        """One pass of the notification worker: (delivered, to retry, dead)."""
+        """One pass of the notification worker: (delivered, to retry, dead).
+        :raises RootError: the spool's database cannot be used"""
         from .delivery import work
 
         with self.logging():
@@ -198,20 +200,23 @@ class Panel:
         return done.delivered, done.retried, done.dead
 
     def queue(self, dead_only: bool = False) -> list[tuple[str, str, str, int, str, str]]:
-        """Deliveries not done: (record, notifier, state, attempts, event, last error)."""
+        """Deliveries not done: (record, notifier, state, attempts, event, last error).
+        :raises RootError: the spool's database cannot be used"""
         from .delivery import spool_of
 
         states = ("dead",) if dead_only else ("pending", "dead")
         return [(d.record, d.notifier, d.state, d.attempts, d.event, d.error) for d in spool_of(self.root).list(states)]
 
     def retry(self, records: Collection[str] = ()) -> int:
-        """Dead letters (``records``, or all) back to pending. :returns: how many."""
+        """Dead letters (``records``, or all) back to pending. :returns: how many.
+        :raises RootError: the spool's database cannot be used"""
         from .delivery import spool_of
 
         return spool_of(self.root).retry(list(records))
 
     def drop(self, records: Collection[str] = ()) -> int:
-        """Forget dead letters (``records``, or all). :returns: how many."""
+        """Forget dead letters (``records``, or all). :returns: how many.
+        :raises RootError: the spool's database cannot be used"""
         from .delivery import spool_of
 
         return spool_of(self.root).drop(list(records))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from . import __version__
-from .errors import ExitStatus, MgrhooksError
+from .errors import ExitStatus, MgrhooksError, out_of_resources
 from .root import DEFAULT_MGR
 
 if TYPE_CHECKING:
@@ -108,6 +108,10 @@ class _Handled(_Command):
         except Exception as exc:
             if os.environ.get("MGRHOOKS_DEBUG"):
                 raise
+            exhausted = out_of_resources(exc)
+            if exhausted:
+                click.echo(f"mgrhooks: the system refused a resource: {exhausted}", err=True)
+                sys.exit(ExitStatus.OSERR)
             click.echo(f"mgrhooks: internal error: {type(exc).__name__}: {exc}", err=True)
             click.echo("This is a bug in mgrhooks; MGRHOOKS_DEBUG=1 shows where it happened.", err=True)
             sys.exit(ExitStatus.INTERNAL)

@@ -12,11 +12,30 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import RootError
+
 if TYPE_CHECKING:  # loaded by the first transaction, not at start-up
     import sqlite3
 
 #: seconds a connection waits for another's lock
 LOCK_TIMEOUT = 60
+
+
+#: SQLite's primary result codes that come from the file or the machine, not from our SQL
+_ENVIRONMENTAL = (
+    "SQLITE_PERM",
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_NOMEM",
+    "SQLITE_READONLY",
+    "SQLITE_IOERR",
+    "SQLITE_CORRUPT",
+    "SQLITE_FULL",
+    "SQLITE_CANTOPEN",
+    "SQLITE_PROTOCOL",
+    "SQLITE_NOLFS",
+    "SQLITE_NOTADB",
+)
 
 
 @contextmanager
@@ -26,10 +45,31 @@ def transaction(path: Path, schema: str, write: bool = True) -> Iterator[sqlite3
 
     :param write: take the write lock at once (``BEGIN IMMEDIATE``), so that a
         read-check-write cannot race another process; ``False`` for reads
+    :raises RootError: the database cannot be used: its directory cannot be made, the file
+        cannot be opened, is not a database or is corrupt, the disk is full, read-only or
+        failing, or the lock was not had within :data:`LOCK_TIMEOUT` seconds. The message
+        names the file and SQLite's reason; nothing of the block is committed. (Our
+        choice: a root that cannot be used, exit status 3; an error in our own SQL,
+        ``SQLITE_ERROR``, is left to surface as the bug it is.)
     """
     import sqlite3
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RootError(f"cannot use the database {path}: cannot make {path.parent}: {exc.strerror}") from None
+    try:
+        yield from _transaction(path, schema, write)
+    except sqlite3.Error as exc:
+        codes = {getattr(sqlite3, name) for name in _ENVIRONMENTAL}
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in codes:
+            raise
+        raise RootError(f"cannot use the database {path}: {exc}") from exc
+
+
+def _transaction(path: Path, schema: str, write: bool) -> Iterator[sqlite3.Connection]:
+    import sqlite3
+
     conn = sqlite3.connect(path, timeout=LOCK_TIMEOUT, isolation_level=None)
     conn.row_factory = sqlite3.Row  # rows by column name, and still sequences
     try:

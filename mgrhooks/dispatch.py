@@ -19,7 +19,7 @@ from lxml import etree
 from . import __version__, logs
 from .core import BuiltinCore, Core
 from .env import Facts, call_environment, query_string, spilled, stage_environment
-from .errors import PanelError
+from .errors import PanelError, RootError
 from .functions import EVENTLIST, Functions, core_docs
 from .model import Event, FuncDecl, Handler, HandlerRun, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
 from .observers import Observers
@@ -166,7 +166,9 @@ def call(
     as ``<error>`` documents (typed; handler failures have ``type="handler"``, a nesting
     deeper than :data:`MAX_DEPTH` ``type="nesting"``).
 
-    :raises RootError: the root's ``etc/mgrhooks.conf`` is broken
+    :raises RootError: the root's ``etc/mgrhooks.conf`` is broken, or the built-in core's
+        database cannot be used (:func:`mgrhooks.db.transaction`); the handlers that ran
+        before stay run, the core's change is not made, final handlers do not run
     """
     options = options if options is not None else Options()
     request = request if request.call_id else request._replace(call_id=os.urandom(16).hex())
@@ -242,7 +244,9 @@ class _Call:
     def run(self) -> Response:
         try:
             doc = self._main(self._initial())
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, RootError):  # e.g. the core's database: named in the panel log too
+                logs.ACTION.error("'%s' failed: %s", self.request.func, exc)
             self._end()
             raise
         self._record(doc)

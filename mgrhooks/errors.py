@@ -9,6 +9,7 @@ status the CLI returns.
 from __future__ import annotations
 
 import enum
+import errno
 from typing import ClassVar
 
 
@@ -24,6 +25,9 @@ class ExitStatus(enum.IntEnum):
     ROOT = 3
     #: a bug in mgrhooks itself (``MGRHOOKS_DEBUG=1`` shows the traceback)
     INTERNAL = 4
+    #: the system refused a resource: descriptors, memory or disk (:func:`out_of_resources`),
+    #: as sysexits.h's ``EX_OSERR``
+    OSERR = 71
     #: the response could not be written to stdout (full, or an error), as Python's own
     #: exit status when stdout cannot be flushed; the call itself ran
     OUTPUT = 120
@@ -58,3 +62,19 @@ class PanelError(MgrhooksError):
         self.object = object
         self.value = value
         self.msg = msg
+
+
+#: errno values that mean the system ran out of something, not that mgrhooks went wrong
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EDQUOT})
+
+
+def out_of_resources(exc: BaseException) -> str | None:
+    """What ran out, as one line (``Too many open files: '/usr/lib/python3.11/decimal.py'``),
+    when ``exc`` is the system refusing descriptors, memory or disk (EMFILE, ENFILE, ENOMEM,
+    ENOSPC, EDQUOT, or :class:`MemoryError`); else ``None``. (Our choice: such a failure is
+    the machine's state, reported as :attr:`ExitStatus.OSERR`, not a bug.)"""
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, OSError) and exc.errno in _EXHAUSTED:
+        return f"{exc.strerror}: {exc.filename!r}" if exc.filename else str(exc.strerror)
+    return None

@@ -442,6 +442,67 @@ def runner_secrets(root: PanelRoot) -> Measured:
     return Measured(seconds, detail=f"{len(names)} variables, all from the allow-list or pass_env")
 
 
+@case("environment", "error naming the file; exit status 3; the file left as it was; no internal error")
+def corrupt_core_database(root: PanelRoot) -> Measured:
+    garbage = b"not a database " * 100
+    (root.path / "var/billmgr.db").write_bytes(garbage)
+    result, seconds = exec_timed(root, "user.add", "name=bob", "passwd=x", "sok=ok")
+    error = result.stderr.strip()
+    assert result.returncode == 3, (result.returncode, error)
+    assert error == f"Error: cannot use the database {root.path / 'var/billmgr.db'}: file is not a database"
+    assert "'user.add' failed: cannot use the database" in root.log()
+    assert (root.path / "var/billmgr.db").read_bytes() == garbage
+    return Measured(seconds, detail=error.replace(str(root.path) + "/", ""))
+
+
+@case(
+    "environment",
+    "out of descriptors anywhere (ulimit -n 3 to 24): a named error (exit 1, 3 or 71) or success, never an"
+    " internal error; the user exists exactly when the call succeeded",
+)
+def out_of_descriptors(root: PanelRoot) -> Measured:
+    import resource
+
+    slowest = 0.0  # seconds to answer: of the slowest call of the sweep
+    seen: dict[str, int] = {}
+    half_applied = 0
+    for before_handler in (False, True):  # without one the database is reached first
+        if before_handler:
+            root.handler("a.sh", "#!/bin/sh\ncat\n", '<event name="user.add" before="yes"/>')
+        for limit in range(3, 25):
+            name = f"u{limit}{'b' * before_handler}"
+            started = time.monotonic()
+            result = subprocess.run(
+                root.argv("exec", "user.add", f"name={name}", "passwd=x", "sok=ok", "--out", "text"),
+                capture_output=True,
+                text=True,
+                preexec_fn=lambda n=limit: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)),
+            )
+            slowest = max(slowest, time.monotonic() - started)
+            if "Fatal Python error" in result.stderr or "error while loading shared libraries" in result.stderr:
+                seen["Python cannot start"] = seen.get("Python cannot start", 0) + 1
+                continue  # the loader or Python's own start-up, before mgrhooks runs: not ours
+            output = result.stdout + result.stderr
+            assert result.returncode in (0, 1, 3, 71) and "internal error" not in output, (limit, output)
+            assert "Traceback" not in output, (limit, output)
+            outcome = (
+                "ok"
+                if result.returncode == 0
+                else "cannot use the database"
+                if "cannot use the database" in output
+                else "the system refused a resource"
+                if result.returncode == 71
+                else "handler cannot start"
+                if "Too many open files" in output
+                else "handler failed"
+            )
+            seen[outcome] = seen.get(outcome, 0) + 1
+            half_applied += (result.returncode == 0) != (name in users(root))
+    assert {"ok", "cannot use the database", "handler cannot start"} <= set(seen), seen
+    detail = ", ".join(f"{outcome}: {count}" for outcome, count in seen.items())
+    return Measured(slowest, rows_lost=half_applied, detail=detail)
+
+
 # --- concurrency and crashes ------------------------------------------------------------
 
 
