@@ -19,10 +19,11 @@ the application's own logging set-up to handle.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -195,17 +196,45 @@ def _LineFile(path: Path) -> logging.Handler:  # noqa: N802 (a class, made on de
     class LineFile(logging.Handler):
         """Appends each record to ``path`` with one ``write(2)`` (``O_APPEND``): the line
         is in the file before the call goes on (before the next handler starts), with no
-        buffered text stream to flush."""
+        buffered text stream to flush.
+
+        A log that cannot be opened or written (a directory, a full disk, no permission)
+        never fails or stops the call: one line on stderr per process names the file and
+        the reason, and writing is tried again with each record (our choice)."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self.fd = -1
+            self.complained = False
+            self.reopen()
+
+        def reopen(self) -> bool:
+            try:
+                self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                self.complain(exc)
+            return self.fd >= 0
 
         def emit(self, record: logging.LogRecord) -> None:
             try:
-                os.write(self.fd, (self.format(record) + "\n").encode("utf-8", "backslashreplace"))
+                line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
             except Exception:  # noqa: BLE001 (logging's own policy: report, never raise)
                 self.handleError(record)
+                return
+            if self.fd < 0 and not self.reopen():
+                return
+            try:
+                os.write(self.fd, line)
+            except OSError as exc:
+                self.complain(exc)
+
+        def complain(self, exc: OSError) -> None:
+            if self.complained:
+                return
+            self.complained = True
+            with suppress(AttributeError, OSError, ValueError):  # stderr closed, or none
+                sys.stderr.write(f"mgrhooks: cannot write the log {path}: {exc.strerror}; its records are lost\n")
+                sys.stderr.flush()
 
         def close(self) -> None:
             self.acquire()

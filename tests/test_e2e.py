@@ -11,6 +11,7 @@ import time
 from urllib.parse import parse_qsl
 
 import psutil
+import pytest
 
 from conftest import PanelRoot, need
 
@@ -526,3 +527,26 @@ def test_a_closed_stdout_or_stderr_is_no_error(root: PanelRoot) -> None:
         result = subprocess.run(["sh", "-c", script, "sh", *root.argv("exec", "user")], capture_output=True)
         assert result.returncode == 0, result.stderr
         assert b"Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("log", "reason"),
+    [("directory", "Is a directory"), ("/dev/full", "No space left on device")],
+    ids=["cannot-open", "disk-full"],
+)
+def test_a_log_that_cannot_be_written_costs_one_stderr_line_and_never_the_call(
+    root: PanelRoot, log: str, reason: str
+) -> None:
+    """The panel log's failures never fail or stop a call (the before-handler and the core's
+    change both happen, exit status 0): one line on stderr names the file and the reason."""
+    path = root.path / "var/billmgr.log"
+    if log == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to(log)
+    root.handler("first.sh", "#!/bin/sh\necho ran > var/first.ran\ncat\n", '<event name="user.add" before="yes"/>')
+    result = root.mgrhooks("exec", "user.add", "name=ann", "passwd=x", "sok=ok", "--out", "text")
+    assert result.returncode == 0 and result.stdout == "OK\nid=ann\n", result
+    assert result.stderr == f"mgrhooks: cannot write the log {path}: {reason}; its records are lost\n"
+    assert root.read("var/first.ran") == "ran\n"
+    assert "name=ann" in root.mgrhooks("exec", "user", "--out", "text").stdout
