@@ -399,11 +399,11 @@ class _Call:
         for warning in program.warnings:
             logs.EXTERNAL.log(logs.EXTINFO, "%s", warning)
         if program.path is None:
-            message = "; ".join(program.errors)
-            logs.EXTERNAL.warning("%s", message)
-            refused = tools.request((program.shown,), self._cwd, {}, b"", description=why)
-            return tools.outcome(refused, None, b"", b"", 0.0, failure="spawn", reason=message)
-        request = self._run_request(handler, program.path, stage, doc, postdata, why)
+            return self._refused(program.shown, why, "; ".join(program.errors))
+        try:
+            request = self._run_request(handler, program.path, stage, doc, postdata, why)
+        except OSError as exc:  # its parameter files (_spill_files): a full /tmp
+            return self._refused(program.shown, why, f"cannot write its parameter files: {exc.strerror}")
         if not self._prepared:
             self._prepare()
         logs.EXTERNAL.info("Executing: %s", tools.join((program.shown, *request.argv[1:])))
@@ -418,6 +418,13 @@ class _Call:
         self._log_outcome(handler, outcome)
         self._ran(handler, stage, outcome.duration, "ok" if outcome.ok else outcome.failure or "failed")
         return outcome
+
+    def _refused(self, shown: str, why: str, message: str) -> RunOutcome:
+        """The outcome of a handler that was not started: a spawn failure saying why."""
+        logs.EXTERNAL.warning("%s", message)
+        tools = _handling()
+        refused = tools.request((shown,), self._cwd, {}, b"", description=why)
+        return tools.outcome(refused, None, b"", b"", 0.0, failure="spawn", reason=message)
 
     def _prepare(self) -> None:
         """What the options ask for before the first handler starts."""
@@ -475,20 +482,30 @@ class _Call:
         return data
 
     def _spill_files(self) -> dict[str, str]:
-        """Write the call's spilled parameter values to files, once; key → path."""
-        if self._files is None:
-            self._files = {}
-            keys = spilled(self.request)
-            if keys:
-                import tempfile
+        """Write the call's spilled parameter values to files, once; key → path.
+        :raises OSError: nothing is kept then (no directory, no partial set of files), so
+        the next handler tries again"""
+        if self._files is not None:
+            return self._files
+        files = {}
+        keys = spilled(self.request)
+        if keys:
+            import shutil
+            import tempfile
 
-                self._spill_dir = tempfile.mkdtemp(prefix="mgrhooks-params-")
+            self._spill_dir = tempfile.mkdtemp(prefix="mgrhooks-params-")
+            try:
                 for number, key in enumerate(keys):
                     path = os.path.join(self._spill_dir, f"{number}")
                     with open(path, "wb") as file:
                         file.write(self.request.get(key).encode("utf-8", "surrogateescape"))
-                    self._files[key] = path
-        return self._files
+                    files[key] = path
+            except OSError:
+                shutil.rmtree(self._spill_dir, ignore_errors=True)
+                self._spill_dir = None
+                raise
+        self._files = files
+        return files
 
     def _log_outcome(self, handler: Handler, outcome: RunOutcome) -> None:
         """Each stderr line at INFO; the end of the run (pid, status, seconds) at the

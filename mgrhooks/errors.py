@@ -65,13 +65,13 @@ class PanelError(MgrhooksError):
 
 
 #: errno values that mean the system ran out of something, not that mgrhooks went wrong
-_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EDQUOT})
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def out_of_resources(exc: BaseException) -> str | None:
     """What ran out, as one line (``Too many open files: '/usr/lib/python3.11/decimal.py'``),
     when ``exc`` is the system refusing descriptors, memory or disk (EMFILE, ENFILE, ENOMEM,
-    ENOSPC, EDQUOT, or :class:`MemoryError`); else ``None``. (Our choice: such a failure is
+    ENOSPC, EDQUOT, EFBIG, or :class:`MemoryError`); else ``None``. (Our choice: such a failure is
     the machine's state, reported as :attr:`ExitStatus.OSERR`, not a bug.)"""
     if isinstance(exc, MemoryError):
         return "out of memory"

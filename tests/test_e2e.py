@@ -550,3 +550,30 @@ def test_a_log_that_cannot_be_written_costs_one_stderr_line_and_never_the_call(
     assert result.stderr == f"mgrhooks: cannot write the log {path}: {reason}; its records are lost\n"
     assert root.read("var/first.ran") == "ran\n"
     assert "name=ann" in root.mgrhooks("exec", "user", "--out", "text").stdout
+
+
+def test_parameter_files_that_cannot_be_written_fail_the_handler_not_the_call(root: PanelRoot, tmp_path) -> None:
+    """A value too large for the environment goes to a file (PARAM_v_FILE). When it cannot be
+    written (here a file size limit, as a full /tmp would do), the handler is not started,
+    the call answers with a handler error naming it, and no parameter directory is left."""
+    import resource
+    import subprocess
+
+    root.handler("first.sh", "#!/bin/sh\necho ran > var/first.ran\ncat\n", '<event name="desktop" before="yes"/>')
+    body = tmp_path / "body.txt"
+    body.write_text("v=" + "x" * 1_000_000)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    limit = 256 * 1024  # room for the log and the database, not for the 1 MB value
+    result = subprocess.run(
+        root.argv("exec", "desktop", "--body", str(body), "--out", "text"),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(temporary)},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+    assert result.returncode == 1 and result.stderr == "", result
+    assert "Handler 'first.sh' (before desktop" in result.stdout
+    assert result.stdout.rstrip().endswith("failed: cannot write its parameter files: File too large")
+    assert not (root.path / "var/first.ran").exists()
+    assert list(temporary.iterdir()) == []
