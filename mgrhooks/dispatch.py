@@ -401,9 +401,10 @@ class _Call:
         if program.path is None:
             return self._refused(program.shown, why, "; ".join(program.errors))
         try:
-            request = self._run_request(handler, program.path, stage, doc, postdata, why)
-        except OSError as exc:  # its parameter files (_spill_files): a full /tmp
+            self._spill_files()  # written once, for the first handler that starts
+        except OSError as exc:  # a full /tmp
             return self._refused(program.shown, why, f"cannot write its parameter files: {exc.strerror}")
+        request = self._run_request(handler, program.path, stage, doc, postdata, why)
         if not self._prepared:
             self._prepare()
         logs.EXTERNAL.info("Executing: %s", tools.join((program.shown, *request.argv[1:])))
