@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
+from contextlib import suppress
 from pathlib import Path
 
 from . import __version__
@@ -86,6 +87,7 @@ def store(path: Path, key: str, registry: Registry) -> bool:
             file.write(content)
         temporary.replace(path)
     except (OSError, pickle.PicklingError, TypeError):  # TypeError: something unpicklable
-        temporary.unlink(missing_ok=True)
+        with suppress(OSError):  # e.g. var/ not searchable: there is nothing to remove then
+            temporary.unlink(missing_ok=True)
         return False
     return True

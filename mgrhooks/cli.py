@@ -7,8 +7,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -25,21 +24,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ["xml", "devel", "json", "sjson", "text"]
 
 
-@contextmanager
-def _reported() -> Iterator[None]:
-    """Turn a MgrhooksError into ``Error: ...`` on stderr and its exit status."""
-    try:
-        yield
-    except MgrhooksError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_status)
-
-
 def _open(root_dir: str, mgr: str) -> Panel:
     from .api import Panel
 
-    with _reported():
-        return Panel(root_dir, mgr)
+    return Panel(root_dir, mgr)
 
 
 def _root_options(command: F) -> F:
@@ -95,7 +83,9 @@ class _Command(click.Command):
 
 
 class _Handled(_Command):
-    """Maps what no command handled to an exit status (STYLE: pre-commit's error_handler)."""
+    """Maps what no command handled to an exit status (STYLE: pre-commit's error_handler):
+    a MgrhooksError to ``Error: ...`` on stderr and its own status, the system refusing a
+    resource to 71, anything else to 4 (a bug)."""
 
     def invoke(self, ctx: click.Context) -> Any:  # noqa: ANN401 (whatever the command returns)
         try:
@@ -105,6 +95,9 @@ class _Handled(_Command):
             sys.exit(ExitStatus.INTERRUPTED)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except MgrhooksError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_status)
         except Exception as exc:
             if os.environ.get("MGRHOOKS_DEBUG"):
                 raise
@@ -181,7 +174,7 @@ def _call_and_print(
     # on, they can start through posix_spawn (see mgrhooks.containment.seal_descriptors)
     options = Options(timeout=timeout, core_doc=core_doc, defer_final=True, adopt_orphans=True, seal=True)
     os.chdir(panel.root.path)
-    with panel.logging(echo=verbose), _reported():
+    with panel.logging(echo=verbose):
         response = panel.call(func, params, user=user, level=level, lang=lang, options=options)
         doc = None if response.serialised is not None else response.doc  # no tree built for nothing
         written = _write(render_bytes(doc, fmt, (("func", func), *params), response.serialised))
@@ -357,12 +350,11 @@ def plugin_disable(panel: Panel, name: str) -> None:
 
 
 def _switch(panel: Panel, name: str, enabled: bool) -> None:
-    with _reported():
-        try:
-            plugin, changed = panel.set_plugin_enabled(name, enabled)
-        except KeyError:
-            where = f"{panel.root.path} for {panel.root.mgr}"
-            raise click.BadParameter(f"no plugin {name!r} in {where} (see 'mgrhooks plugin list')") from None
+    try:
+        plugin, changed = panel.set_plugin_enabled(name, enabled)
+    except KeyError:
+        where = f"{panel.root.path} for {panel.root.mgr}"
+        raise click.BadParameter(f"no plugin {name!r} in {where} (see 'mgrhooks plugin list')") from None
     state = "enabled" if enabled else "disabled"
     click.echo(f"{plugin.name}: {state}" + ("" if changed else " (already)"))
 
@@ -380,13 +372,12 @@ def worker_command(panel: Panel, once: bool, interval: float) -> None:
     """
     import time
 
-    with _reported():
-        while True:
-            delivered, retried, dead = panel.deliver()
-            if once:
-                click.echo(f"delivered {delivered}, to retry {retried}, dead {dead}")
-                return
-            time.sleep(interval)
+    while True:
+        delivered, retried, dead = panel.deliver()
+        if once:
+            click.echo(f"delivered {delivered}, to retry {retried}, dead {dead}")
+            return
+        time.sleep(interval)
 
 
 @main.group("queue")

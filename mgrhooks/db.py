@@ -38,6 +38,18 @@ _ENVIRONMENTAL = (
 )
 
 
+def exists(path: Path) -> bool:
+    """Whether the database file ``path`` exists (``False``: nothing was ever written).
+    :raises RootError: it cannot be looked at (no permission on ``var/``, ``var`` a file)"""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise RootError(f"cannot use the database {path}: {exc.strerror}") from None
+    return True
+
+
 @contextmanager
 def transaction(path: Path, schema: str, write: bool = True) -> Iterator[sqlite3.Connection]:
     """A connection to ``path`` (created with ``schema`` if new) inside a transaction:

@@ -7,6 +7,7 @@ Readable or runnable by others is a warning (the vendor asks for mode 750 or 700
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -36,19 +37,27 @@ def inspect(addon_dir: str | Path, name: str) -> Program:
     candidate = os.path.join(addon_dir, name)
     try:
         info = os.lstat(candidate)
-    except OSError:
-        return Program(name, shown, None, (f"Addon '{shown}' does not exist",))
+    except OSError as exc:
+        return _unreachable(name, shown, exc)
     real = candidate
     if "/" in name or stat.S_ISLNK(info.st_mode):  # the common case, a plain file name, needs no more
         try:
             real = os.path.realpath(candidate, strict=True)
             info = os.stat(real)
-        except OSError:
-            return Program(name, shown, None, (f"Addon '{shown}' does not exist",))
+        except OSError as exc:
+            return _unreachable(name, shown, exc)
         if not Path(real).is_relative_to(os.path.realpath(addon_dir)):
             return Program(name, shown, None, (f"Addon '{shown}' leads outside {folder}/ (to {real})",))
     errors, warnings = _mode_problems(shown, info)
     return Program(name, shown, None if errors else real, tuple(errors), tuple(warnings))
+
+
+def _unreachable(name: str, shown: str, exc: OSError) -> Program:
+    """A program that cannot be found: the panel's ``does not exist`` when it is missing,
+    else the system's reason (no permission on ``addon/``, a symlink loop)."""
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return Program(name, shown, None, (f"Addon '{shown}' does not exist",))
+    return Program(name, shown, None, (f"Addon '{shown}' cannot be looked at: {exc.strerror}",))
 
 
 def _mode_problems(shown: str, info: os.stat_result) -> tuple[list[str], list[str]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NamedTuple
 
@@ -156,8 +156,10 @@ class Root(NamedTuple):
     @contextmanager
     def logging(self, echo: bool = False) -> Iterator[None]:
         """Send mgrhooks' log records to ``var/<mgr>.log`` (and stderr with ``echo``)
-        meanwhile, at the levels ``etc/debug.conf`` sets."""
-        self.var_dir.mkdir(parents=True, exist_ok=True)
+        meanwhile, at the levels ``etc/debug.conf`` sets. A ``var/`` that cannot be made
+        fails nothing here: the log says so on stderr when it cannot be opened."""
+        with suppress(OSError):
+            self.var_dir.mkdir(parents=True, exist_ok=True)
         try:
             conf = (self.path / "etc" / "debug.conf").read_text(errors="replace")
         except OSError:

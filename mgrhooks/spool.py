@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from .db import transaction
+from .db import exists, transaction
 
 if TYPE_CHECKING:  # loaded when a record is spooled, not at start-up
     import sqlite3
@@ -100,7 +100,7 @@ class Spool:
 
     def list(self, states: Sequence[str] = ("pending", "dead")) -> list[Delivery]:
         """Deliveries in ``states``, oldest first."""
-        if not self.path.exists():
+        if not exists(self.path):
             return []
         marks = ", ".join("?" for _ in states)
         with self._transaction() as conn:

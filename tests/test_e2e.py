@@ -577,3 +577,39 @@ def test_parameter_files_that_cannot_be_written_fail_the_handler_not_the_call(ro
     assert result.stdout.rstrip().endswith("failed: cannot write its parameter files: File too large")
     assert not (root.path / "var/first.ran").exists()
     assert list(temporary.iterdir()) == []
+
+
+def test_a_var_that_is_not_a_directory_is_named_and_fails_only_what_needs_it(root: PanelRoot) -> None:
+    """var/ a file (as when it cannot be searched): a function that needs nothing from var/
+    still answers (the registry cache and the log are optional; one stderr line), the
+    built-in core and the spool give exit status 3 naming their file, never status 4."""
+    (root.path / "var").rmdir()
+    (root.path / "var").write_text("not a directory")
+    root.plugin("hello", '<mgrdata><handler name="hello.sh" type="xml"><func name="hello.world"/></handler></mgrdata>')
+    root.addon("hello.sh", '#!/bin/sh\nsed "s|^</doc>|<greeting>hi</greeting>\\n</doc>|"\n')
+    log_line = f"mgrhooks: cannot write the log {root.path}/var/billmgr.log: Not a directory; its records are lost\n"
+
+    hello = root.mgrhooks("exec", "hello.world", "--out", "text")
+    assert (hello.returncode, hello.stdout, hello.stderr) == (0, "greeting=hi\n", log_line)
+
+    users = root.mgrhooks("exec", "user", "--out", "text")
+    database = f"{root.path}/var/billmgr.db: cannot make {root.path}/var: File exists"
+    assert (users.returncode, users.stderr) == (3, f"{log_line}Error: cannot use the database {database}\n")
+
+    queue = root.mgrhooks("queue list")
+    spool = f"{root.path}/var/billmgr.spool.db: Not a directory"
+    assert (queue.returncode, queue.stderr) == (3, f"Error: cannot use the database {spool}\n")
+
+
+def test_an_addon_that_cannot_be_looked_at_says_why(root: PanelRoot) -> None:
+    """``does not exist`` (the panel's words) only when it is missing; a symlink loop, or no
+    permission on addon/, is named as such."""
+    root.plugin(
+        "loop", '<mgrdata><handler name="loop.sh" type="xml"><event name="user" after="yes"/></handler></mgrdata>'
+    )
+    (root.path / "addon/loop.sh").symlink_to("loop.sh")
+    result = root.mgrhooks("check")
+    assert result.stdout == (
+        "etc/xml/billmgr_mod_loop.xml:1: error: handler 'loop.sh': "
+        "Addon 'addon/loop.sh' cannot be looked at: Too many levels of symbolic links\n"
+    )
