@@ -285,15 +285,10 @@ def _read_body(name: str | None) -> bytes:
 @click.option("--level", default=30, show_default=True, type=click.IntRange(0, 31), help="The caller's access level.")
 def plan_command(panel: Panel, func: str, level: int) -> None:
     """Print the steps a call of FUNC runs, in order, and why each is where it is."""
-    from .errors import PanelError
     from .model import Stage
 
-    with panel.logging():
-        try:
-            steps = panel.plan(func, level).steps
-        except PanelError as exc:
-            click.echo(f"Error: {exc.msg}", err=True)
-            sys.exit(ExitStatus.ERROR)
+    with panel.logging():  # an unknown function: a PanelError, reported as every MgrhooksError
+        steps = panel.plan(func, level).steps
     for number, step in enumerate(steps, 1):
         stage = step.stage.value if isinstance(step.stage, Stage) else "action"
         label = f"{step.name} ({step.event.handler.type.value})" if step.event else step.name

@@ -244,6 +244,11 @@ def test_plan_prints_order_and_reasons(root: PanelRoot) -> None:
     assert "why: after stage, slot base=project, proirity=after; file billmgr_mod_late_sh.xml" in result.stdout
 
 
+def test_plan_of_an_unknown_function_is_an_error_line_and_status_1(root: PanelRoot) -> None:
+    result = root.mgrhooks("plan", "no.such")
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", "Error: Unknown function 'no.such'\n")
+
+
 def test_check_reports_every_problem_with_file_and_line(root: PanelRoot) -> None:
     root.plugin("broken", "<mgrdata><handler name='x'>\n</mgrdata>")
     root.handler("ok.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>')
