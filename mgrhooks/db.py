@@ -46,8 +46,12 @@ def exists(path: Path) -> bool:
     except FileNotFoundError:
         return False
     except OSError as exc:
-        raise RootError(f"cannot use the database {path}: {exc.strerror}") from None
+        raise _unusable(path, str(exc.strerror)) from None
     return True
+
+
+def _unusable(path: Path, reason: str) -> RootError:
+    return RootError(f"cannot use the database {path}: {reason}")
 
 
 @contextmanager
@@ -69,14 +73,14 @@ def transaction(path: Path, schema: str, write: bool = True) -> Iterator[sqlite3
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RootError(f"cannot use the database {path}: cannot make {path.parent}: {exc.strerror}") from None
+        raise _unusable(path, f"cannot make {path.parent}: {exc.strerror}") from None
     try:
         yield from _transaction(path, schema, write)
     except sqlite3.Error as exc:
         codes = {getattr(sqlite3, name) for name in _ENVIRONMENTAL}
         if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in codes:
             raise
-        raise RootError(f"cannot use the database {path}: {exc}") from exc
+        raise _unusable(path, str(exc)) from exc
 
 
 def _transaction(path: Path, schema: str, write: bool) -> Iterator[sqlite3.Connection]:
