@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import stat
-from contextlib import suppress
 from pathlib import Path
 
 from . import __version__
@@ -73,7 +72,8 @@ def store(path: Path, key: str, registry: Registry) -> bool:
     temporary file or descriptor is left then)."""
     import pickle
 
-    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    from . import files
+
     try:
         by_func: dict[str, list[Event]] = {}
         for event in registry.events:
@@ -81,13 +81,11 @@ def store(path: Path, key: str, registry: Registry) -> bool:
         blobs = {name: pickle.dumps(tuple(events), pickle.HIGHEST_PROTOCOL) for name, events in by_func.items()}
         everything = pickle.dumps(registry.events, pickle.HIGHEST_PROTOCOL)
         content = pickle.dumps((key, registry._replace(events=()), blobs, everything), pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError):  # TypeError: something unpicklable
+        return False
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as file:  # closes the descriptor whatever happens
-            file.write(content)
-        temporary.replace(path)
-    except (OSError, pickle.PicklingError, TypeError):  # TypeError: something unpicklable
-        with suppress(OSError):  # e.g. var/ not searchable: there is nothing to remove then
-            temporary.unlink(missing_ok=True)
+        files.replace(path, content, 0o600)
+    except OSError:
         return False
     return True

@@ -122,10 +122,10 @@ class Root(NamedTuple):
         text = "# plugin files switched off by `mgrhooks plugin disable`\n" + "".join(
             f"{name}\n" for name in sorted(disabled)
         )
-        temporary = self.disabled_file.with_name(f"{self.disabled_file.name}.tmp{os.getpid()}")
+        from . import files
+
         try:
-            temporary.write_text(text, encoding="utf-8")
-            temporary.replace(self.disabled_file)
+            files.replace(self.disabled_file, text.encode("utf-8"))
         except OSError as exc:
             raise RootError(f"cannot write {self.disabled_file}: {exc.strerror}") from None
         return True

@@ -40,3 +40,26 @@ def test_an_unknown_plugin_is_a_usage_error(root: PanelRoot) -> None:
     result = root.mgrhooks("plugin disable", "nope")
     assert result.returncode == 2
     assert f"no plugin 'nope' in {root.path} for billmgr" in result.stderr
+
+
+def test_a_switch_that_cannot_be_written_changes_nothing_and_leaves_nothing(root: PanelRoot) -> None:
+    """The state file is replaced at once (mgrhooks.files): when the new one cannot be
+    written (here a file size limit, as a full disk), exit status 3 names the file, the old
+    one is as it was, and no temporary file is left beside it."""
+    import resource
+    import subprocess
+
+    root.handler("stamp.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>')
+    state = root.path / "etc/mgrhooks.disabled"
+    state.write_text("# kept\n")
+    limit = 16  # bytes: less than the new file's comment line
+    result = subprocess.run(
+        root.argv("plugin disable", "stamp_sh"),
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+    assert result.returncode == 3, result
+    assert result.stderr.endswith(f"Error: cannot write {state}: File too large\n")
+    assert state.read_text() == "# kept\n"
+    assert sorted(p.name for p in state.parent.iterdir()) == ["mgrhooks.disabled", "xml"]
