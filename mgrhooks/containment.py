@@ -210,7 +210,6 @@ def kill_tree(proc: Child, grace: float) -> tuple[int, ...]:
     reaped here. Must be called before ``proc`` is reaped. :returns: every pid
     signalled, ``proc`` first
     """
-    import signal
     import subprocess
 
     import psutil

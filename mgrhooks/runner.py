@@ -97,7 +97,9 @@ def _start(request: RunRequest) -> tuple[Child, int, int]:
     return it and the read ends of its stdout and stderr pipes. :raises OSError: nothing
     opened here is left open then (:class:`~mgrhooks.containment.Handover`)"""
     with Handover() as fds:
-        fds.given.append(_stdin_file(request.stdin))
+        stdin = memory_file("mgrhooks-stdin")
+        fds.given.append(stdin)
+        _fill(stdin, request.stdin)
         for _ in range(2):
             read, write = os.pipe()
             fds.kept.append(read)
@@ -207,19 +209,13 @@ class _Session:
         return False
 
 
-def _stdin_file(data: bytes) -> int:
-    """A descriptor of an in-memory file holding ``data``, positioned at its start (the
-    caller closes it). :raises OSError:"""
-    fd = memory_file("mgrhooks-stdin")
-    try:
-        view = memoryview(data)  # slices of a view copy nothing
-        written = 0
-        while written < len(view):  # pwrite leaves the offset at the start
-            written += os.pwrite(fd, view[written:], written)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+def _fill(fd: int, data: bytes) -> None:
+    """Write all of ``data`` into the in-memory file ``fd``, its offset left at the start
+    (where the handler reads from). :raises OSError:"""
+    view = memoryview(data)  # slices of a view copy nothing
+    written = 0
+    while written < len(view):  # pwrite leaves the offset where it is
+        written += os.pwrite(fd, view[written:], written)
 
 
 def _widen(fd: int) -> int:
