@@ -76,21 +76,17 @@ class Functions:
         return list(PARAMETERS.get(func, ()))
 
     def _eventlist(self, doc: Element) -> None:
-        """One ``<elem>`` per registration: event, stage, handler, type, plugin file and line."""
-        for event in self.registry.events:
+        """One ``<elem>`` per registration: event, stage, handler, type, plugin file and line
+        (events, then the functions addons declare, as stage ``action``)."""
+        registrations = [(e.func, e.stage.value, e.handler, e.source) for e in self.registry.events]
+        registrations += [(f.name, "action", f.handler, f.source) for f in self.registry.funcs]
+        for name, stage, handler, source in registrations:
             elem = add(doc, "elem")
-            add(elem, "name", event.func)
-            add(elem, "stage", event.stage.value)
-            add(elem, "handler", event.handler.name)
-            add(elem, "type", event.handler.type.value)
-            add(elem, "plugin", str(event.source))
-        for func in self.registry.funcs:
-            elem = add(doc, "elem")
-            add(elem, "name", func.name)
-            add(elem, "stage", "action")
-            add(elem, "handler", func.handler.name)
-            add(elem, "type", func.handler.type.value)
-            add(elem, "plugin", str(func.source))
+            add(elem, "name", name)
+            add(elem, "stage", stage)
+            add(elem, "handler", handler.name)
+            add(elem, "type", handler.type.value)
+            add(elem, "plugin", str(source))
 
 
 def core_docs(root: Path, mgr: str, func: str, core_doc: Path | None) -> dict[str, Path]:
