@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -89,44 +90,45 @@ def _is_open(fd: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def room_for(descriptors: int) -> Iterator[None]:
+    """Meanwhile this process can open ``descriptors`` more and no others (RLIMIT_NOFILE
+    just above the free numbers it leaves)."""
+    import resource
+
+    opened = open_descriptors()
+    free = [fd for fd in range(1024) if fd not in opened]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (free[descriptors], hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_a_handler_that_cannot_get_its_descriptors_leaves_none_open(tmp_path: Path) -> None:
     """Out of descriptors (EMFILE) at the memfd, the stdout pipe or the stderr pipe: a spawn
     failure, and whatever was opened before the failing step is closed again (an
     application embedding mgrhooks must not lose descriptors to failed handlers)."""
-    import resource
-
     req = request(tmp_path, "print('<doc/>')\n")
     before = open_descriptors()
-    free = [fd for fd in range(1024) if fd not in before]
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     reasons = []
-    try:
-        for room in range(5):  # free descriptor numbers under the limit: the memfd needs 1, each pipe 2
-            resource.setrlimit(resource.RLIMIT_NOFILE, (free[room], hard))
+    for room in range(5):  # the memfd needs 1, each pipe 2
+        with room_for(room):
             outcome = run(req)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-            assert open_descriptors() == before, f"room for {room} descriptors"
-            reasons.append((outcome.failure, outcome.reason.rsplit(": ", 1)[-1]))
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert open_descriptors() == before, f"room for {room} descriptors"
+        reasons.append((outcome.failure, outcome.reason.rsplit(": ", 1)[-1]))
     assert reasons == [("spawn", "Too many open files")] * 5
 
 
 def test_a_guardian_out_of_descriptors_neither_fails_the_call_nor_leaves_any_open() -> None:
     """EMFILE at the guardian's memfd, pipe or /dev/null: ``watch`` goes on without it
     (tried once, as any guardian that cannot start), and nothing it opened stays open."""
-    import resource
-
     before = open_descriptors()
-    free = [fd for fd in range(1024) if fd not in before]
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     for room in range(4):  # the memfd needs 1, the pipe 2, /dev/null 1
         guardian = containment.Guardian()
-        resource.setrlimit(resource.RLIMIT_NOFILE, (free[room], hard))
-        try:
+        with room_for(room):
             guardian.watch(os.getpid())
-        finally:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         assert open_descriptors() == before, f"room for {room} descriptors"
         guardian.watch(os.getpid())  # not tried again, though it could start now
         assert open_descriptors() == before
