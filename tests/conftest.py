@@ -25,6 +25,12 @@ PYTHON_SHEBANG = (
 )
 
 
+def unmeasured() -> dict[str, str]:
+    """This process's environment without coverage's measuring of child processes, for a
+    child run under a file size limit (coverage could not write its data file there)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+
+
 @pytest.fixture(autouse=True)
 def _no_ambient_root(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may act on a root it did not choose (e.g. the repository's own var/)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import PanelRoot
+from conftest import PanelRoot, unmeasured
 
 
 def test_disable_and_enable_a_plugin(root: PanelRoot) -> None:
@@ -57,6 +57,7 @@ def test_a_switch_that_cannot_be_written_changes_nothing_and_leaves_nothing(root
         root.argv("plugin disable", "stamp_sh"),
         capture_output=True,
         text=True,
+        env=unmeasured(),
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
     )
     assert result.returncode == 3, result

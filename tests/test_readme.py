@@ -49,7 +49,7 @@ def test_readme_first_lines_are_the_two_setup_commands() -> None:
     commands = [line.split("#")[0].strip() for line in first_block.splitlines()]
     assert commands == [
         "bash setup.sh && .venv/bin/mgrhooks exec user.add name=alice passwd=secret sok=ok",
-        ".venv/bin/python -m pytest",
+        ".venv/bin/python -m pytest --cov",
     ]
     ci = (REPO / ".ci/run").read_text()
     assert all(command in ci for command in commands)
