@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .root import Root, init_root
     from .xmldoc import add
 
-__version__ = "0.1.0"
+from .version import __version__ as __version__  # re-exported: mgrhooks.__version__
 
 _WHERE = {
     "Panel": "api",

@@ -21,9 +21,9 @@ import os
 import stat
 from pathlib import Path
 
-from . import __version__
 from .model import Event, FuncDecl, Handler, Problem, Registry, Source
 from .plugins import PluginFile
+from .version import __version__
 
 #: the records' fields: a cache written with other record shapes is never read
 _SHAPES = ";".join(",".join(record._fields) for record in (Registry, Event, FuncDecl, Handler, Problem, Source))

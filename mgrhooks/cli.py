@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from . import __version__
 from .errors import ExitStatus, MgrhooksError, out_of_resources
 from .root import DEFAULT_MGR
+from .version import __version__
 
 if TYPE_CHECKING:
     from .api import Panel

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from lxml import etree
 
-from . import __version__, logs
+from . import logs
 from .core import BuiltinCore, Core
 from .env import Facts, call_environment, query_string, spilled, stage_environment
 from .errors import PanelError, RootError
@@ -26,6 +26,7 @@ from .observers import Observers
 from .plan import plan
 from .root import Root
 from .shape import initial_document, old_generation_input, without_old_generation
+from .version import __version__
 from .xmldoc import (
     DECLARATION,
     Checked,

@@ -254,3 +254,14 @@ def test_embedded_records_follow_the_applications_levels(root: PanelRoot, panel:
     with caplog.at_level(logging.DEBUG, logger="mgrhooks"):
         panel.call("desktop")
     assert "'h.sh': " in caplog.text and "bytes on stdin, environment " in caplog.text and len(built) == 1
+
+
+def test_the_version_lives_in_its_own_module() -> None:
+    """mgrhooks.version holds it; the package re-exports it and the installed metadata
+    (pyproject's dynamic version) reads it from there."""
+    from importlib.metadata import version
+
+    import mgrhooks
+    from mgrhooks.version import __version__
+
+    assert mgrhooks.__version__ == __version__ == version("mgrhooks")
