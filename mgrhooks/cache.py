@@ -2,8 +2,9 @@
 while no plugin file changed. I/O.
 
 The key is every plugin file's name, generation, size, inode and modification and change
-times in nanoseconds, plus mgrhooks' version and the fields of its records: adding, removing, editing or replacing a
-file, or upgrading mgrhooks, makes the cache stale, and a stale cache is never used.
+times in nanoseconds, plus mgrhooks' version and the fields (names and types) of its
+records: adding, removing, editing or replacing a file, or upgrading mgrhooks, makes the
+cache stale, and a stale cache is never used.
 
 Besides the whole registry, the cache holds each function's events pickled apart, so a
 call loads only the events of its own function and of ``*`` (5,000 events would take
@@ -25,8 +26,12 @@ from .model import Event, FuncDecl, Handler, Problem, Registry, Source
 from .plugins import PluginFile
 from .version import __version__
 
-#: the records' fields: a cache written with other record shapes is never read
-_SHAPES = ";".join(",".join(record._fields) for record in (Registry, Event, FuncDecl, Handler, Problem, Source))
+#: the records' fields and their types: a cache written with other record shapes (a field
+#: added, or a ``str`` that became an enum) is never read
+_SHAPES = ";".join(
+    ",".join(f"{name}:{kind}" for name, kind in record.__annotations__.items())
+    for record in (Registry, Event, FuncDecl, Handler, Problem, Source)
+)
 
 
 def fingerprint(files: list[PluginFile]) -> str:

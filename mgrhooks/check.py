@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .model import Problem, Registry
+from .model import Problem, Registry, Severity
 from .programs import inspect
 from .root import Root
 
@@ -20,6 +20,7 @@ def check(root: Root, registry: Registry) -> list[Problem]:
             continue
         seen.add(handler.name)
         program = inspect(root.addon_dir, handler.name)
-        problems += [Problem("error", handler.source, f"handler '{handler.name}': {e}") for e in program.errors]
-        problems += [Problem("warning", handler.source, f"handler '{handler.name}': {w}") for w in program.warnings]
+        where, label = handler.source, f"handler '{handler.name}'"
+        problems += [Problem(Severity.ERROR, where, f"{label}: {e}") for e in program.errors]
+        problems += [Problem(Severity.WARNING, where, f"{label}: {w}") for w in program.warnings]
     return problems

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from .errors import ExitStatus, MgrhooksError, out_of_resources
+from .model import Severity
 from .root import DEFAULT_MGR
 from .version import __version__
 
@@ -304,7 +305,7 @@ def check_command(panel: Panel) -> None:
     problems = panel.check()
     for problem in problems:
         click.echo(str(problem))
-    errors = sum(p.severity == "error" for p in problems)
+    errors = sum(p.severity is Severity.ERROR for p in problems)
     click.echo(f"{errors} error(s), {len(problems) - errors} warning(s)", err=True)
     sys.exit(ExitStatus.ERROR if errors else ExitStatus.OK)
 

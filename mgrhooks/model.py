@@ -106,13 +106,20 @@ class FuncDecl(NamedTuple):
     minlevel: int = 0
 
 
+class Severity(enum.StrEnum):
+    """How bad a :class:`Problem` is (``mgrhooks check`` exits 1 when one is an error)."""
+
+    #: the thing is not used (a handler, an event, a file)
+    ERROR = "error"
+    #: the thing is used, perhaps not as its author meant
+    WARNING = "warning"
+
+
 class Problem(NamedTuple):
-    """Something wrong in a plugin file or handler program, with its place.
+    """Something wrong in a plugin file or handler program, with its place; ``str()``
+    gives ``path:line: severity: message``."""
 
-    ``severity`` is ``"error"`` (the thing is not used) or ``"warning"`` (it is used).
-    """
-
-    severity: str
+    severity: Severity
     source: Source
     message: str
 

@@ -15,7 +15,7 @@ from typing import NamedTuple, TypeVar
 
 from lxml import etree
 
-from .model import Base, Event, FuncDecl, Handler, HandlerType, Placement, Problem, Registry, Source, Stage
+from .model import Base, Event, FuncDecl, Handler, HandlerType, Placement, Problem, Registry, Severity, Source, Stage
 from .xmldoc import DocumentError, Element, parse
 
 #: the priority of a handler without priority="hi" (Zotonic's default, too); "hi" is 0
@@ -43,8 +43,13 @@ class _File:
     def at(self, elem: Element) -> Source:
         return Source(self.path, elem.sourceline or 0)
 
-    def report(self, severity: str, elem: Element, message: str) -> None:
-        self.problems.append(Problem(severity, self.at(elem), message))
+    def error(self, elem: Element, message: str) -> None:
+        """Report that ``elem`` (a handler, event or func) is not used, and why."""
+        self.problems.append(Problem(Severity.ERROR, self.at(elem), message))
+
+    def warning(self, elem: Element, message: str) -> None:
+        """Report something odd about ``elem`` that is used all the same."""
+        self.problems.append(Problem(Severity.WARNING, self.at(elem), message))
 
 
 class ParsedFile(NamedTuple):
@@ -70,7 +75,7 @@ def parse_plugin(data: bytes, path: str, generation: int = 5) -> ParsedFile:
     try:
         root = parse(data, root_tag="mgrdata")
     except DocumentError as exc:
-        file.problems.append(Problem("error", Source(path, exc.line), exc.reason))
+        file.problems.append(Problem(Severity.ERROR, Source(path, exc.line), exc.reason))
         return parsed
     index = 0
     for child in root:
@@ -85,7 +90,7 @@ def parse_plugin(data: bytes, path: str, generation: int = 5) -> ParsedFile:
                 key = (child.get("name", ""), messages.get("name", ""))
                 parsed.messages.setdefault(key, []).append(etree.tostring(messages))
         elif child.tag not in INTERFACE_ELEMENTS:
-            file.report("warning", child, f"unknown element <{child.tag}> ignored")
+            file.warning(child, f"unknown element <{child.tag}> ignored")
     return parsed
 
 
@@ -103,29 +108,29 @@ def _handler_block(elem: Element, file: _File, parsed: ParsedFile, index: int) -
             if func is not None:
                 parsed.funcs.append(func)
         elif isinstance(item.tag, str):
-            file.report("warning", item, f"handler '{handler.name}': unknown element <{item.tag}> ignored")
+            file.warning(item, f"handler '{handler.name}': unknown element <{item.tag}> ignored")
     return index
 
 
 def _warn_unknown_attributes(elem: Element, file: _File, context: str) -> None:
     for attr in elem.attrib:
         if attr not in KNOWN_ATTRIBUTES[str(elem.tag)]:
-            file.report("warning", elem, f"{context}unknown attribute '{attr}' ignored")
+            file.warning(elem, f"{context}unknown attribute '{attr}' ignored")
 
 
 def _handler(elem: Element, file: _File) -> Handler | None:
     name = (elem.get("name") or "").strip()
     if not name:
-        file.report("error", elem, "<handler> without a name: skipped")
+        file.error(elem, "<handler> without a name: skipped")
         return None
     context = f"handler '{name}': "
     _warn_unknown_attributes(elem, file, context)
     type_text = elem.get("type")
     if type_text is None:
-        file.report("warning", elem, f"{context}no 'type' attribute: xml assumed")
+        file.warning(elem, f"{context}no 'type' attribute: xml assumed")
         type_text = "xml"
     if type_text not in ("cgi", "xml"):
-        file.report("error", elem, f"{context}attribute 'type': expected one of cgi, xml, got '{type_text}': skipped")
+        file.error(elem, f"{context}attribute 'type': expected one of cgi, xml, got '{type_text}': skipped")
         return None
     return Handler(
         name=name,
@@ -148,7 +153,7 @@ def _timeout(elem: Element, file: _File, context: str) -> float | None:
     except ValueError:
         value = math.nan
     if not (value > 0 and math.isfinite(value)):
-        file.report("warning", elem, f"{context}attribute 'timeout': expected seconds > 0, got '{text}': default used")
+        file.warning(elem, f"{context}attribute 'timeout': expected seconds > 0, got '{text}': default used")
         return None
     return value
 
@@ -156,7 +161,7 @@ def _timeout(elem: Element, file: _File, context: str) -> float | None:
 def _minlevel(elem: Element, file: _File, context: str) -> int:
     text = elem.get("minlevel", "0")
     if not text.isdigit():
-        file.report("warning", elem, f"{context}attribute 'minlevel': expected a level 0-31, got '{text}': 0 used")
+        file.warning(elem, f"{context}attribute 'minlevel': expected a level 0-31, got '{text}': 0 used")
         return 0
     return int(text)
 
@@ -166,11 +171,11 @@ def _events(elem: Element, handler: Handler, index: int, file: _File) -> list[Ev
     _warn_unknown_attributes(elem, file, context)
     func = (elem.get("name") or elem.text or "").strip()
     if not func:
-        file.report("error", elem, f"{context}<event> without a function name: skipped")
+        file.error(elem, f"{context}<event> without a function name: skipped")
         return []
     stages = [stage for attr, stage in _STAGE_ATTRIBUTES if elem.get(attr) == "yes"]
     if not stages:
-        file.report("error", elem, f"{context}event '{func}' has no stage (before, after or final=\"yes\"): skipped")
+        file.error(elem, f"{context}event '{func}' has no stage (before, after or final=\"yes\"): skipped")
         return []
     base, placement = _anchor(elem, file, context)
     return [
@@ -208,7 +213,7 @@ def _choice(elem: Element, attr: str, default: E, file: _File, context: str) -> 
     except ValueError:
         expected = " or ".join(member.value for member in type(default))
         message = f"{context}attribute '{attr}': expected {expected}, got '{text}': {default.value} used"
-        file.report("warning", elem, message)
+        file.warning(elem, message)
         return default
 
 
@@ -216,7 +221,7 @@ def _func(elem: Element, handler: Handler, file: _File) -> FuncDecl | None:
     _warn_unknown_attributes(elem, file, f"handler '{handler.name}': ")
     name = (elem.get("name") or elem.text or "").strip()
     if not name:
-        file.report("error", elem, f"handler '{handler.name}': <func> without a name: skipped")
+        file.error(elem, f"handler '{handler.name}': <func> without a name: skipped")
         return None
     minlevel = _minlevel(elem, file, f"handler '{handler.name}': ")
     return FuncDecl(name=name, handler=handler, source=file.at(elem), minlevel=max(minlevel, handler.minlevel))
@@ -280,7 +285,7 @@ def _duplicate_funcs(funcs: Sequence[FuncDecl]) -> list[Problem]:
         if func.name in seen:
             first = seen[func.name]
             message = f"function '{func.name}' is already declared at {first.source}: ignored"
-            problems.append(Problem("warning", func.source, message))
+            problems.append(Problem(Severity.WARNING, func.source, message))
         else:
             seen[func.name] = func
     return problems
@@ -297,6 +302,6 @@ def load_registry(root: Path, mgr: str, files: list[PluginFile] | None = None) -
             with open(path, "rb") as file:
                 parsed.append((shown, file.read(), generation))
         except OSError as exc:
-            unreadable.append(Problem("error", Source(shown), f"cannot read: {exc.strerror}"))
+            unreadable.append(Problem(Severity.ERROR, Source(shown), f"cannot read: {exc.strerror}"))
     registry = build_registry(parsed)
     return registry._replace(problems=registry.problems + tuple(unreadable))

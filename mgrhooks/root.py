@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from . import cache, logs
 from .errors import RootError
-from .model import Registry
+from .model import Registry, Severity
 from .plugins import load_registry, plugin_files
 from .settings import Settings, load_settings
 
@@ -179,4 +179,4 @@ class Root(NamedTuple):
         for func in registry.funcs:
             logs.ACTION.log(logs.EXTINFO, "Register function '%s' by '%s'", func.name, func.handler.name)
         for problem in registry.problems:
-            logs.ACTION.log(logs.ERROR if problem.severity == "error" else logs.WARNING, "%s", problem)
+            logs.ACTION.log(logs.ERROR if problem.severity is Severity.ERROR else logs.WARNING, "%s", problem)

@@ -91,3 +91,19 @@ def test_a_registry_that_cannot_be_stored_leaves_no_file_or_descriptor(tmp_path)
     assert cache.store(tmp_path / "var" / "billmgr.registry", "key", Registry(events=(event,))) is False
     assert os.listdir("/proc/self/fd") == before
     assert list((tmp_path / "var").iterdir()) == []
+
+
+def test_problems_read_from_the_cache_keep_their_severity(root: PanelRoot) -> None:
+    """Severity is an enum in the records, from the parser and from the cache alike; the
+    cache key holds the records' field types, so a cache whose problems held plain
+    strings (before the enum) is not read."""
+    from mgrhooks import cache
+    from mgrhooks.model import Severity
+
+    root.plugin("bad", "<mgrdata><handler/></mgrdata>")
+    parsed = Root.open(root.path).registry().problems
+    cached = Root.open(root.path).registry().problems
+    assert parsed == cached and [p.severity for p in cached] == [Severity.ERROR]
+    assert cached[0].severity is Severity.ERROR
+    assert str(cached[0]).endswith(": error: <handler> without a name: skipped")
+    assert "severity:<enum 'Severity'>" in cache.fingerprint([])
