@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 from .core import BuiltinCore, Core
 from .dispatch import Options, Response, call, nesting, reachable
-from .model import InternalHandler, Plan, Problem, Request
+from .model import InternalHandler, Level, Plan, Problem, Request
 from .observers import Observers
 from .root import DEFAULT_MGR, Root
 from .xmldoc import Element
@@ -103,7 +103,7 @@ class Panel:
         params: Mapping[str, str] | Sequence[tuple[str, str]] = (),
         *,
         user: str = "root",
-        level: int = 30,
+        level: int = Level.SUPER_USER,
         lang: str = "en",
         options: Options | None = None,
     ) -> Response:
@@ -121,7 +121,7 @@ class Panel:
             options = options._replace(depth=depth, chain=chain)
         return call(self.root, request, self.core, options._replace(observers=self.observers))
 
-    def plan(self, func: str, level: int = 30) -> Plan:
+    def plan(self, func: str, level: int = Level.SUPER_USER) -> Plan:
         """The steps a call of ``func`` by a caller of ``level`` runs, each with why.
 
         :raises PanelError: the function is unknown, or out of the caller's reach

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from .errors import ExitStatus, MgrhooksError, out_of_resources
-from .model import Severity
+from .model import Level, Severity
 from .root import DEFAULT_MGR
 from .version import __version__
 
@@ -48,6 +48,16 @@ def _root_options(command: F) -> F:
         return command(panel=_open(root_dir, mgr), **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+#: ``--level`` of the commands that call or plan a call
+_level_option = click.option(
+    "--level",
+    default=Level.SUPER_USER.value,
+    show_default=True,
+    type=click.IntRange(0, 31),
+    help="The caller's access level (AUTH_LEVEL).",
+)
 
 
 def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
@@ -160,7 +170,7 @@ def _call_and_print(
     fmt: str,
     *,
     user: str = "root",
-    level: int = 30,
+    level: int = Level.SUPER_USER,
     lang: str = "en",
     timeout: float | None = None,
     core_doc: Path | None = None,
@@ -222,7 +232,7 @@ def _release_stdout() -> None:
 @click.option("--plid", help="The parent object id.")
 @click.option("--sok", help="Set to submit a form (usually 'ok').")
 @click.option("--user", default="root", show_default=True, help="The calling user (AUTH_USER).")
-@click.option("--level", default=30, show_default=True, type=click.IntRange(0, 31), help="The caller's access level.")
+@_level_option
 @click.option("--lang", default="en", show_default=True, help="The request language.")
 @click.option("--out", "fmt", type=click.Choice(FORMATS), default="xml", show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds each handler may run.")
@@ -283,7 +293,7 @@ def _read_body(name: str | None) -> bytes:
 @main.command("plan")
 @_root_options
 @click.argument("func")
-@click.option("--level", default=30, show_default=True, type=click.IntRange(0, 31), help="The caller's access level.")
+@_level_option
 def plan_command(panel: Panel, func: str, level: int) -> None:
     """Print the steps a call of FUNC runs, in order, and why each is where it is."""
     from .model import Stage

@@ -6,7 +6,8 @@ Functions (PROTOCOL §6 conventions): ``user`` (list), ``user.add`` and ``user.e
 ", "), and ``desktop``. Each action runs in one ``BEGIN IMMEDIATE`` transaction: it is
 committed whole or, on any error, rolled back whole.
 
-The ``user.*`` functions need an administrator (level 29 or more; our choice).
+The ``user.*`` functions need an administrator (:attr:`Level.ADMIN`, 29, or more; our
+choice); a user's level is one of :class:`~mgrhooks.model.Level`.
 """
 
 from __future__ import annotations
@@ -20,16 +21,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from .db import transaction
 from .errors import PanelError
-from .model import Base, InternalHandler, Request, Stage
+from .model import Base, InternalHandler, Level, Request, Stage
 from .xmldoc import Element, add
 
 if TYPE_CHECKING:  # sqlite3 and the hashing modules load when a function needs them
     import sqlite3
 
-ADMIN_LEVEL = 29
-DEFAULT_LEVEL = 16
-#: the access levels a panel user may have (PROTOCOL §4)
-LEVELS = (9, 16, 24, 29, 30)
+#: the level of a user created without one
+DEFAULT_LEVEL = Level.USER
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 GROUP_SEPARATOR = ", "
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -105,8 +104,8 @@ class BuiltinCore:
         return transaction(self.db_path, _SCHEMA, write)
 
     def action(self, request: Request, doc: Element) -> None:
-        if request.func.startswith("user") and request.level < ADMIN_LEVEL:
-            raise PanelError("access", "func", request.func, f"Access to '{request.func}' needs level {ADMIN_LEVEL}")
+        if request.func.startswith("user") and request.level < Level.ADMIN:
+            raise PanelError("access", "func", request.func, f"Access to '{request.func}' needs level {Level.ADMIN}")
         password = request.get("passwd")
         if password and request.get("sok"):
             # scrypt takes tens of milliseconds: not while holding the database's write lock
@@ -213,8 +212,8 @@ def _valid_name(name: str) -> str:
 
 
 def _valid_level(text: str) -> int:
-    if text not in {str(level) for level in LEVELS}:
-        raise PanelError("value", "level", text, f"Invalid level '{text}': one of {', '.join(map(str, LEVELS))}")
+    if text not in {str(level) for level in Level}:
+        raise PanelError("value", "level", text, f"Invalid level '{text}': one of {', '.join(map(str, Level))}")
     return int(text)
 
 

@@ -157,17 +157,29 @@ class InternalHandler(NamedTuple):
     base: Base
 
 
+class Level(enum.IntEnum):
+    """The access levels panel users have (``AUTH_LEVEL``; PROTOCOL §4). A caller's level
+    is any number 0-31 (a plain ``int``); these name the ones the panel gives."""
+
+    MAILBOX_USER = 9
+    USER = 16
+    RESELLER = 24
+    ADMIN = 29
+    #: ``root``: what ``mgrctl`` and ``mgrhooks exec`` call as by default
+    SUPER_USER = 30
+
+
 class Request(NamedTuple):
     """One function call.
 
     ``params`` are the request parameters in order, without ``func``; ``level`` is the
-    caller's access level (30 super user, 29 admin, 24 reseller, 16 user; PROTOCOL §4).
+    caller's access level 0-31 (see :class:`Level`; PROTOCOL §4).
     """
 
     func: str
     params: tuple[tuple[str, str], ...] = ()
     user: str = "root"
-    level: int = 30
+    level: int = Level.SUPER_USER
     lang: str = "en"
     call_id: str = ""
 

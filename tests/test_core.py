@@ -116,3 +116,17 @@ def test_desktop_internal_handlers(panel: Root) -> None:
     assert (
         render(do(panel, "desktop", caller=("alice", 16)), "text") == "user.name=alice\nuser.level=16\nbalance=7.50\n"
     )
+
+
+def test_the_levels_are_named_once(panel: Root) -> None:
+    """model.Level names the levels panel users have; a request is the super user's unless
+    it says otherwise, and the core offers exactly those levels."""
+    from mgrhooks.model import Level
+
+    assert [int(level) for level in Level] == [9, 16, 24, 29, 30]
+    assert Request("user").level == Level.SUPER_USER == 30
+    message = text(panel, "user.add", name="carol", passwd="x", level="31", sok="ok")
+    assert message == "ERROR value(level,31): Invalid level '31': one of 9, 16, 24, 29, 30\n"
+    for level in Level:
+        assert text(panel, "user.add", name=f"u{level}", passwd="x", level=str(level), sok="ok") == f"OK\nid=u{level}\n"
+    assert rows(panel) == [(f"u{level}", int(level), "active") for level in sorted(Level, key=str)]
