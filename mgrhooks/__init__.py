@@ -10,11 +10,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import Panel, PluginInfo
+    from .api import Panel
     from .dispatch import Options, Response, call
     from .errors import ExitStatus, MgrhooksError, PanelError, RootError
     from .model import Base, InternalHandler, Placement, Request, Stage
     from .observers import Continue, Observers, passing
+    from .plugins import PluginInfo
     from .root import Root, init_root
     from .xmldoc import add
 
@@ -22,7 +23,7 @@ from .version import __version__ as __version__  # re-exported: mgrhooks.__versi
 
 _WHERE = {
     "Panel": "api",
-    "PluginInfo": "api",
+    "PluginInfo": "plugins",
     "Options": "dispatch",
     "Response": "dispatch",
     "call": "dispatch",

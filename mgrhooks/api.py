@@ -30,72 +30,99 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from .core import BuiltinCore, Core
+from .core import Core
 from .dispatch import Options, Response, call, nesting, reachable
+from .functions import Function, Functions, PythonFunction, builtin_core
 from .model import InternalHandler, Level, Plan, Problem, Request
 from .observers import Observers
+from .plugins import PluginInfo
 from .root import DEFAULT_MGR, Root
-from .xmldoc import Element
 
-#: a core function written in Python: adds its result to ``doc`` or raises PanelError
-Function = Callable[[Request, Element], None]
+if TYPE_CHECKING:
+    from .delivery import Pass
+    from .spool import Queued
+
+__all__ = ["Function", "Panel", "PluginInfo"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-class PluginInfo(NamedTuple):
-    """One plugin description file, as ``mgrhooks plugin list`` shows it."""
+class _Delegated(Generic[P, R]):
+    """A :class:`Panel` method that is the same :class:`~mgrhooks.observers.Observers`
+    method of ``panel.observers``, looked up on each use (nothing is copied onto the
+    panel; signature and docstring are the observers' own)."""
 
-    name: str
-    file: str
-    shown: str
-    enabled: bool
-    handlers: int
-    functions: int
+    def __init__(self, method: Callable[Concatenate[Observers, P], R]) -> None:
+        self.method = method
+        self.__doc__ = method.__doc__
+
+    @overload
+    def __get__(self, panel: None, owner: type[Panel]) -> Callable[Concatenate[Observers, P], R]: ...
+    @overload
+    def __get__(self, panel: Panel, owner: type[Panel]) -> Callable[P, R]: ...
+    def __get__(self, panel: Panel | None, owner: type[Panel]) -> Callable[..., R]:
+        if panel is None:
+            return self.method
+        bound: Callable[P, R] = getattr(panel.observers, self.method.__name__)
+        return bound
 
 
 class Panel:
     """A panel root with its observers and core.
 
+    The observer methods (``register``, ``observe``, ``unregister``,
+    ``unregister_extension`` and the dispatch kinds ``notify``, ``notify_sync``,
+    ``notify1``, ``first``, ``map``, ``foldl``, ``foldr``) are those of :attr:`observers`,
+    delegated: ``panel.register`` is ``panel.observers.register``.
+
     :param root: the root directory (``etc/xml``, ``addon``, ``var``)
     :param mgr: the product (``billmgr``, ``ispmgr``, ...)
     :param core: the core whose functions calls reach; the built-in SQLite core by default
+        (:func:`mgrhooks.functions.builtin_core`)
     :raises RootError: ``root`` is not a directory, or ``mgr`` not a plain name
     """
 
     def __init__(self, root: str | os.PathLike[str] = ".", mgr: str = DEFAULT_MGR, core: Core | None = None) -> None:
         self.root = Root.open(root, mgr)
+        #: the observers every call of this panel consults (:class:`~mgrhooks.observers.Observers`)
         self.observers = Observers()
-        self._functions: dict[str, tuple[Function, tuple[InternalHandler, ...]]] = {}
-        self._core = core if core is not None else BuiltinCore(self.root.db_file)
-        self.register = self.observers.register
-        self.observe = self.observers.observe
-        self.unregister = self.observers.unregister
-        self.unregister_extension = self.observers.unregister_extension
-        self.notify = self.observers.notify
-        self.notify_sync = self.observers.notify_sync
-        self.notify1 = self.observers.notify1
-        self.first = self.observers.first
-        self.map = self.observers.map
-        self.foldl = self.observers.foldl
-        self.foldr = self.observers.foldr
+        self._functions: dict[str, PythonFunction] = {}
+        self._core = core if core is not None else builtin_core(self.root)
+
+    register = _Delegated(Observers.register)
+    observe = _Delegated(Observers.observe)
+    unregister = _Delegated(Observers.unregister)
+    unregister_extension = _Delegated(Observers.unregister_extension)
+    notify = _Delegated(Observers.notify)
+    notify_sync = _Delegated(Observers.notify_sync)
+    notify1 = _Delegated(Observers.notify1)
+    first = _Delegated(Observers.first)
+    map = _Delegated(Observers.map)
+    foldl = _Delegated(Observers.foldl)
+    foldr = _Delegated(Observers.foldr)
 
     # --- calls --------------------------------------------------------------------------
 
     def function(self, name: str, internals: Sequence[InternalHandler] = ()) -> Callable[[Function], Function]:
         """Decorator: make a Python callable the core's function ``name`` (replacing the
-        built-in one of that name, if any)."""
+        built-in one of that name, if any), with the core's ``internals`` run around it.
+        The callable gets ``(request, doc)``, adds its result to ``doc`` and may raise
+        :class:`~mgrhooks.errors.PanelError` for a typed ``<error>``."""
 
         def register(function: Function) -> Function:
-            self._functions[name] = (function, tuple(internals))
+            self._functions[name] = PythonFunction(function, tuple(internals))
             return function
 
         return register
 
     @property
     def core(self) -> Core:
-        """The core calls reach: the Python functions, then the given or built-in core."""
-        return _WithFunctions(self._core, self._functions) if self._functions else self._core
+        """The core calls reach: the Python functions (a
+        :class:`~mgrhooks.functions.Functions`), then the given or built-in core."""
+        return Functions(self._core, python=self._functions) if self._functions else self._core
 
     def call(
         self,
@@ -108,6 +135,10 @@ class Panel:
         options: Options | None = None,
     ) -> Response:
         """Call ``func`` and return the response (see :func:`mgrhooks.dispatch.call`).
+
+        :param params: request parameters, a mapping or ``(key, value)`` pairs in order
+            (a ``func`` among them is dropped)
+        :param level: the caller's access level 0-31 (:class:`~mgrhooks.model.Level`)
 
         A call made from inside a handler (``MGRHOOKS_DEPTH`` in the environment) counts as
         nested. :raises RootError: the root's ``etc/mgrhooks.conf`` is broken, or the
@@ -133,7 +164,8 @@ class Panel:
         return plan(registry, Request(func, level=level), functions.catalogue(), disabled, self.observers.events())
 
     def functions(self, func: str | None = None) -> list[str]:
-        """Every function a call can reach (``func`` given: that function's parameters)."""
+        """Every function a call can reach, sorted (``func`` given: that function's
+        parameters, as ``mgrctl -i FUNC`` lists them)."""
         registry, functions = reachable(self.root, func or "", self.core)
         if func:
             return functions.parameters(func)
@@ -148,96 +180,79 @@ class Panel:
     # --- plugins ------------------------------------------------------------------------
 
     def check(self) -> list[Problem]:
-        """Every problem of the plugin files and handler programs."""
+        """Every problem of the plugin files and handler programs (:func:`mgrhooks.check.check`)."""
         from .check import check
         from .plugins import load_registry
 
         return check(self.root, load_registry(self.root.path, self.root.mgr))
 
     def plugins(self) -> list[PluginInfo]:
-        """The plugin description files, in load order."""
-        from .plugins import load_registry, plugin_files
+        """The plugin description files, in load order (:func:`mgrhooks.plugins.list_plugins`)."""
+        from .plugins import list_plugins
 
-        files = plugin_files(self.root.path, self.root.mgr)
-        registry = load_registry(self.root.path, self.root.mgr, files)
-        disabled = self.root.disabled_plugins()
-        found = []
-        for shown, _, _ in files:
-            file = shown.rsplit("/", 1)[-1]
-            handlers = {e.handler.name for e in registry.events if e.handler.plugin == file}
-            funcs = [f for f in registry.funcs if f.handler.plugin == file]
-            name = file.removeprefix(f"{self.root.mgr}_mod_").removesuffix(".xml")
-            found.append(PluginInfo(name, file, shown, file not in disabled, len(handlers), len(funcs)))
-        return found
+        return list_plugins(self.root.path, self.root.mgr, self.root.disabled_plugins())
 
     def set_plugin_enabled(self, name: str, enabled: bool) -> tuple[PluginInfo, bool]:
-        """Switch plugin ``name`` (``samba`` or its file name) on or off.
+        """Switch plugin ``name`` (``samba`` or its file name) on or off; a change is
+        logged in ``var/<mgr>.log``.
 
         :returns: the plugin, and whether anything changed
         :raises KeyError: no such plugin
         :raises RootError: the state cannot be written
         """
-        for plugin in self.plugins():
-            if name in (plugin.name, plugin.file):
-                changed = self.root.set_plugin_enabled(plugin.file, enabled)
-                if changed:
-                    from . import logs
+        from .plugins import find_plugin
 
-                    with self.logging():
-                        logs.ACTION.info("plugin %s %s", plugin.file, "enabled" if enabled else "disabled")
-                return plugin._replace(enabled=enabled), changed
-        raise KeyError(name)
+        plugin = find_plugin(self.plugins(), name)
+        if plugin is None:
+            raise KeyError(name)
+        changed = self.root.set_plugin_enabled(plugin.file, enabled)
+        if changed:
+            from . import logs
+
+            with self.logging():
+                logs.ACTION.info("plugin %s %s", plugin.file, "enabled" if enabled else "disabled")
+        return plugin._replace(enabled=enabled), changed
 
     # --- event notifications ------------------------------------------------------------
 
-    def deliver(self) -> tuple[int, int, int]:
-        """One pass of the notification worker: (delivered, to retry, dead).
-        :raises RootError: the spool's database cannot be used"""
+    def deliver(self) -> Pass:
+        """One pass of the notification worker over the due deliveries.
+
+        :returns: how many were delivered, are to be retried, went dead
+            (:class:`~mgrhooks.delivery.Pass`)
+        :raises RootError: the spool's database cannot be used
+        """
         from .delivery import work
 
         with self.logging():
-            done = work(self.root, self.root.settings().notifiers)
-        return done.delivered, done.retried, done.dead
+            return work(self.root, self.root.settings().notifiers)
 
-    def queue(self, dead_only: bool = False) -> list[tuple[str, str, str, int, str, str]]:
-        """Deliveries not done: (record, notifier, state, attempts, event, last error).
-        :raises RootError: the spool's database cannot be used"""
+    def queue(self, dead_only: bool = False) -> list[Queued]:
+        """Deliveries not done, oldest first (:class:`~mgrhooks.spool.Queued`: record,
+        notifier, state, attempts, event, last error).
+
+        :raises RootError: the spool's database cannot be used
+        """
         from .delivery import spool_of
 
-        states = ("dead",) if dead_only else ("pending", "dead")
-        return [(d.record, d.notifier, d.state, d.attempts, d.event, d.error) for d in spool_of(self.root).list(states)]
+        return spool_of(self.root).queued(dead_only)
 
     def retry(self, records: Collection[str] = ()) -> int:
-        """Dead letters (``records``, or all) back to pending. :returns: how many.
-        :raises RootError: the spool's database cannot be used"""
+        """Dead letters (``records``, or all) back to pending, their attempts counted anew.
+
+        :returns: how many
+        :raises RootError: the spool's database cannot be used
+        """
         from .delivery import spool_of
 
         return spool_of(self.root).retry(list(records))
 
     def drop(self, records: Collection[str] = ()) -> int:
-        """Forget dead letters (``records``, or all). :returns: how many.
-        :raises RootError: the spool's database cannot be used"""
+        """Forget dead letters (``records``, or all).
+
+        :returns: how many
+        :raises RootError: the spool's database cannot be used
+        """
         from .delivery import spool_of
 
         return spool_of(self.root).drop(list(records))
-
-
-class _WithFunctions:
-    """A core with functions written in Python in front of it."""
-
-    def __init__(self, core: Core, functions: Mapping[str, tuple[Function, tuple[InternalHandler, ...]]]) -> None:
-        self._core = core
-        self._functions = functions
-
-    def catalogue(self) -> Mapping[str, Sequence[InternalHandler]]:
-        return {**self._core.catalogue(), **{name: internals for name, (_, internals) in self._functions.items()}}
-
-    def action(self, request: Request, doc: Element) -> None:
-        entry = self._functions.get(request.func)
-        if entry is None:
-            self._core.action(request, doc)
-        else:
-            entry[0](request, doc)
-
-    def internal(self, handler: InternalHandler, request: Request, doc: Element) -> None:
-        self._core.internal(handler, request, doc)

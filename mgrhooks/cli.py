@@ -379,9 +379,9 @@ def worker_command(panel: Panel, once: bool, interval: float) -> None:
     import time
 
     while True:
-        delivered, retried, dead = panel.deliver()
+        done = panel.deliver()
         if once:
-            click.echo(f"delivered {delivered}, to retry {retried}, dead {dead}")
+            click.echo(f"delivered {done.delivered}, to retry {done.retried}, dead {done.dead}")
             return
         time.sleep(interval)
 
@@ -396,9 +396,9 @@ def queue_group() -> None:
 @click.option("--dead", "only_dead", is_flag=True, help="Only the dead letters.")
 def queue_list(panel: Panel, only_dead: bool) -> None:
     """One line per delivery: record, notifier, state, attempts, event, last error."""
-    for record, notifier, state, attempts, event, error in panel.queue(only_dead):
-        last = f"  {error}" if error else ""
-        click.echo(f"{record} {notifier} {state} attempts={attempts} {event}{last}")
+    for queued in panel.queue(only_dead):
+        last = f"  {queued.error}" if queued.error else ""
+        click.echo(f"{queued.record} {queued.notifier} {queued.state} attempts={queued.attempts} {queued.event}{last}")
 
 
 @queue_group.command("retry")

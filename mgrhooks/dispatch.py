@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, NamedTuple
 from lxml import etree
 
 from . import logs
-from .core import BuiltinCore, Core
+from .core import Core
 from .env import Facts, call_environment, query_string, spilled, stage_environment
 from .errors import PanelError, RootError
-from .functions import EVENTLIST, Functions, core_docs
+from .functions import EVENTLIST, Functions, core_docs, for_call
 from .model import Event, FuncDecl, Handler, HandlerRun, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
 from .observers import Observers
 from .plan import plan
@@ -195,7 +195,7 @@ def reachable(
     and every function a call of ``func`` can reach besides addons."""
     registry = root.registry(None if func == EVENTLIST else func)
     docs = core_docs(root.path, root.mgr, func, core_doc)
-    return registry, Functions(core if core is not None else BuiltinCore(root.db_file), registry, docs)
+    return registry, for_call(root, core, registry, docs)
 
 
 def nesting(environ: Mapping[str, str]) -> tuple[int, tuple[str, ...]]:

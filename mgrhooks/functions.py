@@ -1,4 +1,5 @@
-"""The functions a call can reach besides addons: the core's, the runner's own
+"""The functions a call can reach besides addons: the core's (the built-in one unless
+another is given), functions written in Python (``Panel.function``), the runner's own
 ``eventlist``, and functions of other products answered from supplied documents. I/O.
 
 A function the built-in core does not have (``webdomain.edit``, ``payment.add``, ...) can
@@ -11,42 +12,82 @@ so the handlers around it run exactly as on the real panel.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
-from .core import PARAMETERS, Core
+from .core import PARAMETERS, BuiltinCore, Core
 from .errors import PanelError
-from .model import HandlerType, InternalHandler, Registry, Request
+from .model import EMPTY, HandlerType, InternalHandler, Registry, Request
 from .xmldoc import DocumentError, Element, Rows, add, as_rows, parse
+
+if TYPE_CHECKING:
+    from .root import Root
 
 EVENTLIST = "eventlist"
 #: metadata elements that name a parameter
 _FIELDS = ("input", "select", "textarea", "slider", "col", "datetime", "htmldata")
+_NO_PLUGINS = Registry()
+
+#: a core function written in Python: adds its result to ``doc`` or raises PanelError
+Function = Callable[[Request, Element], None]
+
+
+class PythonFunction(NamedTuple):
+    """A core function written in Python, with the internal handlers the core runs
+    around it (``Panel.function``)."""
+
+    function: Function
+    internals: tuple[InternalHandler, ...] = ()
 
 
 class Functions:
-    """A :class:`~mgrhooks.core.Core` that adds ``eventlist`` and supplied documents to ``core``.
+    """A :class:`~mgrhooks.core.Core`: ``core`` with, in front of it, supplied documents,
+    ``eventlist`` and functions written in Python, consulted in that order.
 
-    :param core_docs: function name → document file, consulted before ``core``
+    :param registry: the plugin descriptions ``eventlist`` lists and whose ``<metadata>``
+        names parameters (none by default)
+    :param core_docs: function name → document file (:func:`core_docs`)
+    :param python: function name → function written in Python; it replaces the core's
+        function of that name, if any
     """
 
-    def __init__(self, core: Core, registry: Registry, core_docs: Mapping[str, Path]) -> None:
+    def __init__(
+        self,
+        core: Core,
+        registry: Registry = _NO_PLUGINS,
+        core_docs: Mapping[str, Path] = EMPTY,
+        python: Mapping[str, PythonFunction] = EMPTY,
+    ) -> None:
         self.core = core
         self.registry = registry
         self.core_docs = core_docs
+        self.python = python
 
     def catalogue(self) -> Mapping[str, Sequence[InternalHandler]]:
+        """The core's functions, the Python ones (with their internal handlers),
+        ``eventlist`` and every supplied document's function."""
         catalogue = dict(self.core.catalogue())
+        catalogue.update((name, python.internals) for name, python in self.python.items())
         catalogue[EVENTLIST] = ()
         for name in self.core_docs:
             catalogue.setdefault(name, ())
         return catalogue
 
     def action(self, request: Request, doc: Element) -> None:
+        """Run ``request.func``'s main logic into ``doc``: its supplied document merged in
+        as a cgi handler's output, ``eventlist``, its Python function, or the core's.
+
+        :raises PanelError: the supplied document cannot be read or parsed (``value``
+            error on ``core-doc``), or what the Python function or the core raises
+        """
+        python = self.python.get(request.func)
         if request.func in self.core_docs:
             _merge_into(doc, _load(self.core_docs[request.func]))
         elif request.func == EVENTLIST:
             self._eventlist(doc)
+        elif python is not None:
+            python.function(request, doc)
         else:
             self.core.action(request, doc)
 
@@ -64,6 +105,7 @@ class Functions:
             return None
 
     def internal(self, handler: InternalHandler, request: Request, doc: Element) -> None:
+        """Run one internal handler: the core's (Python functions' internals included)."""
         self.core.internal(handler, request, doc)
 
     def parameters(self, func: str) -> list[str]:
@@ -87,6 +129,21 @@ class Functions:
             add(elem, "handler", handler.name)
             add(elem, "type", handler.type.value)
             add(elem, "plugin", str(source))
+
+
+def builtin_core(root: Root) -> BuiltinCore:
+    """The core of ``root`` when none is given: the built-in SQLite core on
+    ``var/<mgr>.db`` (created on first use). The one place it is built."""
+    return BuiltinCore(root.db_file)
+
+
+def for_call(root: Root, core: Core | None, registry: Registry, core_docs: Mapping[str, Path]) -> Functions:
+    """The functions one call can reach: ``core`` (:func:`builtin_core` when ``None``)
+    with ``eventlist`` and ``core_docs`` in front of it; a :class:`Functions` given as
+    ``core`` keeps its Python functions and gets this call's registry and documents."""
+    if isinstance(core, Functions):
+        return Functions(core.core, registry, core_docs, core.python)
+    return Functions(core if core is not None else builtin_core(root), registry, core_docs)
 
 
 def core_docs(root: Path, mgr: str, func: str, core_doc: Path | None) -> dict[str, Path]:

@@ -99,7 +99,7 @@ class Observers:
             )
         return callback
 
-    def observe(self, *events: str, **options: Any) -> Callable[[Callback], Callback]:  # noqa: ANN401
+    def observe(self, /, *events: str, **options: Any) -> Callable[[Callback], Callback]:  # noqa: ANN401
         """Decorator: ``@observers.observe("user.add", stage="after", extension="crm")``."""
 
         def decorate(callback: Callback) -> Callback:

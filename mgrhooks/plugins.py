@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -305,3 +305,43 @@ def load_registry(root: Path, mgr: str, files: list[PluginFile] | None = None) -
             unreadable.append(Problem(Severity.ERROR, Source(shown), f"cannot read: {exc.strerror}"))
     registry = build_registry(parsed)
     return registry._replace(problems=registry.problems + tuple(unreadable))
+
+
+class PluginInfo(NamedTuple):
+    """One plugin description file, as ``mgrhooks plugin list`` shows it.
+
+    ``name`` is the file name without ``<mgr>_mod_`` and ``.xml`` (``samba``), ``file`` the
+    file name, ``shown`` its path relative to the root; ``handlers`` counts the distinct
+    handlers its events name, ``functions`` its ``<func>`` declarations.
+    """
+
+    name: str
+    file: str
+    shown: str
+    enabled: bool
+    handlers: int
+    functions: int
+
+
+def plugin_name(file: str, mgr: str) -> str:
+    """The plugin's name in a file name: ``samba`` for ``billmgr_mod_samba.xml``."""
+    return file.removeprefix(f"{mgr}_mod_").removesuffix(".xml")
+
+
+def list_plugins(root: Path, mgr: str, disabled: Collection[str]) -> list[PluginInfo]:
+    """Every plugin description of ``mgr`` under ``root``, in load order (read anew, not
+    from the registry cache), ``enabled`` unless its file name is in ``disabled``."""
+    files = plugin_files(root, mgr)
+    registry = load_registry(root, mgr, files)
+    found = []
+    for shown, _, _ in files:
+        file = shown.rsplit("/", 1)[-1]
+        handlers = {e.handler.name for e in registry.events if e.handler.plugin == file}
+        funcs = [f for f in registry.funcs if f.handler.plugin == file]
+        found.append(PluginInfo(plugin_name(file, mgr), file, shown, file not in disabled, len(handlers), len(funcs)))
+    return found
+
+
+def find_plugin(plugins: Iterable[PluginInfo], name: str) -> PluginInfo | None:
+    """The first of ``plugins`` whose name (``samba``) or file name is ``name``, or ``None``."""
+    return next((plugin for plugin in plugins if name in (plugin.name, plugin.file)), None)

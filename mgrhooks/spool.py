@@ -50,6 +50,19 @@ class Delivery(NamedTuple):
     body: str
 
 
+class Queued(NamedTuple):
+    """A delivery not done yet, as ``mgrhooks queue list`` shows it: ``state`` is
+    ``pending`` or ``dead``; ``attempts`` made so far; ``error`` the last attempt's
+    reason (empty before the first)."""
+
+    record: str
+    notifier: str
+    state: str
+    attempts: int
+    event: str
+    error: str
+
+
 class Spool:
     """The queue in ``path`` (created on first use)."""
 
@@ -97,6 +110,14 @@ class Spool:
                 " WHERE record = ? AND notifier = ?",
                 (state, due, error, delivery.record, delivery.notifier),
             )
+
+    def queued(self, dead_only: bool = False) -> list[Queued]:
+        """The deliveries not done (pending and dead, or only the dead), oldest first.
+
+        :raises RootError: the database cannot be used
+        """
+        states = ("dead",) if dead_only else ("pending", "dead")
+        return [Queued(d.record, d.notifier, d.state, d.attempts, d.event, d.error) for d in self.list(states)]
 
     def list(self, states: Sequence[str] = ("pending", "dead")) -> list[Delivery]:
         """Deliveries in ``states``, oldest first."""

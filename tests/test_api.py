@@ -265,3 +265,60 @@ def test_the_version_lives_in_its_own_module() -> None:
     from mgrhooks.version import __version__
 
     assert mgrhooks.__version__ == __version__ == version("mgrhooks")
+
+
+def test_the_observer_methods_are_those_of_panel_observers(panel: Panel) -> None:
+    """Delegated on each use, not copied onto the panel: a panel given other observers
+    registers with, dispatches to and calls with those."""
+    from mgrhooks import Observers
+
+    assert not {"register", "observe", "notify", "first", "foldr"} & set(vars(panel))
+    assert Panel.register.__doc__ == Observers.register.__doc__ and Panel.map is Observers.map
+    mine = Observers()
+    panel.observers = mine
+
+    @panel.observe("user", stage="after")
+    def stamp(request, doc):
+        add(doc, "stamped")
+
+    assert [e.func for e in mine.events()] == ["user"]
+    assert panel.call("user").doc.find("stamped") is not None
+    mine.register("q", lambda m: m + 1)
+    assert panel.first("q", 1) == 2 and panel.map("q", 2) == [3]
+    assert panel.unregister("user", stamp, stage="after") and mine.events() == ()
+
+
+def test_python_functions_eventlist_and_core_documents_are_one_core_wrapper(root: PanelRoot, panel: Panel) -> None:
+    """Panel.core is a functions.Functions around the built-in core; a call wraps no
+    second time, and another panel given this core keeps its Python functions."""
+    from mgrhooks.core import BuiltinCore
+    from mgrhooks.functions import Functions
+
+    assert isinstance(panel.core, BuiltinCore) and panel.core.db_path == root.path / "var/billmgr.db"
+
+    @panel.function("user")  # replaces the built-in list
+    def nobody(request, doc):
+        add(doc, "nobody")
+
+    assert isinstance(panel.core, Functions) and isinstance(panel.core.core, BuiltinCore)
+    assert panel.call("user").doc.find("nobody") is not None
+    assert "eventlist" in panel.functions() and not panel.call("eventlist").error
+    other = Panel(root.path, core=panel.core)
+    assert other.call("user").doc.find("nobody") is not None
+    (root.path / "etc/core/billmgr").mkdir(parents=True)
+    (root.path / "etc/core/billmgr/user.xml").write_text("<doc><from>file</from></doc>")
+    assert panel.call("user").doc.findtext("from") == "file"  # a supplied document comes first
+
+
+def test_queue_and_deliver_answer_named_records(root: PanelRoot, panel: Panel) -> None:
+    (root.path / "etc/mgrhooks.conf").write_text("[notify.sync]\ndriver = script\nprogram = gone.sh\nattempts = 1\n")
+    panel.call("user.add", {"name": "al", "passwd": "x", "sok": "ok"})  # the inline attempt fails: dead
+    (dead,) = panel.queue()
+    assert (dead.notifier, dead.state, dead.attempts, dead.event) == ("sync", "dead", 1, "user.add")
+    assert "Addon 'addon/gone.sh' does not exist" in dead.error
+    record, notifier, state, attempts, event, error = dead  # the six fields, in the order they always had
+    assert panel.queue(dead_only=True) == [dead] and (record, state) == (dead.record, "dead")
+    assert panel.retry() == 1 and panel.queue()[0].state == "pending"
+    done = panel.deliver()
+    assert (done.delivered, done.retried, done.dead) == (0, 0, 1) and done == (0, 0, 1)
+    assert panel.drop([record]) == 1 and panel.queue() == []

@@ -160,3 +160,28 @@ def test_duplicate_func_is_a_warning() -> None:
     assert [str(p) for p in registry.problems] == [
         "b.xml:1: warning: function 'f' is already declared at a.xml:1: ignored"
     ]
+
+
+def test_plugin_listing(tmp_path: Path) -> None:
+    """What ``mgrhooks plugin list`` shows comes from plugins.list_plugins: one record per
+    file in load order, handlers counted once each, functions, and the switch's state."""
+    import mgrhooks
+    from mgrhooks.plugins import PluginInfo, find_plugin, list_plugins, plugin_name
+
+    (tmp_path / "etc/xml").mkdir(parents=True)
+    (tmp_path / "etc/xml/billmgr_mod_samba.xml").write_text(
+        '<mgrdata><handler name="samba.pl" type="cgi"><event after="yes">user.add</event>'
+        '<event after="yes">user.delete</event></handler></mgrdata>'
+    )
+    (tmp_path / "etc/billmgr_mod_tool.xml").write_text(
+        '<mgrdata><handler name="t.sh"><func name="x.y"/></handler></mgrdata>'
+    )
+    plugins = list_plugins(tmp_path, "billmgr", {"billmgr_mod_tool.xml"})
+    assert plugins == [
+        PluginInfo("samba", "billmgr_mod_samba.xml", "etc/xml/billmgr_mod_samba.xml", True, 1, 0),
+        PluginInfo("tool", "billmgr_mod_tool.xml", "etc/billmgr_mod_tool.xml", False, 0, 1),
+    ]
+    assert find_plugin(plugins, "tool") is plugins[1] and find_plugin(plugins, "billmgr_mod_samba.xml") is plugins[0]
+    assert find_plugin(plugins, "mod_tool") is None
+    assert plugin_name("ispmgr_mod_a.b.xml", "ispmgr") == "a.b"
+    assert mgrhooks.PluginInfo is PluginInfo
