@@ -8,9 +8,11 @@ from .root import Root
 
 
 def check(root: Root, registry: Registry) -> list[Problem]:
-    """The registry's problems, then each handler program's, once per program.
+    """The registry's problems, then each handler program's, once per program (vetted as
+    :func:`mgrhooks.programs.inspect` does: PROTOCOL §7).
 
-    Program problems are placed at the first ``<handler>`` that names the program.
+    Program problems are placed at the first ``<handler>`` that names the program, in
+    file and line order, and read ``handler 'NAME': REASON``. Never raises.
     """
     problems = list(registry.problems)
     seen: set[str] = set()

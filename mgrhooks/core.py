@@ -63,7 +63,8 @@ class Core(Protocol):
 
 
 def hash_password(password: str) -> str:
-    """``scrypt$n$r$p$salt$hash`` (hex), with the standard library's scrypt."""
+    """``scrypt$n$r$p$salt$hash``: the standard library's scrypt (n=2**14, r=8, p=1; tens
+    of milliseconds) over a random 16-byte salt, salt and hash in hex (our choice)."""
     import hashlib
 
     salt = os.urandom(16)
@@ -72,7 +73,10 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password: str, stored: str) -> bool:
-    """Whether ``password`` matches a :func:`hash_password` string."""
+    """Whether ``password`` matches a :func:`hash_password` string (compared in constant time).
+
+    :raises ValueError: ``stored`` is not such a string
+    """
     import hashlib
     import hmac
 
@@ -93,17 +97,31 @@ class BuiltinCore:
         self._hashes: dict[str, str] = {}
 
     def hashed(self, password: str) -> str:
-        """``password`` hashed: worked out before the write lock was taken, when possible."""
+        """``password`` hashed (:func:`hash_password`): the hash :meth:`action` worked out
+        before it took the write lock when it is that password, else made now."""
         return self._hashes.get(password) or hash_password(password)
 
     def catalogue(self) -> Mapping[str, Sequence[InternalHandler]]:
+        """Every function of :data:`ACTIONS`, each with its internal handlers in order
+        (:data:`INTERNALS`: ``desktop`` has ``desktop.user``, then ``desktop.balance``)."""
         return {name: INTERNALS.get(name, ()) for name in ACTIONS}
 
     def transaction(self, write: bool = True) -> AbstractContextManager[sqlite3.Connection]:
-        """A transaction on the core's database (see :func:`mgrhooks.db.transaction`)."""
+        """A transaction on the core's database, its ``users`` table made if new.
+
+        :raises RootError: the database cannot be used (see :func:`mgrhooks.db.transaction`)
+        """
         return transaction(self.db_path, _SCHEMA, write)
 
     def action(self, request: Request, doc: Element) -> None:
+        """Run ``request.func`` (one of :meth:`catalogue`; the dispatcher calls no other)
+        in one write transaction, adding its result to ``doc``.
+
+        :raises PanelError: ``access`` for a ``user*`` function below
+            :attr:`Level.ADMIN <mgrhooks.model.Level.ADMIN>`, else the function's own
+            (``value``, ``exists``, ``missed``); nothing was written then
+        :raises RootError: the database cannot be used (:func:`mgrhooks.db.transaction`)
+        """
         if request.func.startswith("user") and request.level < Level.ADMIN:
             raise PanelError("access", "func", request.func, f"Access to '{request.func}' needs level {Level.ADMIN}")
         password = request.get("passwd")
@@ -114,6 +132,12 @@ class BuiltinCore:
             ACTIONS[request.func](self, conn, request, doc)
 
     def internal(self, handler: InternalHandler, request: Request, doc: Element) -> None:
+        """Run an internal handler of :data:`INTERNALS` for the caller (``request.user``):
+        ``desktop.user`` adds ``<user><name/><level/></user>``, ``desktop.balance`` adds
+        ``<balance>`` (``0.00`` for a caller the database does not know).
+
+        :raises RootError: the database cannot be used (:func:`mgrhooks.db.transaction`)
+        """
         with self.transaction(write=False) as conn:
             row = _find(conn, request.user)
         if handler.name == "desktop.user":

@@ -36,7 +36,8 @@ NOTIFY = logs.Channel("notify")
 
 
 class Pass(NamedTuple):
-    """What one pass of the worker did."""
+    """What one pass of the worker did: how many deliveries it delivered, left to be
+    tried again, and moved to the dead letters."""
 
     delivered: int = 0
     retried: int = 0
@@ -44,13 +45,19 @@ class Pass(NamedTuple):
 
 
 def spool_of(root: Root) -> Spool:
+    """The spool of ``root``: ``var/<mgr>.spool.db`` (not created until a record is added)."""
     return Spool(root.var_dir / f"{root.mgr}.spool.db")
 
 
 def work(root: Root, notifiers: tuple[Notifier, ...], only: str | None = None, cap: float | None = None) -> Pass:
-    """Try every due delivery once (those of record ``only``, inline after a call).
+    """Try every due delivery once (those of record ``only``, inline after a call), and
+    settle each: delivered, tried again after its notifier's backoff (doubled per failed
+    attempt), or dead after its ``attempts``. A delivery whose notifier is no longer in
+    ``notifiers`` goes dead at once. Outcomes are logged (module ``notify``).
 
+    :param notifiers: the ``[notify.NAME]`` sections of ``etc/mgrhooks.conf``
     :param cap: the longest an attempt may take, in seconds (inline: :data:`INLINE_TIMEOUT`)
+    :raises RootError: the spool's database cannot be used
     """
     by_name = {n.name: n for n in notifiers}
     spool = spool_of(root)
@@ -89,7 +96,14 @@ def _settle(spool: Spool, notifier: Notifier | None, delivery: Delivery, error: 
 
 
 def attempt(root: Root, notifier: Notifier, delivery: Delivery, timeout: float) -> str | None:
-    """Try to deliver once; ``None`` on success, else why not."""
+    """Try to deliver ``delivery.body`` once through ``notifier``'s driver (see the module
+    docstring), for at most ``timeout`` seconds (the http and script drivers; the log
+    driver writes one line and does not wait).
+
+    :returns: ``None`` on success, else why not as one line (``HTTP 500 from URL``,
+        ``cannot reach URL: ...``, ``cannot write PATH: ...``, the script's failure);
+        a failing driver is returned, never raised
+    """
     if notifier.driver == "log":
         return _to_log(root, notifier, delivery)
     if notifier.driver == "http":

@@ -47,14 +47,24 @@ def wanted(patterns: Sequence[str], func: str) -> bool:
 
 
 def redact(params: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """The parameters with secret-looking values (``passwd``, ``token``, ...) hidden."""
+    """The parameters as a dict (a repeated key: its last value), values of keys that
+    look secret (:data:`SECRET`: ``passwd``, ``token``, ...) replaced by ``***``."""
     return {key: REDACTED if SECRET.search(key) else value for key, value in params}
 
 
 def record(
     request: Request, service: str, doc: Element, handlers: Sequence[HandlerRun], record_id: str, now: datetime
 ) -> dict[str, Any]:
-    """The event record of a successful change (see the module docstring for its shape)."""
+    """The event record of a successful change (see the module docstring for its shape),
+    ready for ``json.dumps``.
+
+    :param service: the product (``billmgr``)
+    :param doc: the response; its ``<id>`` is the result's id (``null`` without one)
+    :param handlers: the handlers that ran, in order (``ms`` in milliseconds)
+    :param record_id: the record's unique id (hex)
+    :param now: when the call committed (a naive datetime is local time), written in UTC
+        to the millisecond
+    """
     stamp = now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return {
         "id": record_id,

@@ -60,6 +60,10 @@ def passing(message: Any) -> Continue:  # noqa: ANN401 (any message)
 
 
 class Observer(NamedTuple):
+    """One registration: ``stage`` ``None`` for the dispatch kinds; ``number`` counts
+    registrations (ties of ``priority`` run in that order); ``base`` and ``placement``
+    give the slot in a call, as for plugin events."""
+
     event: str
     callback: Callback
     stage: Stage | None
@@ -149,17 +153,26 @@ class Observers:
     # --- the dispatch kinds -------------------------------------------------------------
 
     def notify_sync(self, event: str, message: Any) -> None:  # noqa: ANN401
+        """Call every observer of ``event`` with ``message``, here, in priority order;
+        an observer's exception propagates (the later ones are not called)."""
         for observer in self._ordered(event):
             observer.callback(message)
 
     def notify(self, event: str, message: Any) -> threading.Thread:  # noqa: ANN401
+        """:meth:`notify_sync` in a background (daemon) thread, returned started
+        (``join()`` to wait); an exception is logged (module ``action``), not raised."""
         return _background(lambda: self.notify_sync(event, message), event)
 
     def notify1(self, event: str, message: Any) -> threading.Thread:  # noqa: ANN401
+        """Call only the first observer of ``event`` (by priority) with ``message``, in a
+        background thread as :meth:`notify` does."""
         first = self._ordered(event)[:1]
         return _background(lambda: [o.callback(message) for o in first], event)
 
     def first(self, event: str, message: Any) -> Any:  # noqa: ANN401
+        """Call observers in priority order until one answers something other than
+        ``None`` or :class:`Continue`, and return that answer (``None`` when none does).
+        ``Continue(new)``/:func:`passing` hands a rewritten message to the next ones."""
         for observer in self._ordered(event):
             answer = observer.callback(message)
             if isinstance(answer, Continue):
@@ -169,12 +182,16 @@ class Observers:
         return None
 
     def map(self, event: str, message: Any) -> list[Any]:  # noqa: ANN401
+        """Every observer's answer to ``message``, in priority order."""
         return [observer.callback(message) for observer in self._ordered(event)]
 
     def foldl(self, event: str, message: Any, accumulator: Any) -> Any:  # noqa: ANN401
+        """``accumulator = callback(message, accumulator)`` for each observer, lowest
+        priority number first; returns the final accumulator."""
         return _fold(iter(self._ordered(event)), message, accumulator)
 
     def foldr(self, event: str, message: Any, accumulator: Any) -> Any:  # noqa: ANN401
+        """:meth:`foldl` with the highest priority number first."""
         return _fold(reversed(self._ordered(event)), message, accumulator)
 
 

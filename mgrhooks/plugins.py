@@ -232,8 +232,9 @@ PluginFile = tuple[str, str, int]
 
 
 def plugin_files(root: Path, mgr: str) -> list[PluginFile]:
-    """Every plugin description of ``mgr`` under ``root`` (plain strings: a root may have
-    a thousand, listed on every call).
+    """Every plugin description of ``mgr`` under ``root``, as ``(shown, path, generation)``
+    (:data:`PluginFile`; plain strings: a root may have a thousand, listed on every call).
+    A directory that cannot be listed has none.
 
     ``etc/xml/<mgr>_mod_*.xml`` are generation 5, ``etc/<mgr>_mod_*.xml`` generation 4;
     together they are sorted by file name (byte order), ``etc/xml/`` first on a tie.
@@ -257,7 +258,9 @@ def _plugin_names(directory: str, mgr: str) -> list[str]:
 
 
 def build_registry(parsed: Iterable[tuple[str, bytes, int]]) -> Registry:
-    """Combine files (``(shown path, bytes, generation)`` in load order) into one registry."""
+    """Combine files (``(shown path, bytes, generation)`` in load order) into one registry,
+    with every file's problems and a warning for each ``<func>`` declared again (the first
+    declaration wins). Never raises: a broken file is an error problem (PROTOCOL §2)."""
     events: list[Event] = []
     funcs: list[FuncDecl] = []
     problems: list[Problem] = []
@@ -294,7 +297,8 @@ def _duplicate_funcs(funcs: Sequence[FuncDecl]) -> list[Problem]:
 def load_registry(root: Path, mgr: str, files: list[PluginFile] | None = None) -> Registry:
     """Read and parse every plugin description of ``mgr`` under ``root`` (or ``files``,
     as :func:`plugin_files` gives them). Paths in records and problems are shown
-    relative to ``root``."""
+    relative to ``root``. Never raises: a file that cannot be read is an error problem
+    (``cannot read: REASON``) and the others still load."""
     parsed = []
     unreadable = []
     for shown, path, generation in files if files is not None else plugin_files(root, mgr):

@@ -36,7 +36,8 @@ def mgrctl_script(python: str) -> str:
 
 def init_root(directory: Path, python: str) -> list[Path]:
     """Lay out a root: ``etc/xml``, ``etc/core``, ``addon`` (mode 750), ``var``,
-    ``sbin/mgrctl``. Existing files are kept. :returns: what was created."""
+    ``sbin/mgrctl``. Existing files are kept. :returns: what was created.
+    :raises OSError: a directory or the script cannot be made (what was made stays)"""
     created = []
     for sub, mode in (("etc/xml", 0o755), ("etc/core", 0o755), ("addon", 0o750), ("var", 0o750), ("sbin", 0o755)):
         path = directory / sub
@@ -72,22 +73,27 @@ class Root(NamedTuple):
 
     @property
     def plugin_dir(self) -> Path:
+        """``etc/xml``: the plugin descriptions (old-generation ones are in ``etc``)."""
         return self.path / "etc" / "xml"
 
     @property
     def addon_dir(self) -> Path:
+        """``addon``: the handler programs (and the script driver's programs)."""
         return self.path / "addon"
 
     @property
     def var_dir(self) -> Path:
+        """``var``: the log, the databases, the registry cache."""
         return self.path / "var"
 
     @property
     def log_file(self) -> Path:
+        """``var/<mgr>.log``: the panel-style log."""
         return self.var_dir / f"{self.mgr}.log"
 
     @property
     def db_file(self) -> Path:
+        """``var/<mgr>.db``: the built-in core's SQLite database."""
         return self.var_dir / f"{self.mgr}.db"
 
     def settings(self) -> Settings:
@@ -99,11 +105,12 @@ class Root(NamedTuple):
 
     @property
     def disabled_file(self) -> Path:
+        """``etc/mgrhooks.disabled``: the plugin files switched off, one a line."""
         return self.path / "etc" / "mgrhooks.disabled"
 
     def disabled_plugins(self) -> frozenset[str]:
         """Plugin file names switched off in ``etc/mgrhooks.disabled`` (one a line, ``#``
-        comments); empty when the file is missing."""
+        comments); empty when the file is missing or cannot be read."""
         try:
             text = self.disabled_file.read_text(encoding="utf-8")
         except OSError:
@@ -132,6 +139,7 @@ class Root(NamedTuple):
 
     @property
     def cache_file(self) -> Path:
+        """``var/<mgr>.registry``: the registry cache (:mod:`mgrhooks.cache`)."""
         return self.var_dir / f"{self.mgr}.registry"
 
     def registry(self, func: str | None = None) -> Registry:
@@ -140,6 +148,9 @@ class Root(NamedTuple):
 
         :param func: only the events of this function and of ``*`` are needed (the
             rest of the registry is whole); ``None`` for every event
+
+        Never raises: broken files are the registry's problems, and a cache that cannot
+        be written is a warning in the log.
         """
         files = plugin_files(self.path, self.mgr)
         if not files:

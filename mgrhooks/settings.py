@@ -55,7 +55,10 @@ _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
 class Notifier(NamedTuple):
-    """One ``[notify.NAME]`` section: where event records go; seconds for times."""
+    """One ``[notify.NAME]`` section (keys as in the module docstring): where event
+    records go. ``events`` are shell patterns of functions; ``timeout`` is seconds per
+    attempt, ``backoff`` seconds before the second attempt (doubled after each failure),
+    ``attempts`` how many before the dead letters."""
 
     name: str
     driver: str
@@ -71,7 +74,9 @@ class Notifier(NamedTuple):
 
 
 class Settings(NamedTuple):
-    """Limits for handler runs (seconds, bytes), and the event notifiers."""
+    """Limits for handler runs: ``timeout``, ``kill_grace`` and ``drain_grace`` in
+    seconds, ``output_limit`` in bytes, ``pass_env`` the runner's variables handed on;
+    and the event notifiers, in file order."""
 
     timeout: float = DEFAULT_TIMEOUT
     kill_grace: float = KILL_GRACE

@@ -24,7 +24,11 @@ _OLD_ATTRIBUTES = ("user", "level")
 
 
 def initial_document(request: Request, mgr: str, registry: Registry) -> Element:
-    """The document a call of ``request.func`` starts from."""
+    """The document a call of ``request.func`` starts from (PROTOCOL §4), a new tree each
+    time: ``<doc func="FUNC" lang="LANG" binary="/MGR">``, then the plugin files'
+    ``<metadata name=FUNC>`` (the first file's) and one ``<messages name=FUNC>`` holding
+    the children of every file's ``<messages name=FUNC>`` for ``request.lang``, or for
+    ``en`` when no file has that language."""
     doc = new_doc(request.func, request.lang, f"/{mgr}")
     metadata = registry.metadata.get(request.func)
     if metadata is not None:
@@ -38,7 +42,10 @@ def initial_document(request: Request, mgr: str, registry: Registry) -> Element:
 
 
 def old_generation_input(doc: Element, request: Request) -> Element:
-    """A copy of ``doc`` in the old generation's shape (``user``, ``level``, ``<params>``)."""
+    """A copy of ``doc`` in the old generation's shape (PROTOCOL §4): attributes
+    ``user`` and ``level`` (the caller's), and first a ``<params>`` block with one element
+    per parameter, ``func`` first (``<params><func>user.edit</func><elid>a</elid></params>``);
+    a key that is not an XML name is left out. ``doc`` itself is not changed."""
     import copy
 
     old = copy.deepcopy(doc)
@@ -54,7 +61,9 @@ def old_generation_input(doc: Element, request: Request) -> Element:
 
 
 def without_old_generation(doc: Element) -> Element:
-    """``doc`` without the ``<params>`` block and attributes old-generation input added."""
+    """``doc`` without the ``<params>`` blocks and the ``user``/``level`` attributes
+    old-generation input added (changed in place and returned), so the caller never sees
+    them."""
     for params in doc.findall("params"):
         doc.remove(params)
     for attribute in _OLD_ATTRIBUTES:
@@ -63,7 +72,8 @@ def without_old_generation(doc: Element) -> Element:
 
 
 def is_xml_name(key: str) -> bool:
-    """Whether ``key`` can be an element name (no namespace prefix)."""
+    """Whether ``key`` can be an element name: lxml takes it and it has no namespace
+    prefix (``user.name`` yes; ``1a``, ``a b``, ``x:y`` no)."""
     try:
         etree.Element(key)
     except ValueError:

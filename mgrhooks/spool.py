@@ -38,7 +38,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
 
 
 class Delivery(NamedTuple):
-    """One record for one notifier; ``due`` and ``lease`` in epoch seconds."""
+    """One record for one notifier: ``state`` is ``pending``, ``delivered``, ``dead`` or
+    ``dropped``; ``attempts`` made so far; ``due`` when it may be tried next, in epoch
+    seconds; ``error`` the last attempt's reason (empty before the first); ``event`` the
+    function (``user.add``) and ``body`` the record as JSON text
+    (:func:`mgrhooks.notify.record`)."""
 
     record: str
     notifier: str
@@ -64,7 +68,9 @@ class Queued(NamedTuple):
 
 
 class Spool:
-    """The queue in ``path`` (created on first use)."""
+    """The queue in ``path`` (created on first use). Every method that touches it raises
+    :class:`~mgrhooks.errors.RootError` when the database cannot be used
+    (:func:`mgrhooks.db.transaction`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -73,7 +79,15 @@ class Spool:
         return transaction(self.path, _SCHEMA)
 
     def add(self, record_id: str, event: str, body: str, notifiers: Sequence[str], now: float) -> None:
-        """Spool a record for ``notifiers``, all or nothing."""
+        """Spool a record for ``notifiers``, all or nothing: one pending delivery per
+        notifier, due at once.
+
+        :param record_id: the record's unique id (hex; the record's ``id`` field)
+        :param event: the function the record is about (``user.add``)
+        :param body: the record as JSON text, delivered as it is
+        :param notifiers: names of ``[notify.NAME]`` sections that want the record
+        :param now: the time of the change, in epoch seconds (:func:`time.time`)
+        """
         with self._transaction() as conn:
             conn.execute("INSERT INTO records VALUES (?, ?, ?, ?)", (record_id, event, now, body))
             conn.executemany(
@@ -82,9 +96,12 @@ class Spool:
             )
 
     def claim(self, now: float, lease: float, only: str | None = None, limit: int = 100) -> list[Delivery]:
-        """Pending deliveries that are due and not leased, leased now for ``lease`` seconds.
+        """Pending deliveries that are due and not leased, oldest due first, leased now for
+        ``lease`` seconds (another worker skips them meanwhile).
 
+        :param now: the time, in epoch seconds
         :param only: just the deliveries of this record (inline delivery after a call)
+        :param limit: at most this many
         """
         where = "d.state = 'pending' AND d.due <= ? AND d.lease <= ?" + (" AND d.record = ?" if only else "")
         args: tuple[object, ...] = (now, now, only) if only else (now, now)
@@ -97,10 +114,13 @@ class Spool:
         return [Delivery(*row) for row in rows]
 
     def delivered(self, delivery: Delivery) -> None:
+        """Count a successful attempt: the delivery is done, its lease released."""
         self._attempted(delivery, "delivered", delivery.due, "")
 
     def failed(self, delivery: Delivery, error: str, due: float, dead: bool) -> None:
-        """Count a failed attempt; ``dead`` moves the delivery to the dead letters."""
+        """Count a failed attempt, its lease released: tried again at ``due`` (epoch
+        seconds), or, with ``dead``, moved to the dead letters; ``error`` is kept (its first
+        500 characters)."""
         self._attempted(delivery, "dead" if dead else "pending", due, error[:500])
 
     def _attempted(self, delivery: Delivery, state: str, due: float, error: str) -> None:
@@ -120,7 +140,8 @@ class Spool:
         return [Queued(d.record, d.notifier, d.state, d.attempts, d.event, d.error) for d in self.list(states)]
 
     def list(self, states: Sequence[str] = ("pending", "dead")) -> list[Delivery]:
-        """Deliveries in ``states``, oldest first."""
+        """Deliveries in ``states``, oldest due first (none when the spool was never
+        written: the database is not created for a look)."""
         if not exists(self.path):
             return []
         marks = ", ".join("?" for _ in states)
@@ -129,8 +150,9 @@ class Spool:
             return [Delivery(*row) for row in rows.fetchall()]
 
     def retry(self, records: Sequence[str], now: float | None = None) -> int:
-        """Dead deliveries of ``records`` (every dead one when empty) back to pending, with
-        their attempts counted anew. :returns: how many."""
+        """Dead deliveries of ``records`` (every dead one when empty) back to pending, due
+        at ``now`` (epoch seconds; the current time by default), with their attempts
+        counted anew. :returns: how many."""
         return self._update_dead("state = 'pending', attempts = 0, due = ?, lease = 0", records, (now or time.time(),))
 
     def drop(self, records: Sequence[str]) -> int:
