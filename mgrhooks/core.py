@@ -7,7 +7,10 @@ Functions (PROTOCOL §6 conventions): ``user`` (list), ``user.add`` and ``user.e
 committed whole or, on any error, rolled back whole.
 
 The ``user.*`` functions need an administrator (:attr:`Level.ADMIN`, 29, or more; our
-choice); a user's level is one of :class:`~mgrhooks.model.Level`.
+choice), who cannot give any user, itself included, a level above its own, nor change,
+suspend, resume or delete a user at or above its own level; the super user
+(:attr:`Level.SUPER_USER`, 30) may act on anyone. A refusal is ``<error type="access">``
+and changes nothing (our choice). A user's level is one of :class:`~mgrhooks.model.Level`.
 """
 
 from __future__ import annotations
@@ -62,6 +65,14 @@ class Core(Protocol):
         ...
 
 
+def needed_level(core: Core, func: str) -> int:
+    """The lowest caller level ``core``'s function ``func`` accepts: what the core's own
+    ``needed_level(func)`` says (the built-in core has one), else 0: a core may leave the
+    method out and check levels in :meth:`Core.action` alone (used by ``eventlist``)."""
+    method: Callable[[str], int] | None = getattr(core, "needed_level", None)
+    return method(func) if method is not None else 0
+
+
 def hash_password(password: str) -> str:
     """``scrypt$n$r$p$salt$hash``: the standard library's scrypt (n=2**14, r=8, p=1; tens
     of milliseconds) over a random 16-byte salt, salt and hash in hex (our choice)."""
@@ -113,6 +124,11 @@ class BuiltinCore:
         """
         return transaction(self.db_path, _SCHEMA, write)
 
+    def needed_level(self, func: str) -> int:
+        """The lowest caller level the function ``func`` accepts: :attr:`Level.ADMIN <mgrhooks.model.Level.ADMIN>` for
+        ``user`` and ``user.*``, else 0 (our choice)."""
+        return Level.ADMIN if func == "user" or func.startswith("user.") else 0
+
     def action(self, request: Request, doc: Element) -> None:
         """Run ``request.func`` (one of :meth:`catalogue`; the dispatcher calls no other)
         in one write transaction, adding its result to ``doc``.
@@ -122,8 +138,9 @@ class BuiltinCore:
             (``value``, ``exists``, ``missed``); nothing was written then
         :raises RootError: the database cannot be used (:func:`mgrhooks.db.transaction`)
         """
-        if request.func.startswith("user") and request.level < Level.ADMIN:
-            raise PanelError("access", "func", request.func, f"Access to '{request.func}' needs level {Level.ADMIN}")
+        needed = self.needed_level(request.func)
+        if request.level < needed:
+            raise PanelError("access", "func", request.func, f"Access to '{request.func}' needs level {needed}")
         password = request.get("passwd")
         if password and request.get("sok"):
             # scrypt takes tens of milliseconds: not while holding the database's write lock
@@ -167,6 +184,24 @@ def _elids(request: Request) -> list[str]:
     return elid.split(GROUP_SEPARATOR)
 
 
+def _may_grant(request: Request, level: int) -> None:
+    """Refuse to give ``level`` when it is above the caller's own."""
+    if level > request.level:
+        message = f"Level {level} is above your own ({request.level}): nobody can give more than they have"
+        raise PanelError("access", "level", str(level), message)
+
+
+def _may_change(request: Request, row: sqlite3.Row) -> None:
+    """Refuse to act on the user ``row`` when its level is at or above the caller's, unless
+    the caller is the super user."""
+    if row["level"] >= request.level and request.level < Level.SUPER_USER:
+        message = (
+            f"User '{row['name']}' has level {row['level']}: only a caller above that level may change it"
+            f" (yours is {request.level})"
+        )
+        raise PanelError("access", "user", row["name"], message)
+
+
 def user_list(core: BuiltinCore, conn: sqlite3.Connection, request: Request, doc: Element) -> None:
     """``user``: one ``<elem>`` row (name, level, state) per user, by name."""
     for row in conn.execute("SELECT name, level, state FROM users ORDER BY name"):
@@ -203,6 +238,7 @@ def _user_create(core: BuiltinCore, conn: sqlite3.Connection, request: Request, 
     if _find(conn, name) is not None:
         raise PanelError("exists", "user", name, f"User '{name}' already exists")
     level = _valid_level(request.get("level", str(DEFAULT_LEVEL)))
+    _may_grant(request, level)
     balance = _valid_balance(request.get("balance", "0.00"))
     conn.execute(
         "INSERT INTO users (name, level, password, balance) VALUES (?, ?, ?, ?)",
@@ -214,10 +250,12 @@ def _user_create(core: BuiltinCore, conn: sqlite3.Connection, request: Request, 
 
 def _user_change(core: BuiltinCore, conn: sqlite3.Connection, request: Request, elid: str, doc: Element) -> None:
     row = _existing(conn, elid)
+    _may_change(request, row)
     name = _valid_name(request.get("name", elid))
     if name != elid and _find(conn, name) is not None:
         raise PanelError("exists", "user", name, f"User '{name}' already exists")
     level = _valid_level(request.get("level", str(row["level"])))
+    _may_grant(request, level)
     balance = _valid_balance(request.get("balance", row["balance"]))
     password = request.get("passwd")
     stored = core.hashed(password) if password else row["password"]
@@ -256,7 +294,7 @@ def _valid_balance(text: str) -> str:
 def user_delete(core: BuiltinCore, conn: sqlite3.Connection, request: Request, doc: Element) -> None:
     """``user.delete``: remove every user in the group ``elid``, all or none."""
     for name in _elids(request):
-        _existing(conn, name)
+        _may_change(request, _existing(conn, name))
         conn.execute("DELETE FROM users WHERE name = ?", (name,))
     add(doc, "ok")
 
@@ -264,7 +302,7 @@ def user_delete(core: BuiltinCore, conn: sqlite3.Connection, request: Request, d
 def _set_state(state: str) -> Action:
     def action(core: BuiltinCore, conn: sqlite3.Connection, request: Request, doc: Element) -> None:
         for name in _elids(request):
-            _existing(conn, name)
+            _may_change(request, _existing(conn, name))
             conn.execute("UPDATE users SET state = ? WHERE name = ?", (state, name))
         add(doc, "ok")
 

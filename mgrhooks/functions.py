@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from .core import PARAMETERS, BuiltinCore, Core
+from .core import PARAMETERS, BuiltinCore, Core, needed_level
 from .errors import PanelError
 from .model import EMPTY, HandlerType, InternalHandler, Registry, Request
 from .xmldoc import DocumentError, Element, Rows, add, as_rows, parse
@@ -85,7 +85,7 @@ class Functions:
         if request.func in self.core_docs:
             _merge_into(doc, _load(self.core_docs[request.func]))
         elif request.func == EVENTLIST:
-            self._eventlist(doc)
+            self._eventlist(doc, request.level)
         elif python is not None:
             python.function(request, doc)
         else:
@@ -108,6 +108,14 @@ class Functions:
         """Run one internal handler: the core's (Python functions' internals included)."""
         self.core.internal(handler, request, doc)
 
+    def needed_level(self, func: str) -> int:
+        """The lowest caller level the core's function ``func`` accepts (0 for ``eventlist``,
+        supplied documents, Python functions (they check levels themselves), and a core
+        that does not say)."""
+        if func == EVENTLIST or func in self.core_docs or func in self.python:
+            return 0
+        return needed_level(self.core, func)
+
     def parameters(self, func: str) -> list[str]:
         """The parameters ``func`` reads: the fields named in its ``<metadata>``, else the
         built-in core's list (``mgrctl -i FUNC``)."""
@@ -117,11 +125,22 @@ class Functions:
             return list(dict.fromkeys(n for n in names if n))
         return list(PARAMETERS.get(func, ()))
 
-    def _eventlist(self, doc: Element) -> None:
-        """One ``<elem>`` per registration: event, stage, handler, type, plugin file and line
-        (events, then the functions addons declare, as stage ``action``)."""
-        registrations = [(e.func, e.stage.value, e.handler, e.source) for e in self.registry.events]
-        registrations += [(f.name, "action", f.handler, f.source) for f in self.registry.funcs]
+    def _eventlist(self, doc: Element, level: int) -> None:
+        """One ``<elem>`` per registration a caller of ``level`` can set off: event, stage,
+        handler, type, plugin file and line (events, then the functions addons declare, as
+        stage ``action``).
+
+        Left out, as a call would (our choice): a handler whose ``minlevel`` is above
+        ``level`` (it never runs for this caller), an event of a function the caller may not
+        call (the core's :meth:`needed_level`, or the ``<func>``'s ``minlevel``), and a
+        ``<func>`` whose ``minlevel`` is above ``level``."""
+        funcs = {f.name: f.minlevel for f in reversed(self.registry.funcs)}  # the first declaration wins
+        registrations = [
+            (e.func, e.stage.value, e.handler, e.source)
+            for e in self.registry.events
+            if e.handler.minlevel <= level and funcs.get(e.func, self.needed_level(e.func)) <= level
+        ]
+        registrations += [(f.name, "action", f.handler, f.source) for f in self.registry.funcs if f.minlevel <= level]
         for name, stage, handler, source in registrations:
             elem = add(doc, "elem")
             add(elem, "name", name)

@@ -130,3 +130,87 @@ def test_the_levels_are_named_once(panel: Root) -> None:
     for level in Level:
         assert text(panel, "user.add", name=f"u{level}", passwd="x", level=str(level), sok="ok") == f"OK\nid=u{level}\n"
     assert rows(panel) == [(f"u{level}", int(level), "active") for level in sorted(Level, key=str)]
+
+
+ADMIN = ("admin", 29)
+
+
+def test_nobody_gives_a_level_above_their_own(panel: Root) -> None:
+    denied = render(do(panel, "user.add", ADMIN, name="boss", passwd="pw", level="30", sok="ok"), "text")
+    assert denied == "ERROR access(level,30): Level 30 is above your own (29): nobody can give more than they have\n"
+    assert text(panel, "user.add", name="al", passwd="pw", sok="ok") == "OK\nid=al\n"
+    assert render(do(panel, "user.edit", ADMIN, elid="al", level="30", sok="ok"), "text").startswith(
+        "ERROR access(level,30)"
+    )
+    assert render(do(panel, "user.add", ADMIN, name="peer", passwd="pw", level="29", sok="ok"), "text") == (
+        "OK\nid=peer\n"
+    )
+    assert rows(panel) == [("al", 16, "active"), ("peer", 29, "active")]
+
+
+@pytest.mark.parametrize(
+    ("func", "params"),
+    [
+        ("user.edit", {"elid": "boss", "level": "16", "sok": "ok"}),
+        ("user.edit", {"elid": "boss", "passwd": "mine", "sok": "ok"}),
+        ("user.edit", {"elid": "peer", "name": "gone", "sok": "ok"}),
+        ("user.suspend", {"elid": "al, boss"}),
+        ("user.resume", {"elid": "peer"}),
+        ("user.delete", {"elid": "al, boss"}),
+        ("user.delete", {"elid": "al, peer"}),
+    ],
+)
+def test_an_administrator_cannot_touch_users_at_or_above_its_level(
+    panel: Root, func: str, params: dict[str, str]
+) -> None:
+    for name, level in (("al", "16"), ("peer", "29"), ("boss", "30")):
+        do(panel, "user.add", name=name, passwd="pw", level=level, sok="ok")
+    with sqlite3.connect(panel.db_file) as db:
+        before = db.execute("SELECT * FROM users ORDER BY name").fetchall()
+    response = render(do(panel, func, ADMIN, **params), "text")
+    target = "boss" if "boss" in params["elid"] else "peer"
+    level = 30 if target == "boss" else 29
+    assert response == (
+        f"ERROR access(user,{target}): User '{target}' has level {level}: only a caller above that level may"
+        " change it (yours is 29)\n"
+    )
+    with sqlite3.connect(panel.db_file) as db:  # nothing half-applied: 'al' is still there, unchanged
+        assert db.execute("SELECT * FROM users ORDER BY name").fetchall() == before
+
+
+def test_the_super_user_may_act_on_anyone(panel: Root) -> None:
+    do(panel, "user.add", name="boss", passwd="pw", level="30", sok="ok")
+    do(panel, "user.add", name="al", passwd="pw", sok="ok")
+    assert render(do(panel, "user.edit", ADMIN, elid="al", level="29", sok="ok"), "text") == "OK\nid=al\n"
+    assert text(panel, "user.edit", elid="boss", level="29", sok="ok") == "OK\nid=boss\n"
+    assert text(panel, "user.delete", elid="al, boss") == "OK\n"
+    assert rows(panel) == []
+
+
+def test_eventlist_shows_what_the_callers_level_may_set_off(panel: Root) -> None:
+    panel.plugin_dir.mkdir(parents=True)
+    (panel.plugin_dir / "billmgr_mod_ev.xml").write_text(
+        """<mgrdata>
+  <handler name="any.sh" type="cgi"><event name="desktop" after="yes"/><event name="*" final="yes"/></handler>
+  <handler name="users.sh" type="cgi"><event name="user.add" after="yes"/></handler>
+  <handler name="high.sh" type="cgi" minlevel="24"><event name="desktop" after="yes"/></handler>
+  <handler name="f.sh" type="cgi"><func name="open.f"/><func name="shop.f" minlevel="24"/></handler>
+  <handler name="g.sh" type="cgi"><event name="shop.f" before="yes"/><event name="open.f" before="yes"/></handler>
+</mgrdata>
+"""
+    )
+
+    def listed(level: int) -> list[str]:
+        doc = do(panel, "eventlist", caller=("u", level))
+        return [f"{e.findtext('handler')}:{e.findtext('name')}:{e.findtext('stage')}" for e in doc.iter("elem")]
+
+    everyone = ["any.sh:desktop:after", "any.sh:*:final", "g.sh:open.f:before", "f.sh:open.f:action"]
+    assert listed(16) == everyone
+    assert listed(24) == [
+        *everyone[:2],
+        "high.sh:desktop:after",
+        "g.sh:shop.f:before",
+        *everyone[2:],
+        "f.sh:shop.f:action",
+    ]
+    assert len(listed(29)) == len(listed(30)) == 8 and "users.sh:user.add:after" in listed(29)
