@@ -34,6 +34,11 @@ if TYPE_CHECKING:  # sqlite3 and the hashing modules load when a function needs 
 DEFAULT_LEVEL = Level.USER
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 GROUP_SEPARATOR = ", "
+#: a balance: a plain decimal number, sign and point optional
+BALANCE_PATTERN = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"  # compiled on first use (re caches it)
+#: digits a balance may have before the point (a whole 15-digit amount in cents still fits
+#: a 64-bit integer and Decimal's default 28 digits of precision)
+BALANCE_DIGITS = 15
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -166,6 +171,8 @@ class BuiltinCore:
 
 
 def _find(conn: sqlite3.Connection, name: str) -> sqlite3.Row | None:
+    if not NAME_PATTERN.fullmatch(name):  # no such user can exist (and SQLite takes no lone surrogate)
+        return None
     row: sqlite3.Row | None = conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
     return row
 
@@ -178,10 +185,14 @@ def _existing(conn: sqlite3.Connection, name: str) -> sqlite3.Row:
 
 
 def _elids(request: Request) -> list[str]:
+    """The names of the group ``elid``, each once, in order (a name given twice is acted on once)."""
     elid = request.get("elid")
     if not elid:
         raise PanelError("value", "elid", "", "No user selected (parameter 'elid' is empty)")
-    return elid.split(GROUP_SEPARATOR)
+    names = list(dict.fromkeys(elid.split(GROUP_SEPARATOR)))
+    if "" in names:
+        raise PanelError("value", "elid", elid, f"Empty user name in the group '{elid}' (names are joined by ', ')")
+    return names
 
 
 def _may_grant(request: Request, level: int) -> None:
@@ -280,15 +291,19 @@ def _valid_level(text: str) -> int:
 
 
 def _valid_balance(text: str) -> str:
-    from decimal import Decimal, InvalidOperation
+    """``text`` rounded to cents (half to even), when it is a plain decimal number with at
+    most :data:`BALANCE_DIGITS` digits before the point (no exponent; our choice)."""
+    if not re.fullmatch(BALANCE_PATTERN, text):
+        raise PanelError("value", "balance", text, f"Invalid balance '{text}': a decimal number like -12.50")
+    from decimal import Decimal
 
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        value = Decimal("NaN")
-    if not value.is_finite():
-        raise PanelError("value", "balance", text, f"Invalid balance '{text}': a decimal number")
-    return str(value.quantize(Decimal("0.01")))
+    value = Decimal(text)
+    if abs(value) < 10**BALANCE_DIGITS:  # (a larger one may not fit Decimal's precision in cents)
+        value = value.quantize(Decimal("0.01"))
+    if abs(value) >= 10**BALANCE_DIGITS:
+        message = f"Invalid balance '{text}': at most {BALANCE_DIGITS} digits before the decimal point"
+        raise PanelError("value", "balance", text, message)
+    return str(value)
 
 
 def user_delete(core: BuiltinCore, conn: sqlite3.Connection, request: Request, doc: Element) -> None:

@@ -187,6 +187,48 @@ def test_the_super_user_may_act_on_anyone(panel: Root) -> None:
     assert rows(panel) == []
 
 
+def test_a_name_given_twice_in_a_group_is_acted_on_once(panel: Root) -> None:
+    do(panel, "user.add", name="a", passwd="pw", sok="ok")
+    do(panel, "user.add", name="b", passwd="pw", sok="ok")
+    assert text(panel, "user.suspend", elid="b, b") == "OK\n"
+    assert text(panel, "user.delete", elid="a, a") == "OK\n"
+    assert rows(panel) == [("b", 16, "suspended")]
+    assert text(panel, "user.delete", elid="b, ") == (
+        "ERROR value(elid,b, ): Empty user name in the group 'b, ' (names are joined by ', ')\n"
+    )
+    assert rows(panel) == [("b", 16, "suspended")]
+
+
+@pytest.mark.parametrize(
+    ("balance", "expected"),
+    [
+        ("1e26", "ERROR value(balance,1e26): Invalid balance '1e26': a decimal number like -12.50\n"),
+        ("1_000", "ERROR value(balance,1_000): Invalid balance '1_000': a decimal number like -12.50\n"),
+        (" 5", "ERROR value(balance, 5): Invalid balance ' 5': a decimal number like -12.50\n"),
+        ("inf", "ERROR value(balance,inf): Invalid balance 'inf': a decimal number like -12.50\n"),
+        (
+            "1" * 16,
+            f"ERROR value(balance,{'1' * 16}): Invalid balance '{'1' * 16}': at most 15 digits before the decimal point\n",
+        ),
+        ("9" * 15 + ".999", "ERROR value(balance,999999999999999.999): Invalid balance '999999999999999.999': at most"),
+        ("9" * 15 + ".99", "OK\nid=al\n"),
+        ("-.5", "OK\nid=al\n"),
+        ("+3.", "OK\nid=al\n"),
+    ],
+)
+def test_balance_is_a_plain_decimal_of_bounded_size(panel: Root, balance: str, expected: str) -> None:
+    response = text(panel, "user.add", name="al", passwd="pw", balance=balance, sok="ok")
+    assert response.startswith(expected), response
+    assert rows(panel) == ([("al", 16, "active")] if expected.startswith("OK") else [])
+
+
+def test_names_that_are_not_utf_8_are_not_found(panel: Root) -> None:
+    assert text(panel, "user.edit", elid="\udcff").startswith("ERROR missed(user,\ufffd): User '\ufffd' not found")
+    assert text(panel, "user.delete", elid="a, \udcff\x01").startswith("ERROR missed(user,a)")
+    doc = do(panel, "desktop", caller=("\udcffx", 16))
+    assert doc.findtext("balance") == "0.00"
+
+
 def test_eventlist_shows_what_the_callers_level_may_set_off(panel: Root) -> None:
     panel.plugin_dir.mkdir(parents=True)
     (panel.plugin_dir / "billmgr_mod_ev.xml").write_text(
