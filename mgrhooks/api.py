@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Concatenate, Generic, ParamSpec, TypeVar, over
 
 from .core import Core
 from .dispatch import Options, Response, call, nesting, reachable
+from .errors import UsageError
 from .functions import Function, Functions, PythonFunction, builtin_core
 from .model import InternalHandler, Level, Plan, Problem, Request
 from .observers import Observers
@@ -143,9 +144,14 @@ class Panel:
         A call made from inside a handler (``MGRHOOKS_DEPTH`` in the environment) counts as
         nested. :raises RootError: the root's ``etc/mgrhooks.conf`` is broken, or the
         built-in core's database cannot be used (see :func:`mgrhooks.dispatch.call`)
+        :raises UsageError: ``func``, ``user`` or ``lang`` holds a control character or a
+        byte that is not UTF-8 (:meth:`mgrhooks.model.Request.problem`)
         """
         pairs = tuple(params.items()) if isinstance(params, Mapping) else tuple(params)
         request = Request(func, tuple((k, v) for k, v in pairs if k != "func"), user=user, level=level, lang=lang)
+        problem = request.problem()
+        if problem is not None:
+            raise UsageError(problem)
         options = options if options is not None else Options()
         if options.depth == 1 and not options.chain:
             depth, chain = nesting(os.environ)
@@ -156,8 +162,13 @@ class Panel:
         """The steps a call of ``func`` by a caller of ``level`` runs, each with why.
 
         :raises PanelError: the function is unknown, or out of the caller's reach
+        :raises UsageError: ``func`` holds a control character or a byte that is not UTF-8
         """
         from .plan import plan
+
+        problem = Request(func).problem()
+        if problem is not None:
+            raise UsageError(problem)
 
         registry, functions = reachable(self.root, func, self.core)
         disabled = self.root.disabled_plugins()

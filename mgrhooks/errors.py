@@ -19,7 +19,8 @@ class ExitStatus(enum.IntEnum):
     OK = 0
     #: the response document holds an ``<error>``, or ``check`` found errors
     ERROR = 1
-    #: click's own status for a usage error (bad option, missing argument)
+    #: click's own status for a usage error (bad option, missing argument), and
+    #: :class:`UsageError`
     USAGE = 2
     #: the root cannot be used (missing directory, unreadable database)
     ROOT = 3
@@ -39,6 +40,13 @@ class MgrhooksError(Exception):
     """Base class: a one-line message and the exit status the CLI maps it to."""
 
     exit_status: ClassVar[ExitStatus] = ExitStatus.ERROR
+
+
+class UsageError(MgrhooksError):
+    """The caller gave a value no call can take (a control character in a user name):
+    exit status 2, as click's own usage errors."""
+
+    exit_status = ExitStatus.USAGE
 
 
 class RootError(MgrhooksError):

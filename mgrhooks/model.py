@@ -169,6 +169,32 @@ class Level(enum.IntEnum):
     SUPER_USER = 30
 
 
+def name_problem(text: str) -> str | None:
+    """The first thing in ``text`` that no name holds: a control character (C0, DEL, C1)
+    or a byte that is not UTF-8 (decoded as a lone surrogate, as Python does for command
+    lines), with its 1-based position; ``None`` when there is none."""
+    if text.isascii() and text.isprintable():
+        return None
+    for position, char in enumerate(text, 1):
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:
+            return f"byte 0x{code - 0xDC00:02X} at position {position} is not UTF-8"
+        if 0xD800 <= code <= 0xDFFF:
+            return f"lone surrogate U+{code:04X} at position {position}"
+        if code < 0x20 or 0x7F <= code <= 0x9F:
+            return f"control character U+{code:04X} at position {position}"
+    return None
+
+
+def _escaped(char: str) -> str:
+    """``char`` as it can be shown on one line: itself when printable, else an escape (a
+    byte that was not UTF-8 as ``\\xff``, as in the command line it came from)."""
+    if char.isprintable():
+        return char
+    code = ord(char)
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else char.encode("unicode_escape").decode()
+
+
 class Request(NamedTuple):
     """One function call.
 
@@ -182,6 +208,21 @@ class Request(NamedTuple):
     level: int = Level.SUPER_USER
     lang: str = "en"
     call_id: str = ""
+
+    def problem(self) -> str | None:
+        """Why no call can take this request: a control character or a byte that is not
+        UTF-8 in the function name, the user or the language (each goes into XML attributes,
+        the environment and the log); ``None`` when there is none (our choice)."""
+        for what, value in (
+            ("function name", self.func),
+            ("user (--user)", self.user),
+            ("language (--lang)", self.lang),
+        ):
+            reason = name_problem(value)
+            if reason is not None:
+                shown = "".join(map(_escaped, value[:60])) + ("..." if len(value) > 60 else "")
+                return f"Invalid {what} '{shown}': {reason}"
+        return None
 
     def get(self, key: str, default: str = "") -> str:
         """The last value of parameter ``key`` (``default`` when absent)."""

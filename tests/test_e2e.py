@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sqlite3
+import subprocess
 import time
 from urllib.parse import parse_qsl
 
@@ -333,6 +334,32 @@ def test_usage_errors(root: PanelRoot) -> None:
     assert result.returncode == 2 and "expected key=value, got 'novalue'" in result.stderr
     result = root.mgrhooks("exec", "user", "--out", "yaml")
     assert result.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([b"us\x01er"], "Invalid function name 'us\\x01er': control character U+0001 at position 3"),
+        ([b"us\xffer"], "Invalid function name 'us\\xffer': byte 0xFF at position 3 is not UTF-8"),
+        ([b"desktop", b"--user", b"a\nb"], "Invalid user (--user) 'a\\nb': control character U+000A at position 2"),
+        ([b"desktop", b"--user", b"\xc3("], "Invalid user (--user) '\\xc3(': byte 0xC3 at position 1 is not UTF-8"),
+        ([b"desktop", b"--lang", b"e\x1b[2Jn"], "Invalid language (--lang) 'e\\x1b[2Jn': control character U+001B"),
+        ([b"desktop", b"--lang", b"\xc2\x85"], "Invalid language (--lang) '\\x85': control character U+0085"),
+    ],
+)
+def test_names_no_call_can_take_are_usage_errors(root: PanelRoot, args: list[bytes], message: str) -> None:
+    """A control character or a byte that is not UTF-8 in the function name, --user or
+    --lang: exit status 2 naming it, and no handler runs (a '*' handler would)."""
+    root.handler("any.sh", "#!/bin/sh\necho ran > var/ran\ncat\n", '<event name="*" before="yes"/>')
+    result = subprocess.run([*root.argv("exec"), *args], capture_output=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.decode().startswith(f"Error: {message}") and result.stderr.count(b"\n") == 1
+    assert not (root.path / "var/ran").exists()
+    plan = subprocess.run([*root.argv("plan"), b"us\x01er"], capture_output=True, text=True)
+    assert (plan.returncode, plan.stderr) == (
+        2,
+        "Error: Invalid function name 'us\\x01er': control character U+0001 at position 3\n",
+    )
 
 
 def test_missing_root_is_a_clear_error(root: PanelRoot) -> None:
