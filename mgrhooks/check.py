@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from .model import Problem, Registry, Severity
+from .model import Problem, Registry, Severity, Source
 from .programs import inspect
 from .root import Root
+from .settings import SettingsError
 
 
 def check(root: Root, registry: Registry) -> list[Problem]:
-    """The registry's problems, then each handler program's, once per program (vetted as
-    :func:`mgrhooks.programs.inspect` does: PROTOCOL §7).
+    """The problem of ``etc/mgrhooks.conf``, the registry's problems, then each handler
+    program's, once per program (vetted as :func:`mgrhooks.programs.inspect` does:
+    PROTOCOL §7).
 
     Program problems are placed at the first ``<handler>`` that names the program, in
     file and line order, and read ``handler 'NAME': REASON``. Never raises.
     """
-    problems = list(registry.problems)
+    problems = _settings_problems(root) + list(registry.problems)
     seen: set[str] = set()
     handlers = [e.handler for e in registry.events] + [f.handler for f in registry.funcs]
     for handler in sorted(handlers, key=lambda h: (h.source.path.encode(), h.source.line)):
@@ -26,3 +28,14 @@ def check(root: Root, registry: Registry) -> list[Problem]:
         problems += [Problem(Severity.ERROR, where, f"{label}: {e}") for e in program.errors]
         problems += [Problem(Severity.WARNING, where, f"{label}: {w}") for w in program.warnings]
     return problems
+
+
+def _settings_problems(root: Root) -> list[Problem]:
+    """The first bad value of ``etc/mgrhooks.conf`` (a timeout beyond a day, ...), at its
+    line: an error, since every call refuses the root until it is fixed."""
+    try:
+        root.settings()
+    except SettingsError as exc:
+        shown = exc.path.relative_to(root.path) if exc.path.is_relative_to(root.path) else exc.path
+        return [Problem(Severity.ERROR, Source(str(shown), exc.line), exc.reason)]
+    return []

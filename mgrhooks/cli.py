@@ -16,6 +16,7 @@ import click
 from .errors import ExitStatus, MgrhooksError, out_of_resources
 from .model import Level, Severity
 from .root import DEFAULT_MGR
+from .settings import MAX_SECONDS
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -223,6 +224,13 @@ def _release_stdout() -> None:
     os.close(devnull)
 
 
+def _number(_: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Refuse NaN, which passes every click range (each comparison with it is false)."""
+    if value is not None and value != value:
+        raise click.BadParameter("nan is not a number", param=param)
+    return value
+
+
 @main.command("exec")
 @_root_options
 @click.argument("func")
@@ -235,7 +243,12 @@ def _release_stdout() -> None:
 @_level_option
 @click.option("--lang", default="en", show_default=True, help="The request language.")
 @click.option("--out", "fmt", type=click.Choice(FORMATS), default="xml", show_default=True)
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds each handler may run.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_SECONDS),
+    callback=_number,
+    help="Seconds each handler may run (at most a day).",
+)
 @click.option(
     "--body",
     metavar="FILE",
@@ -369,7 +382,12 @@ def _switch(panel: Panel, name: str, enabled: bool) -> None:
 @_root_options
 @click.option("--once", is_flag=True, help="One pass over the due deliveries, then exit (for cron).")
 @click.option(
-    "--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.05), help="Seconds between passes."
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05, max=MAX_SECONDS),
+    callback=_number,
+    help="Seconds between passes.",
 )
 def worker_command(panel: Panel, once: bool, interval: float) -> None:
     """Deliver spooled event records, and try failed ones again when due.

@@ -11,8 +11,9 @@ Drivers (``driver =`` in a ``[notify.NAME]`` section):
 * ``script``: runs ``program`` from ``addon/`` (vetted as handler programs are) with the
   record on stdin; exit status 0 is success.
 
-A failed attempt is tried again after ``backoff`` seconds, doubled after each failure;
-after ``attempts`` attempts the delivery goes to the dead letters (``mgrhooks queue``).
+A failed attempt is tried again after ``backoff`` seconds, doubled after each failure up
+to a day (:data:`~mgrhooks.settings.MAX_SECONDS`; our choice); after ``attempts``
+attempts the delivery goes to the dead letters (``mgrhooks queue``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import NamedTuple
 
 from . import logs
 from .root import Root
-from .settings import Notifier
+from .settings import MAX_SECONDS, Notifier
 from .spool import Delivery, Spool
 
 #: seconds an inline attempt, made right after the call, may take
@@ -81,7 +82,8 @@ def _settle(spool: Spool, notifier: Notifier | None, delivery: Delivery, error: 
     attempts = delivery.attempts + 1
     dead = notifier is None or attempts >= notifier.attempts
     backoff = notifier.backoff if notifier is not None else 0.0
-    spool.failed(delivery, error, time.time() + backoff * 2 ** (attempts - 1), dead)
+    delay = min(backoff * 2.0 ** min(attempts - 1, 64), MAX_SECONDS)  # (2.0 ** 1100 overflows)
+    spool.failed(delivery, error, time.time() + delay, dead)
     outcome = "dead letter" if dead else "will retry"
     NOTIFY.warning(
         "%s '%s' to %s: attempt %d failed: %s (%s)",

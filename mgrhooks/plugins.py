@@ -7,7 +7,6 @@ and the other files still load (PROTOCOL §2).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import NamedTuple, TypeVar
 from lxml import etree
 
 from .model import Base, Event, FuncDecl, Handler, HandlerType, Placement, Problem, Registry, Severity, Source, Stage
+from .settings import seconds
 from .xmldoc import DocumentError, Element, parse
 
 #: the priority of a handler without priority="hi" (Zotonic's default, too); "hi" is 0
@@ -145,17 +145,16 @@ def _handler(elem: Element, file: _File) -> Handler | None:
 
 
 def _timeout(elem: Element, file: _File, context: str) -> float | None:
+    """The handler's ``timeout=`` in seconds (see :func:`mgrhooks.settings.seconds`); a bad
+    one is an error and the run default is used instead (our choice: the handler still runs)."""
     text = elem.get("timeout")
     if text is None:
         return None
     try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        file.warning(elem, f"{context}attribute 'timeout': expected seconds > 0, got '{text}': default used")
+        return seconds(text)
+    except ValueError as exc:
+        file.error(elem, f"{context}attribute 'timeout': {exc}: default used")
         return None
-    return value
 
 
 def _minlevel(elem: Element, file: _File, context: str) -> int:

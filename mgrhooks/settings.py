@@ -28,8 +28,9 @@
     program = sync.sh     ; in addon/, vetted as handler programs are; record on stdin
 
 Every key is optional; a missing file means the defaults. A file that does not parse or
-holds a bad value is a :class:`~mgrhooks.errors.RootError` naming the file, the line or
-key, and what was expected.
+holds a bad value is a :class:`SettingsError` (a :class:`~mgrhooks.errors.RootError`)
+naming the file, the line and key, and what was expected. Every time in seconds is above
+0 and at most :data:`MAX_SECONDS`, a day.
 
 Annotations are evaluated, not postponed: see :mod:`mgrhooks.model`.
 """
@@ -38,9 +39,12 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import RootError
+
+if TYPE_CHECKING:  # loaded only for roots that have the file
+    import configparser
 
 #: seconds a handler may run (our choice; a handler's timeout= and exec --timeout override)
 DEFAULT_TIMEOUT = 60.0
@@ -50,8 +54,39 @@ KILL_GRACE = 1.0
 DRAIN_GRACE = 0.5
 #: bytes of stdout accepted from one handler (64 MiB)
 OUTPUT_LIMIT = 64 * 1024 * 1024
+#: the longest time any setting, handler ``timeout=`` or ``exec --timeout`` may give: a day
+#: (our choice: far beyond any call a panel waits for, and far within what the system can
+#: wait: poll(2) takes at most 2**31-1 ms, 24.8 days; a socket timeout a time_t)
+MAX_SECONDS = 86400.0
 _SIZE = r"(\d+)\s*([KMG]?)B?"  # compiled on first use (re caches it)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+class SettingsError(RootError):
+    """A bad ``etc/mgrhooks.conf``: ``path``, ``line`` (1-based; 0 when unknown) and
+    ``reason`` (``[handlers] timeout: expected ...``)."""
+
+    def __init__(self, path: Path, line: int, reason: str) -> None:
+        super().__init__(f"{path}: line {line}: {reason}" if line else f"{path}: {reason}")
+        self.path = path
+        self.line = line
+        self.reason = reason
+
+
+def seconds(text: str) -> float:
+    """``text`` as a time in seconds: a number above 0 and at most :data:`MAX_SECONDS`.
+
+    :raises ValueError: why not (``expected seconds > 0, got 'soon'``)
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0:  # (NaN too)
+        raise ValueError(f"expected seconds > 0, got {text!r}")
+    if value > MAX_SECONDS:
+        raise ValueError(f"expected at most {MAX_SECONDS:g} seconds (a day), got {text!r}")
+    return value
 
 
 class Notifier(NamedTuple):
@@ -104,68 +139,105 @@ def load_settings(path: Path) -> Settings:
     except FileNotFoundError:
         return Settings()
     except (OSError, UnicodeDecodeError) as exc:
-        raise RootError(f"{path}: {exc}") from None
+        raise SettingsError(path, 0, str(exc)) from None
     import configparser  # only for roots that have the file
 
     parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"))
     try:
         parser.read_string(text, str(path))
     except configparser.Error as exc:
-        raise RootError(f"{path}: {exc}") from None
+        raise SettingsError(path, *_unparsable(exc)) from None
+    try:
+        return _settings(path, parser)
+    except _Bad as exc:
+        section, key, reason = exc.args
+        raise SettingsError(path, _line(text, section, key), reason) from None
+
+
+def _unparsable(exc: "configparser.Error") -> tuple[int, str]:
+    """``(line, reason)`` of configparser's error, in one line and without the file's path."""
+    import configparser
+
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return exc.lineno, f"File contains no section headers ({exc.line.strip()!r} before any [section])"
+    if isinstance(exc, configparser.ParsingError):
+        line, text = exc.errors[0]
+        return line, f"cannot parse {text}: expected KEY = VALUE"  # (text is a repr already)
+    reason = re.sub(r"^While reading from .*?\[line +\d+\]: ", "", str(exc).splitlines()[0])
+    return getattr(exc, "lineno", None) or 0, reason
+
+
+class _Bad(Exception):
+    """A bad section or key: ``(section, key or "", reason)``; :func:`load_settings` finds its line."""
+
+
+def _settings(path: Path, parser: "configparser.ConfigParser") -> Settings:
     for name in parser.sections():
         if name != "handlers" and not name.startswith("notify."):
-            raise RootError(f"{path}: unknown section [{name}]; known: [handlers], [notify.NAME]")
+            raise _Bad(name, "", f"unknown section [{name}]; known: [handlers], [notify.NAME]")
     section = parser["handlers"] if parser.has_section("handlers") else {}
-    _known_keys(path, "handlers", section, _HANDLER_KEYS)
-    values: dict[str, object] = {key: _value(path, key, text) for key, text in section.items()}
+    _known_keys("handlers", section, _HANDLER_KEYS)
+    values: dict[str, object] = {key: _value(key, text) for key, text in section.items()}
     notifiers = tuple(
-        _notifier(path, name[len("notify.") :], parser[name]) for name in parser.sections() if name != "handlers"
+        _notifier(name[len("notify.") :], parser[name]) for name in parser.sections() if name != "handlers"
     )
     return Settings(**values, notifiers=notifiers)  # type: ignore[arg-type]
 
 
-def _known_keys(path: Path, section: str, keys: Iterable[str], known: set[str]) -> None:
+def _line(text: str, section: str, key: str) -> int:
+    """The line of ``key`` in ``[section]`` (of the section's header when ``key`` is empty
+    or not found there), 0 when neither is found."""
+    current, header = "", 0
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("[") and "]" in stripped:
+            current = stripped[1 : stripped.index("]")].strip()
+            header = number if current == section else header
+        elif key and current == section and re.match(rf"{re.escape(key)}\s*[=:]", stripped, re.IGNORECASE):
+            return number
+    return header
+
+
+def _known_keys(section: str, keys: Iterable[str], known: set[str]) -> None:
     unknown = sorted(set(keys) - known)
     if unknown:
-        raise RootError(f"{path}: [{section}] unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        reason = f"[{section}] unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        raise _Bad(section, unknown[0], reason)
 
 
-def _notifier(path: Path, name: str, section: Mapping[str, str]) -> Notifier:
+def _notifier(name: str, section: Mapping[str, str]) -> Notifier:
     where = f"notify.{name}"
     driver = section.get("driver", "")
     if driver not in _DRIVER_KEYS:
-        raise RootError(f"{path}: [{where}] driver: expected one of {', '.join(_DRIVER_KEYS)}, got {driver!r}")
-    _known_keys(path, where, section, {"driver", "events"} | _DRIVER_KEYS[driver])
+        raise _Bad(where, "driver", f"[{where}] driver: expected one of {', '.join(_DRIVER_KEYS)}, got {driver!r}")
+    _known_keys(where, section, {"driver", "events"} | _DRIVER_KEYS[driver])
     required = {"log": "path", "http": "url", "script": "program"}[driver]
     if not section.get(required, "").strip() and driver != "log":
-        raise RootError(f"{path}: [{where}] {required}: required for the {driver} driver")
+        raise _Bad(where, required, f"[{where}] {required}: required for the {driver} driver")
     values: dict[str, object] = {"name": name, "driver": driver}
     for key, text in section.items():
         if key == "events":
             values[key] = tuple(text.split()) or ("*",)
         elif key in ("timeout", "backoff"):
-            values[key] = _value(path, key, text, where)
+            values[key] = _value(key, text, where)
         elif key == "attempts":
             if not text.strip().isdigit() or int(text) < 1:
-                raise RootError(f"{path}: [{where}] attempts: expected a whole number >= 1, got {text!r}")
+                raise _Bad(where, key, f"[{where}] attempts: expected a whole number >= 1, got {text!r}")
             values[key] = int(text)
         elif key != "driver":
             values[key] = text.strip()
     return Notifier(**values)  # type: ignore[arg-type]
 
 
-def _value(path: Path, key: str, text: str, section: str = "handlers") -> object:
+def _value(key: str, text: str, section: str = "handlers") -> object:
     if key == "pass_env":
         return tuple(text.split())
     if key == "output_limit":
         match = re.fullmatch(_SIZE, text.strip(), re.IGNORECASE)
         if match and int(match[1]) > 0:
             return int(match[1]) * _UNITS[match[2].upper()]
-        raise RootError(f"{path}: [{section}] output_limit: expected bytes > 0 (like 64M), got {text!r}")
+        raise _Bad(section, key, f"[{section}] output_limit: expected bytes > 0 (like 64M), got {text!r}")
     try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise RootError(f"{path}: [{section}] {key}: expected seconds > 0, got {text!r}")
-    return seconds
+        return seconds(text)
+    except ValueError as exc:
+        raise _Bad(section, key, f"[{section}] {key}: {exc}") from None

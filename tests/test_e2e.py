@@ -362,6 +362,30 @@ def test_names_no_call_can_take_are_usage_errors(root: PanelRoot, args: list[byt
     )
 
 
+def test_times_beyond_a_day_or_not_a_number_are_refused_with_file_and_line(root: PanelRoot) -> None:
+    for value in ("inf", "nan", "1e9", "86400.5", "0", "-1", ""):
+        result = root.mgrhooks("exec", "user", "--timeout", value)
+        assert result.returncode == 2 and "Error: Invalid value for '--timeout': " in result.stderr, result.stderr
+    assert root.mgrhooks("worker", "--interval", "inf", "--once").returncode == 2
+    root.handler("h.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>', attrs='timeout="1e9"')
+    (root.path / "etc/mgrhooks.conf").write_text("[handlers]\n; a day is the most\ntimeout = inf\n")
+    check = root.mgrhooks("check")
+    assert (check.returncode, check.stdout) == (
+        1,
+        "etc/mgrhooks.conf:3: error: [handlers] timeout: expected at most 86400 seconds (a day), got 'inf'\n"
+        "etc/xml/billmgr_mod_h_sh.xml:1: error: handler 'h.sh': attribute 'timeout': expected at most 86400"
+        " seconds (a day), got '1e9': default used\n",
+    )
+    result = root.mgrhooks("exec", "user")
+    conf = root.path / "etc/mgrhooks.conf"
+    assert (result.returncode, result.stderr) == (
+        3,
+        f"Error: {conf}: line 3: [handlers] timeout: expected at most 86400 seconds (a day), got 'inf'\n",
+    )
+    conf.unlink()
+    assert root.mgrhooks("exec", "user", "--timeout", "86400").returncode == 0  # h.sh runs, with the default
+
+
 def test_missing_root_is_a_clear_error(root: PanelRoot) -> None:
     result = PanelRoot(root.path / "nope").mgrhooks("exec", "user")
     assert result.returncode == 3

@@ -313,3 +313,21 @@ def test_script_driver(root: PanelRoot) -> None:
     root.mgrhooks("exec", "user.delete", "--elid", "al")
     (line,) = queue(root, "list", "--dead")
     assert "Addon 'addon/gone.sh' does not exist" in line
+
+
+def test_the_backoff_doubles_up_to_a_day_however_many_attempts_failed(root: PanelRoot) -> None:
+    import sqlite3
+
+    from mgrhooks import Root
+    from mgrhooks.delivery import spool_of, work
+
+    panel = Root.open(root.path)
+    spool_of(panel).add("r1", "user.add", "{}", ["sync"], now=time.time())
+    with sqlite3.connect(root.path / "var/billmgr.spool.db") as db:
+        db.execute("UPDATE deliveries SET attempts = 1500")  # 2.0 ** 1500 is beyond a float
+    notifier = Notifier("sync", "script", program="gone.sh", attempts=10**6, backoff=3600)
+    started = time.time()
+    assert work(panel, (notifier,)).retried == 1
+    with sqlite3.connect(root.path / "var/billmgr.spool.db") as db:
+        ((due, attempts),) = db.execute("SELECT due, attempts FROM deliveries").fetchall()
+    assert attempts == 1501 and started + 86400 <= due <= time.time() + 86400

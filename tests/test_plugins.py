@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from mgrhooks.model import Base, HandlerType, Placement, Stage
 from mgrhooks.plugins import build_registry, load_registry, parse_plugin
 
@@ -185,3 +187,30 @@ def test_plugin_listing(tmp_path: Path) -> None:
     assert find_plugin(plugins, "mod_tool") is None
     assert plugin_name("ispmgr_mod_a.b.xml", "ispmgr") == "a.b"
     assert mgrhooks.PluginInfo is PluginInfo
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("1e9", "expected at most 86400 seconds (a day), got '1e9'"),
+        ("inf", "expected at most 86400 seconds (a day), got 'inf'"),
+        ("nan", "expected seconds > 0, got 'nan'"),
+        ("0", "expected seconds > 0, got '0'"),
+        ("soon", "expected seconds > 0, got 'soon'"),
+    ],
+)
+def test_a_bad_handler_timeout_is_an_error_and_the_default_is_used(value: str, reason: str) -> None:
+    events, _, problems = parse(
+        f'<mgrdata>\n<handler name="h" type="xml" timeout="{value}"><event name="x" after="yes"/></handler></mgrdata>'
+    )
+    assert [(p.severity, p.source.line, p.message) for p in problems] == [
+        ("error", 2, f"handler 'h': attribute 'timeout': {reason}: default used")
+    ]
+    assert events[0].handler.timeout is None  # the handler still runs, with the run default
+
+
+def test_a_timeout_of_a_day_is_taken() -> None:
+    events, _, problems = parse(
+        '<mgrdata><handler name="h" timeout="86400"><event name="x" after="yes"/></handler></mgrdata>'
+    )
+    assert events[0].handler.timeout == 86400.0 and [p.severity for p in problems] == ["warning"]  # (no type)

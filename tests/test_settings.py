@@ -38,6 +38,17 @@ def test_every_key(tmp_path: Path) -> None:
             "[handlers] unknown key(s) timout; known: drain_grace, kill_grace, output_limit, pass_env, timeout",
         ),
         ("timeout = 5\n", "File contains no section headers"),
+        (
+            "[handlers]\ntimeout = 1e9\n",
+            "line 2: [handlers] timeout: expected at most 86400 seconds (a day), got '1e9'",
+        ),
+        ("[handlers]\ntimeout = inf\n", "[handlers] timeout: expected at most 86400 seconds (a day), got 'inf'"),
+        ("[handlers]\ntimeout = nan\n", "[handlers] timeout: expected seconds > 0, got 'nan'"),
+        ("[handlers]\n\nKill_Grace = 1e300\n", "line 3: [handlers] kill_grace: expected at most 86400 seconds"),
+        ("[handlers]\ndrain_grace = 86401\n", "[handlers] drain_grace: expected at most 86400 seconds"),
+        ("[notify.x]\ndriver = http\nurl = u\ntimeout = 1e12\n", "line 4: [notify.x] timeout: expected at most"),
+        ("[notify.x]\ndriver = http\nurl = u\nbackoff = inf\n", "line 4: [notify.x] backoff: expected at most"),
+        ("[handlers]\ntimeout = 5\ntimeout = 6\n", "line 3: option 'timeout' in section 'handlers' already exists"),
     ],
 )
 def test_bad_settings_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -61,3 +72,8 @@ def test_xml_safe_replaces_what_xml_cannot_hold() -> None:
     doc = new_doc("f")
     add(doc, "v", "bad\x00byte", attr="\udcfe")
     assert '<v attr="\ufffd">bad\ufffdbyte</v>' in serialise(doc).decode()
+
+
+def test_a_day_is_the_longest_time(tmp_path: Path) -> None:
+    text = "[handlers]\ntimeout = 86400\nkill_grace = 86400\ndrain_grace = 1e-3\n"
+    assert load_settings(write(tmp_path, text))[:3] == (86400.0, 86400.0, 0.001)
