@@ -147,12 +147,14 @@ def _params(
     body: bytes = b"",
 ) -> tuple[tuple[str, str], ...]:
     """Parameters from a urlencoded ``body``, then mgrctl's ``key=value`` arguments; a
-    later value of a key replaces an earlier one."""
+    later value of a key replaces an earlier one. Bytes that are not percent-encoded count
+    as they are: UTF-8, and any other byte kept as the command line keeps it (a lone
+    surrogate, given back to handlers as the same byte)."""
     params: dict[str, str] = {}
     if body:
         from urllib.parse import parse_qsl
 
-        text = body.decode("ascii", "replace")
+        text = body.decode("utf-8", "surrogateescape")
         params.update(parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="surrogateescape"))
     for item in (*pairs, *options):
         key, found, value = item.partition("=")

@@ -386,6 +386,19 @@ def test_times_beyond_a_day_or_not_a_number_are_refused_with_file_and_line(root:
     assert root.mgrhooks("exec", "user", "--timeout", "86400").returncode == 0  # h.sh runs, with the default
 
 
+def test_raw_utf_8_in_the_body_is_taken_as_utf_8(root: PanelRoot) -> None:
+    from mgrhooks.core import verify_password
+
+    root.handler("seen.sh", '#!/bin/sh\nprintf %s "$PARAM_v" > var/v\ncat\n', '<event name="user.add" after="yes"/>')
+    body = "name=al&passwd=pé€ 𝄞&v=hé%C3%A9 ok".encode() + b"\xff&sok=ok"  # and one byte that is not UTF-8
+    result = subprocess.run([*root.argv("exec", "user.add", "--body", "-")], input=body, capture_output=True)
+    assert result.returncode == 0, result.stderr
+    assert (root.path / "var/v").read_bytes() == "héé ok".encode() + b"\xff"
+    with sqlite3.connect(root.path / "var/billmgr.db") as db:
+        ((stored,),) = db.execute("SELECT password FROM users").fetchall()
+    assert verify_password("pé€ 𝄞", stored)  # (it was the hash of 'p\ufffd\ufffd...')
+
+
 def test_missing_root_is_a_clear_error(root: PanelRoot) -> None:
     result = PanelRoot(root.path / "nope").mgrhooks("exec", "user")
     assert result.returncode == 3
