@@ -145,7 +145,7 @@ class Panel:
         nested. :raises RootError: the root's ``etc/mgrhooks.conf`` is broken, or the
         built-in core's database cannot be used (see :func:`mgrhooks.dispatch.call`)
         :raises UsageError: ``func``, ``user`` or ``lang`` holds a control character or a
-        byte that is not UTF-8 (:meth:`mgrhooks.model.Request.problem`)
+        byte that is not UTF-8, or is too long (:meth:`mgrhooks.model.Request.problem`)
         """
         pairs = tuple(params.items()) if isinstance(params, Mapping) else tuple(params)
         request = Request(func, tuple((k, v) for k, v in pairs if k != "func"), user=user, level=level, lang=lang)
@@ -162,7 +162,8 @@ class Panel:
         """The steps a call of ``func`` by a caller of ``level`` runs, each with why.
 
         :raises PanelError: the function is unknown, or out of the caller's reach
-        :raises UsageError: ``func`` holds a control character or a byte that is not UTF-8
+        :raises UsageError: ``func`` holds a control character or a byte that is not UTF-8,
+            or is too long
         """
         from .plan import plan
 

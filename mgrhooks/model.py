@@ -169,10 +169,18 @@ class Level(enum.IntEnum):
     SUPER_USER = 30
 
 
+#: the longest function name, user or language a call takes (our choice, as a file name:
+#: each goes into several environment variables of every handler)
+NAME_LIMIT = 255
+
+
 def name_problem(text: str) -> str | None:
-    """The first thing in ``text`` that no name holds: a control character (C0, DEL, C1)
-    or a byte that is not UTF-8 (decoded as a lone surrogate, as Python does for command
-    lines), with its 1-based position; ``None`` when there is none."""
+    """The first thing in ``text`` that no name holds: more than :data:`NAME_LIMIT`
+    characters, a control character (C0, DEL, C1) or a byte that is not UTF-8 (decoded as
+    a lone surrogate, as Python does for command lines), with its 1-based position;
+    ``None`` when there is none."""
+    if len(text) > NAME_LIMIT:
+        return f"{len(text)} characters, more than {NAME_LIMIT}"
     if text.isascii() and text.isprintable():
         return None
     for position, char in enumerate(text, 1):
@@ -210,9 +218,10 @@ class Request(NamedTuple):
     call_id: str = ""
 
     def problem(self) -> str | None:
-        """Why no call can take this request: a control character or a byte that is not
-        UTF-8 in the function name, the user or the language (each goes into XML attributes,
-        the environment and the log); ``None`` when there is none (our choice)."""
+        """Why no call can take this request: a control character, a byte that is not
+        UTF-8 or a length over :data:`NAME_LIMIT` in the function name, the user or the
+        language (each goes into XML attributes, the environment and the log); ``None``
+        when there is none (our choice)."""
         for what, value in (
             ("function name", self.func),
             ("user (--user)", self.user),

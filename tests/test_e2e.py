@@ -345,11 +345,17 @@ def test_usage_errors(root: PanelRoot) -> None:
         ([b"desktop", b"--user", b"\xc3("], "Invalid user (--user) '\\xc3(': byte 0xC3 at position 1 is not UTF-8"),
         ([b"desktop", b"--lang", b"e\x1b[2Jn"], "Invalid language (--lang) 'e\\x1b[2Jn': control character U+001B"),
         ([b"desktop", b"--lang", b"\xc2\x85"], "Invalid language (--lang) '\\x85': control character U+0085"),
+        (
+            [b"desktop", b"--user", b"u" * 131000],
+            f"Invalid user (--user) '{'u' * 60}...': 131000 characters, more than 255",
+        ),
+        ([b"f" * 256], f"Invalid function name '{'f' * 60}...': 256 characters, more than 255"),
     ],
 )
 def test_names_no_call_can_take_are_usage_errors(root: PanelRoot, args: list[bytes], message: str) -> None:
-    """A control character or a byte that is not UTF-8 in the function name, --user or
-    --lang: exit status 2 naming it, and no handler runs (a '*' handler would)."""
+    """A control character, a byte that is not UTF-8 or over 255 characters in the function
+    name, --user or --lang: exit status 2 naming it, and no handler runs (a '*' handler
+    would; with a 131,000-character user it failed with E2BIG)."""
     root.handler("any.sh", "#!/bin/sh\necho ran > var/ran\ncat\n", '<event name="*" before="yes"/>')
     result = subprocess.run([*root.argv("exec"), *args], capture_output=True)
     assert result.returncode == 2, result.stderr
