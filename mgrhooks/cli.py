@@ -258,6 +258,14 @@ def _number(_: click.Context, param: click.Parameter, value: float | None) -> fl
     "or odd for the command line (a NUL byte, over 128 KiB).",
 )
 @click.option(
+    "--stdin",
+    "stdin_keys",
+    multiple=True,
+    metavar="KEY",
+    help="Read the value of parameter KEY from stdin, one line per --stdin (with a hidden prompt on a "
+    "terminal): for passwords, which a command line shows to every local user.",
+)
+@click.option(
     "--core-doc",
     metavar="FILE",
     help="A <doc> file that is the main logic's result (for functions of other products).",
@@ -277,6 +285,7 @@ def exec_command(
     fmt: str,
     timeout: float | None,
     body: str | None,
+    stdin_keys: tuple[str, ...],
     core_doc: str | None,
     verbose: bool,
 ) -> None:
@@ -284,11 +293,36 @@ def exec_command(
 
     Exit status 0 when the response holds no <error>, 1 when it does.
     """
-    params = _params(pairs, options, {"elid": elid, "plid": plid, "sok": sok}, _read_body(body))
+    if stdin_keys and body == "-":
+        raise click.BadParameter("standard input cannot carry both --body - and --stdin", param_hint="'--stdin'")
+    named: dict[str, str | None] = {"elid": elid, "plid": plid, "sok": sok, **_read_stdin(stdin_keys)}
+    params = _params(pairs, options, named, _read_body(body))
     document = Path(core_doc).absolute() if core_doc else None  # before the call enters the root
     _call_and_print(
         panel, func, params, fmt, user=user, level=level, lang=lang, timeout=timeout, core_doc=document, verbose=verbose
     )
+
+
+def _read_stdin(keys: tuple[str, ...]) -> dict[str, str]:
+    """The value of each parameter in ``keys`` (``--stdin``): one line of standard input
+    each, in order, without its line end; from a terminal, asked for with a prompt that
+    does not echo (getpass). Bytes as on the command line: UTF-8, others kept."""
+    values: dict[str, str] = {}
+    for key in keys:
+        if not key or "=" in key:
+            raise click.BadParameter(f"expected a parameter name, got {key!r}", param_hint="'--stdin'")
+        if sys.stdin is None:
+            raise click.BadParameter("standard input is closed", param_hint="'--stdin'")
+        if sys.stdin.isatty():
+            import getpass
+
+            values[key] = getpass.getpass(f"{key}: ")
+            continue
+        line = sys.stdin.buffer.readline()
+        if not line:
+            raise click.BadParameter(f"standard input ended before the line of {key!r}", param_hint="'--stdin'")
+        values[key] = line.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8", "surrogateescape")
+    return values
 
 
 def _read_body(name: str | None) -> bytes:

@@ -405,6 +405,71 @@ def test_raw_utf_8_in_the_body_is_taken_as_utf_8(root: PanelRoot) -> None:
     assert verify_password("pé€ 𝄞", stored)  # (it was the hash of 'p\ufffd\ufffd...')
 
 
+SEEK_PASSWORD = """#!/bin/sh
+# every command line on the machine, while the call runs: does one show the password?
+for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < "$f" 2>/dev/null; echo; done | grep -c 'hunter[2]-x' > var/shown
+cat
+"""
+
+
+def test_a_password_from_stdin_is_on_no_command_line(root: PanelRoot) -> None:
+    from mgrhooks.core import verify_password
+
+    root.handler("seek.sh", SEEK_PASSWORD, '<event name="user.add" before="yes"/>')
+    result = root.mgrhooks("exec", "user.add", "name=al", "passwd=hunter2-x", "sok=ok")
+    assert result.returncode == 0 and root.read("var/shown") == "1\n"  # the way the README showed it
+    argv = root.argv("exec", "user.add", "name=bo", "sok=ok", "--stdin", "passwd", "--stdin", "confirm")
+    result = subprocess.run(argv, input=b"hunter2-x\r\nsecond line\n", capture_output=True)
+    assert result.returncode == 0 and root.read("var/shown") == "0\n", result.stderr
+    with sqlite3.connect(root.path / "var/billmgr.db") as db:
+        (stored,) = db.execute("SELECT password FROM users WHERE name = 'bo'").fetchone()
+    assert verify_password("hunter2-x", stored)
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["--stdin", "passwd"], b"", "standard input ended before the line of 'passwd'"),
+        (["--stdin", "passwd", "--stdin", "confirm"], b"one\n", "standard input ended before the line of 'confirm'"),
+        (["--stdin", "passwd", "--body", "-"], b"x\n", "standard input cannot carry both --body - and --stdin"),
+        (["--stdin", "pass=wd"], b"x\n", "expected a parameter name, got 'pass=wd'"),
+    ],
+)
+def test_stdin_values_that_cannot_be_read_are_usage_errors(
+    root: PanelRoot, args: list[str], stdin: bytes, message: str
+) -> None:
+    result = subprocess.run(root.argv("exec", "user.add", "name=al", "sok=ok", *args), input=stdin, capture_output=True)
+    assert result.returncode == 2 and f"Error: Invalid value for '--stdin': {message}" in result.stderr.decode()
+    assert not (root.path / "var/billmgr.db").exists()
+
+
+def test_stdin_values_are_asked_for_without_echo_on_a_terminal(root: PanelRoot) -> None:
+    import pty
+    import select
+
+    from mgrhooks.core import verify_password
+
+    controller, terminal = pty.openpty()
+    argv = root.argv("exec", "user.add", "name=al", "sok=ok", "--stdin", "passwd", "--out", "text")
+    # a new session: no controlling terminal, so getpass asks on stdin, the terminal given
+    process = subprocess.Popen(argv, stdin=terminal, stdout=subprocess.PIPE, stderr=terminal, start_new_session=True)
+    os.close(terminal)
+    shown = b""
+    while b"passwd: " not in shown and select.select([controller], [], [], 60)[0]:
+        shown += os.read(controller, 1024)
+    os.write(controller, b"s3cret\n")
+    assert process.communicate(timeout=60)[0] == b"OK\nid=al\n"
+    try:
+        shown += os.read(controller, 1024)
+    except OSError:  # (EIO: the terminal's other end is closed)
+        pass
+    os.close(controller)
+    assert b"s3cret" not in shown  # not echoed
+    with sqlite3.connect(root.path / "var/billmgr.db") as db:
+        (stored,) = db.execute("SELECT password FROM users").fetchone()
+    assert verify_password("s3cret", stored)
+
+
 def test_missing_root_is_a_clear_error(root: PanelRoot) -> None:
     result = PanelRoot(root.path / "nope").mgrhooks("exec", "user")
     assert result.returncode == 3

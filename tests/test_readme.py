@@ -48,7 +48,7 @@ def test_readme_first_lines_are_the_two_setup_commands() -> None:
     first_block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
     commands = [line.split("#")[0].strip() for line in first_block.splitlines()]
     assert commands == [
-        "bash setup.sh && .venv/bin/mgrhooks exec user.add name=alice passwd=secret sok=ok",
+        "bash setup.sh && echo secret | .venv/bin/mgrhooks exec user.add name=alice sok=ok --stdin passwd",
         ".venv/bin/python -m pytest --cov",
     ]
     ci = (REPO / ".ci/run").read_text()
