@@ -577,3 +577,179 @@ def nested_call_loop(root: PanelRoot) -> Measured:
     assert result.returncode == 0
     assert "Calls nested deeper than 8: loop.me > loop.me" in root.log()
     return Measured(seconds, leftover(root), detail="refused at depth 9 with the chain logged")
+
+
+# --- privilege --------------------------------------------------------------------------
+
+ADMIN = ("--user", "admin", "--level", "29")
+
+
+def add_users(root: PanelRoot, *users: tuple[str, int]) -> None:
+    """Users created by the super user, the password on stdin."""
+    for name, level in users:
+        argv = root.argv("exec", "user.add", f"name={name}", f"level={level}", "sok=ok", "--stdin", "passwd")
+        subprocess.run(argv, input="pw\n", check=True, capture_output=True, text=True)
+
+
+def levels(root: PanelRoot) -> dict[str, str]:
+    result = root.mgrhooks("exec", "user", "--out", "json")
+    rows = json.loads(result.stdout)["doc"].get("elem", [])
+    rows = rows if isinstance(rows, list) else [rows]
+    return {row["name"]["$"]: row["level"]["$"] for row in rows}
+
+
+@case("privilege", "access error; nobody gets a level above the caller's; nothing written")
+def administrator_gives_level_30(root: PanelRoot) -> Measured:
+    add_users(root, ("al", 16))
+    result, seconds = exec_timed(
+        root, "user.add", "name=boss", "passwd=x", "level=30", "sok=ok", *ADMIN, "--out", "text"
+    )
+    raised = root.mgrhooks("exec", "user.edit", "--elid", "al", "level=30", "sok=ok", *ADMIN, "--out", "text")
+    for answer in (result, raised):
+        assert answer.returncode == 1, answer.stdout + answer.stderr
+        assert answer.stdout.startswith("ERROR access(level,30): Level 30 is above your own (29)"), answer.stdout
+    assert levels(root) == {"al": "16"}
+    return Measured(seconds, detail=result.stdout.strip())
+
+
+@case(
+    "privilege",
+    "access error; the super user and the caller's peers are neither deleted, demoted nor suspended; a group"
+    " with one of them changes no one",
+)
+def administrator_deletes_the_super_user(root: PanelRoot) -> Measured:
+    add_users(root, ("al", 16), ("peer", 29), ("boss", 30))
+    expected = {"al": "16", "peer": "29", "boss": "30"}
+    result, seconds = exec_timed(root, "user.delete", "--elid", "al, boss", *ADMIN, "--out", "text")
+    tries = [
+        result,
+        root.mgrhooks("exec", "user.edit", "--elid", "boss", "level=16", "sok=ok", *ADMIN, "--out", "text"),
+        root.mgrhooks("exec", "user.suspend", "--elid", "peer", *ADMIN, "--out", "text"),
+        root.mgrhooks("exec", "user.edit", "--elid", "boss", "passwd=mine", "sok=ok", *ADMIN, "--out", "text"),
+    ]
+    for answer in tries:
+        assert answer.returncode == 1 and answer.stdout.startswith("ERROR access(user,"), answer.stdout
+    after = levels(root)
+    assert after == expected, after
+    assert "state=suspended" not in root.mgrhooks("exec", "user", "--out", "text").stdout
+    return Measured(seconds, rows_lost=len(set(expected) - set(after)), detail=result.stdout.strip())
+
+
+@case("privilege", "eventlist lists only what the caller's level can set off")
+def eventlist_below_a_handlers_level(root: PanelRoot) -> Measured:
+    root.plugin(
+        "ev",
+        """<mgrdata>
+        <handler name="open.sh" type="cgi"><event name="desktop" after="yes"/></handler>
+        <handler name="users.sh" type="cgi"><event name="user.add" after="yes"/></handler>
+        <handler name="high.sh" type="cgi" minlevel="24"><event name="desktop" after="yes"/></handler>
+        <handler name="f.sh" type="cgi"><func name="shop.order" minlevel="24"/></handler>
+        </mgrdata>""",
+    )
+    result, seconds = exec_timed(root, "eventlist", "--user", "bob", "--level", "16", "--out", "text")
+    names = [line.split()[2] for line in result.stdout.splitlines()]
+    assert result.returncode == 0 and names == ["handler=open.sh"], result.stdout
+    everything = root.mgrhooks("exec", "eventlist", "--out", "text").stdout
+    assert len(everything.splitlines()) == 4, everything
+    return Measured(seconds, detail="level 16 sees 1 of the 4 registrations (no user.*, no minlevel 24)")
+
+
+# --- caller input -----------------------------------------------------------------------
+
+
+@case("caller input", "usage error (exit 2) naming the parameter and the character; never an internal error")
+def control_characters_in_names(root: PanelRoot) -> Measured:
+    root.handler("any.sh", "#!/bin/sh\necho ran >> var/ran\ncat\n", '<event name="*" before="yes"/>')
+    tries = [
+        (b"us\x01er",),
+        (b"us\xffer",),
+        (b"desktop", b"--user", b"a\nb"),
+        (b"desktop", b"--user", b"\xc3("),
+        (b"desktop", b"--lang", b"e\x1b[2Jn"),
+        (b"desktop", b"--user", b"u" * 131000),
+    ]
+    slowest, messages = 0.0, []
+    for args in tries:
+        started = time.monotonic()
+        result = subprocess.run([*root.argv("exec"), *args], capture_output=True)
+        slowest = max(slowest, time.monotonic() - started)
+        error = result.stderr.decode()
+        assert result.returncode == 2 and error.startswith("Error: Invalid ") and error.count("\n") == 1, error
+        messages.append(error.split(": ", 2)[2].strip())
+    assert not (root.path / "var/ran").exists()
+    return Measured(slowest, detail="; ".join(messages[:3]))
+
+
+@case(
+    "caller input",
+    "usage error for --timeout inf, nan, 1e9; check: error at the file and line for a handler's timeout= and the"
+    " config's; exit 3 naming the line",
+)
+def timeouts_beyond_what_the_system_can_wait(root: PanelRoot) -> Measured:
+    for value in ("inf", "nan", "1e9"):
+        result = root.mgrhooks("exec", "user", "--timeout", value)
+        assert result.returncode == 2 and "Invalid value for '--timeout'" in result.stderr, result.stderr
+    root.handler("h.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>', attrs='timeout="1e9"')
+    (root.path / "etc/mgrhooks.conf").write_text("[handlers]\ntimeout = inf\n")
+    check = root.mgrhooks("check")
+    assert check.returncode == 1, check.stdout
+    assert "etc/mgrhooks.conf:2: error: [handlers] timeout: expected at most 86400 seconds" in check.stdout
+    assert "etc/xml/billmgr_mod_h_sh.xml:1: error: handler 'h.sh': attribute 'timeout'" in check.stdout
+    result, seconds = exec_timed(root, "user")
+    assert result.returncode == 3 and "mgrhooks.conf: line 2: [handlers] timeout" in result.stderr, result.stderr
+    return Measured(seconds, detail=check.stdout.strip().splitlines()[0])
+
+
+@case("caller input", "value error naming balance; nothing written")
+def balance_of_1e26(root: PanelRoot) -> Measured:
+    result, seconds = exec_timed(root, "user.add", "name=al", "passwd=x", "balance=1e26", "sok=ok", "--out", "text")
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith("ERROR value(balance,1e26): Invalid balance '1e26'"), result.stdout
+    assert users(root) == []
+    return Measured(seconds, detail=result.stdout.strip())
+
+
+@case("caller input", "works: the user is deleted once, the others are kept")
+def the_same_name_twice_in_a_group(root: PanelRoot) -> Measured:
+    add_users(root, ("a", 16), ("b", 16))
+    result, seconds = exec_timed(root, "user.delete", "--elid", "a, a", "--out", "text")
+    assert (result.returncode, result.stdout) == (0, "OK\n"), result.stdout + result.stderr
+    left = users(root)
+    assert left == ["b"]
+    return Measured(seconds, rows_lost=1 - len(left), detail="'a, a' deleted a; b kept")
+
+
+@case("caller input", "read as UTF-8: the handler gets the same bytes, the password is hashed as typed")
+def raw_utf_8_in_the_body(root: PanelRoot) -> Measured:
+    python_handler(
+        root,
+        "seen.py",
+        "open('var/v', 'wb').write(os.environb[b'PARAM_v'])\nsys.stdout.write(sys.stdin.read())",
+        '<event name="user.add" after="yes"/>',
+    )
+    body = "name=al&passwd=pé€&v=hé€ 𝄞&sok=ok".encode()
+    started = time.monotonic()
+    result = subprocess.run(root.argv("exec", "user.add", "--body", "-"), input=body, capture_output=True)
+    seconds = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert (root.path / "var/v").read_bytes() == "hé€ 𝄞".encode()
+    return Measured(seconds, rows_lost=1 - len(users(root)), detail="PARAM_v = 'hé€ 𝄞' as UTF-8")
+
+
+@case("caller input", "--stdin passwd: no process on the machine shows the password")
+def password_on_the_command_line(root: PanelRoot) -> Measured:
+    root.handler(
+        "seek.sh",
+        "#!/bin/sh\nfor f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < \"$f\" 2>/dev/null; echo; done"
+        " | grep -c 'hunter[2]-y' > var/shown\ncat\n",
+        '<event name="user.add" before="yes"/>',
+    )
+    argv = root.argv("exec", "user.add", "name=al", "sok=ok", "--stdin", "passwd")
+    started = time.monotonic()
+    result = subprocess.run(argv, input="hunter2-y\n", capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    assert result.returncode == 0 and root.read("var/shown") == "0\n", result.stderr
+    root.mgrhooks("exec", "user.add", "name=bo", "passwd=hunter2-y", "sok=ok")
+    shown = int(root.read("var/shown"))
+    assert shown >= 1  # given as passwd=..., it is on mgrhooks' own command line
+    return Measured(seconds, rows_lost=2 - len(users(root)), detail=f"0 command lines (as passwd=: {shown})")
