@@ -192,11 +192,12 @@ class Panel:
     # --- plugins ------------------------------------------------------------------------
 
     def check(self) -> list[Problem]:
-        """Every problem of the plugin files and handler programs (:func:`mgrhooks.check.check`)."""
+        """Every problem of the plugin files and handler programs (:func:`mgrhooks.check.check`),
+        as calls see them (a broken file's last good version in force is said so)."""
         from .check import check
-        from .plugins import load_registry
 
-        return check(self.root, load_registry(self.root.path, self.root.mgr))
+        with self.logging():  # a registry parsed anew is logged, as a call would
+            return check(self.root, self.root.registry())
 
     def plugins(self) -> list[PluginInfo]:
         """The plugin description files, in load order (:func:`mgrhooks.plugins.list_plugins`)."""

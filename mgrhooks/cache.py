@@ -10,6 +10,10 @@ Besides the whole registry, the cache holds each function's events pickled apart
 call loads only the events of its own function and of ``*`` (5,000 events would take
 longer to load than the call takes).
 
+After them, in a second pickle that a call does not read, it keeps each plugin file's
+last good version (its bytes, by shown path): a rebuild uses it for a file that cannot be
+used at the moment (see :func:`mgrhooks.plugins.load_keeping`).
+
 The cache is a pickle, and loading a pickle can run code; so it is only trusted when it
 is a regular file owned by the user running mgrhooks and writable by nobody else (as
 sshd's StrictModes), and it is written with mode 600. Anything else is ignored and
@@ -20,7 +24,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 from .model import Event, FuncDecl, Handler, Problem, Registry, Source
 from .plugins import PluginFile
@@ -57,8 +63,7 @@ def load(path: Path, key: str, func: str | None = None) -> Registry | None:
 
     try:
         with path.open("rb") as file:
-            info = os.fstat(file.fileno())
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+            if not _trusted(file):
                 return None
             stored_key, base, by_func, everything = pickle.load(file)
             if stored_key != key or not isinstance(base, Registry):
@@ -72,9 +77,34 @@ def load(path: Path, key: str, func: str | None = None) -> Registry | None:
     return base._replace(events=events)
 
 
-def store(path: Path, key: str, registry: Registry) -> bool:
-    """Write the cache atomically (mode 600); ``False`` when it cannot be written (no
-    temporary file or descriptor is left then)."""
+def _trusted(file: BinaryIO) -> bool:
+    """Whether the open cache file is a regular file of ours that no one else may write."""
+    info = os.fstat(file.fileno())
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022
+
+
+def last_good(path: Path) -> dict[str, bytes]:
+    """The plugin files' last good versions kept in the cache at ``path`` (stale or not):
+    shown path → bytes; empty when there is no trustworthy cache or it keeps none."""
+    import pickle
+
+    try:
+        with path.open("rb") as file:
+            if not _trusted(file):
+                return {}
+            pickle.load(file)  # the registry
+            kept = pickle.load(file)
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError, KeyError):
+        return {}
+    if not isinstance(kept, dict):
+        return {}
+    return {k: v for k, v in kept.items() if isinstance(k, str) and isinstance(v, bytes)}
+
+
+def store(path: Path, key: str, registry: Registry, good: Mapping[str, bytes] | None = None) -> bool:
+    """Write the cache atomically (mode 600), with the plugin files' last ``good``
+    versions (shown path → bytes); ``False`` when it cannot be written (no temporary
+    file or descriptor is left then)."""
     import pickle
 
     from . import files
@@ -86,6 +116,7 @@ def store(path: Path, key: str, registry: Registry) -> bool:
         blobs = {name: pickle.dumps(tuple(events), pickle.HIGHEST_PROTOCOL) for name, events in by_func.items()}
         everything = pickle.dumps(registry.events, pickle.HIGHEST_PROTOCOL)
         content = pickle.dumps((key, registry._replace(events=()), blobs, everything), pickle.HIGHEST_PROTOCOL)
+        content += pickle.dumps(dict(good or {}), pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError):  # TypeError: something unpicklable
         return False
     try:

@@ -1,14 +1,15 @@
 """Loading plugin descriptions (``etc/xml/<mgr>_mod_*.xml``) into a :class:`Registry`.
 
 :func:`parse_plugin` is pure (bytes in, records and problems out); :func:`load_registry`
-reads the files. A broken file becomes a :class:`Problem` naming its path, line and reason,
-and the other files still load (PROTOCOL §2).
+and :func:`load_keeping` read the files. A broken file becomes a :class:`Problem` naming
+its path, line and reason, and the other files still load (PROTOCOL §2); with
+:func:`load_keeping`, a broken file's last good version stays in force.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -60,6 +61,9 @@ class ParsedFile(NamedTuple):
     problems: list[Problem]
     metadata: dict[str, bytes]
     messages: dict[tuple[str, str], list[bytes]]
+    #: ``False`` when the file as a whole could not be used (not a well-formed
+    #: ``<mgrdata>`` document): its one problem says why
+    well_formed: bool = True
 
 
 def parse_plugin(data: bytes, path: str, generation: int = 5) -> ParsedFile:
@@ -76,7 +80,7 @@ def parse_plugin(data: bytes, path: str, generation: int = 5) -> ParsedFile:
         root = parse(data, root_tag="mgrdata")
     except DocumentError as exc:
         file.problems.append(Problem(Severity.ERROR, Source(path, exc.line), exc.reason))
-        return parsed
+        return parsed._replace(well_formed=False)
     index = 0
     for child in root:
         if not isinstance(child.tag, str):
@@ -260,14 +264,18 @@ def build_registry(parsed: Iterable[tuple[str, bytes, int]]) -> Registry:
     """Combine files (``(shown path, bytes, generation)`` in load order) into one registry,
     with every file's problems and a warning for each ``<func>`` declared again (the first
     declaration wins). Never raises: a broken file is an error problem (PROTOCOL §2)."""
+    return combine((path, parse_plugin(data, path, generation)) for path, data, generation in parsed)
+
+
+def combine(parsed: Iterable[tuple[str, ParsedFile]]) -> Registry:
+    """Combine parsed files (``(shown path, parsed)`` in load order) into one registry."""
     events: list[Event] = []
     funcs: list[FuncDecl] = []
     problems: list[Problem] = []
     files: list[str] = []
     metadata: dict[str, bytes] = {}
     messages: dict[tuple[str, str], tuple[bytes, ...]] = {}
-    for path, data, generation in parsed:
-        result = parse_plugin(data, path, generation)
+    for path, result in parsed:
         events += result.events
         funcs += result.funcs
         problems += result.problems
@@ -298,16 +306,59 @@ def load_registry(root: Path, mgr: str, files: list[PluginFile] | None = None) -
     as :func:`plugin_files` gives them). Paths in records and problems are shown
     relative to ``root``. Never raises: a file that cannot be read is an error problem
     (``cannot read: REASON``) and the others still load."""
-    parsed = []
-    unreadable = []
-    for shown, path, generation in files if files is not None else plugin_files(root, mgr):
-        try:
-            with open(path, "rb") as file:
-                parsed.append((shown, file.read(), generation))
-        except OSError as exc:
-            unreadable.append(Problem(Severity.ERROR, Source(shown), f"cannot read: {exc.strerror}"))
-    registry = build_registry(parsed)
-    return registry._replace(problems=registry.problems + tuple(unreadable))
+    return load_keeping(files if files is not None else plugin_files(root, mgr), {}, {})[0]
+
+
+#: what a problem that made a file fall back on its last good version adds
+KEPT = "its last good version is used"
+
+
+def load_keeping(
+    files: Sequence[PluginFile], refused: Mapping[str, str], last_good: Mapping[str, bytes]
+) -> tuple[Registry, dict[str, bytes]]:
+    """Read and parse ``files`` (as :func:`plugin_files` gives them), each falling back on
+    its last good version (our choice: a plugin file caught half-written, or broken by an
+    edit, must not make its handlers, security before-handlers among them, vanish).
+
+    A file whose current content cannot be used (not believed: ``refused`` maps its shown
+    path to why; unreadable; not a well-formed ``<mgrdata>`` document) is replaced by its
+    bytes in ``last_good``, with an error naming the file, the line and the reason and
+    saying so; without a last good version it declares nothing, with the error.
+
+    :returns: the registry, and the new last good versions: shown path → bytes of each
+        file whose current content, or last good version, was used
+    """
+    parsed: list[tuple[str, ParsedFile]] = []
+    good: dict[str, bytes] = {}
+    for shown, path, generation in files:
+        data, result = _current(shown, path, generation, refused.get(shown))
+        previous = last_good.get(shown)
+        if data is None and previous is not None:
+            note = result.problems[0]
+            kept = parse_plugin(previous, shown, generation)
+            data, result = previous, kept._replace(problems=[note._replace(message=f"{note.message}; {KEPT}")])
+        if data is not None:
+            good[shown] = data
+        parsed.append((shown, result))
+    return combine(parsed), good
+
+
+def _current(shown: str, path: str, generation: int, refusal: str | None) -> tuple[bytes | None, ParsedFile]:
+    """A file's bytes, ``None`` when they cannot be used, and what they declare (else one
+    problem saying why)."""
+    if refusal is not None:
+        return None, _unusable(shown, f"not trusted: {refusal}")
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        return None, _unusable(shown, f"cannot read: {exc.strerror}")
+    result = parse_plugin(data, shown, generation)
+    return (data if result.well_formed else None), result
+
+
+def _unusable(shown: str, message: str) -> ParsedFile:
+    return ParsedFile([], [], [Problem(Severity.ERROR, Source(shown), message)], {}, {}, well_formed=False)
 
 
 class PluginInfo(NamedTuple):

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from . import cache, logs
 from .errors import RootError
 from .model import Registry, Severity
-from .plugins import load_registry, plugin_files
+from .plugins import load_keeping, plugin_files
 from .settings import Settings, load_settings
 
 DEFAULT_MGR = "billmgr"
@@ -144,7 +144,9 @@ class Root(NamedTuple):
 
     def registry(self, func: str | None = None) -> Registry:
         """The plugin descriptions: from the cache while no plugin file changed, else
-        parsed anew, with the registrations logged and the cache rewritten.
+        parsed anew, with the registrations logged and the cache rewritten. A plugin file
+        that cannot be read or is not well-formed falls back on its last good version,
+        kept in the cache (:func:`mgrhooks.plugins.load_keeping`).
 
         :param func: only the events of this function and of ``*`` are needed (the
             rest of the registry is whole); ``None`` for every event
@@ -158,9 +160,9 @@ class Root(NamedTuple):
         key = cache.fingerprint(files)
         registry = cache.load(self.cache_file, key, func)
         if registry is None:
-            registry = load_registry(self.path, self.mgr, files)
+            registry, good = load_keeping(files, {}, cache.last_good(self.cache_file))
             self._log_registration(registry)
-            if not cache.store(self.cache_file, key, registry):
+            if not cache.store(self.cache_file, key, registry, good):
                 logs.ACTION.warning("cannot write the registry cache %s", self.cache_file)
         return registry
 

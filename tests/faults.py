@@ -16,6 +16,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -160,6 +161,16 @@ def users(root: PanelRoot) -> list[str]:
     rows = json.loads(result.stdout)["doc"].get("elem", [])
     rows = rows if isinstance(rows, list) else [rows]
     return [row["name"]["$"] for row in rows]
+
+
+GUARD_XML = '<mgrdata><handler name="guard.sh" type="xml"><event name="user" before="yes"/></handler></mgrdata>\n'
+
+
+def guard(root: PanelRoot, plugin: str = "guard") -> Path:
+    """A before-handler on ``user`` that appends a line to var/ran each time it runs,
+    registered by plugin file ``plugin`` (returned)."""
+    root.addon("guard.sh", "#!/bin/sh\necho ran >> var/ran\ncat\n")
+    return root.plugin(plugin, GUARD_XML)
 
 
 # --- processes --------------------------------------------------------------------------
@@ -349,6 +360,58 @@ def writable_by_others(root: PanelRoot) -> Measured:
     root.handler("open.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>')
     (root.path / "addon/open.sh").chmod(0o757)
     return refused_program(root, "open.sh", "Addon 'addon/open.sh' is writable by group or others")
+
+
+# --- races ------------------------------------------------------------------------------
+
+
+@case("races", "a plugin file truncated and rewritten while 25 calls run: its before-handler runs in every call")
+def plugin_file_rewritten_during_calls(root: PanelRoot) -> Measured:
+    plugin = guard(root)
+    assert root.mgrhooks("exec", "user").returncode == 0  # the version in force
+    stop = root.path / "var/stop"
+    rewriter = f"""import os, time
+texts = [{GUARD_XML!r}, {GUARD_XML!r}.replace("<mgrdata>", "<mgrdata><!-- edited -->")]
+n = 0
+while not os.path.exists({str(stop)!r}):
+    with open({str(plugin)!r}, "w") as file:  # truncated here, written a moment later
+        file.flush()
+        time.sleep(0.003)
+        file.write(texts[n % 2])
+    n += 1
+    time.sleep(0.003)
+"""
+    writer = subprocess.Popen([sys.executable, "-c", rewriter])
+    calls = 25
+    started = time.monotonic()
+    try:
+        results = [root.mgrhooks("exec", "user", "--out", "text") for _ in range(calls)]
+    finally:
+        stop.touch()
+        writer.wait(timeout=10)
+    seconds = (time.monotonic() - started) / calls
+    ran = root.read("var/ran").count("ran") - 1
+    assert all(r.returncode == 0 for r in results), [r.stdout for r in results if r.returncode]
+    assert ran == calls, f"the before-handler ran in {ran} of {calls} calls"
+    kept = root.log().count("its last good version is used")
+    return Measured(
+        seconds, rows_lost=calls - ran, detail=f"ran in {ran} of {calls} calls; last good version used {kept} times"
+    )
+
+
+@case("races", "a plugin file broken by an edit: its last good version stays in force; check and the log say so")
+def plugin_file_broken_after_loading(root: PanelRoot) -> Measured:
+    plugin = guard(root)
+    assert root.mgrhooks("exec", "user").returncode == 0
+    plugin.write_text(GUARD_XML.replace("</handler>", ""))  # an edit gone wrong
+    result, seconds = exec_timed(root, "user", "--out", "text")
+    check = root.mgrhooks("check")
+    problem = "etc/xml/billmgr_mod_guard.xml:1: error: invalid XML: Opening and ending tag mismatch"
+    assert result.returncode == 0 and root.read("var/ran") == "ran\nran\n", result.stdout
+    assert check.returncode == 1 and problem in check.stdout, check.stdout
+    assert check.stdout.rstrip().endswith("; its last good version is used"), check.stdout
+    assert "its last good version is used" in root.log()
+    return Measured(seconds, rows_lost=2 - root.read("var/ran").count("ran"), detail=check.stdout.strip())
 
 
 # --- parameters -------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from mgrhooks.model import Base, HandlerType, Placement, Stage
-from mgrhooks.plugins import build_registry, load_registry, parse_plugin
+from mgrhooks.plugins import build_registry, load_keeping, load_registry, parse_plugin, plugin_files
 
 
 def parse(xml: str, path: str = "etc/xml/billmgr_mod_t.xml", generation: int = 5):
@@ -214,3 +214,25 @@ def test_a_timeout_of_a_day_is_taken() -> None:
         '<mgrdata><handler name="h" timeout="86400"><event name="x" after="yes"/></handler></mgrdata>'
     )
     assert events[0].handler.timeout == 86400.0 and [p.severity for p in problems] == ["warning"]  # (no type)
+
+
+def test_load_keeping_keeps_the_last_good_version_of_each_file(tmp_path: Path) -> None:
+    """mgrhooks.plugins.load_keeping on real files: a broken file falls back on its last
+    good bytes; without any it declares nothing, as before."""
+    xml = '<mgrdata><handler name="guard.sh" type="xml"><event name="user" before="yes"/></handler></mgrdata>\n'
+    (tmp_path / "etc/xml").mkdir(parents=True)
+    (tmp_path / "etc/xml/billmgr_mod_a.xml").write_text(xml)
+    (tmp_path / "etc/xml/billmgr_mod_b.xml").write_text("<mgrdata>")
+    files = plugin_files(tmp_path, "billmgr")
+    registry, good = load_keeping(files, {}, {})
+    assert [e.handler.name for e in registry.events] == ["guard.sh"]
+    assert good == {"etc/xml/billmgr_mod_a.xml": xml.encode()}
+    (tmp_path / "etc/xml/billmgr_mod_a.xml").write_text("")
+    refused = {"etc/xml/billmgr_mod_b.xml": "folder etc/xml/ is writable by group or others (mode 777)"}
+    registry, kept = load_keeping(files, refused, good)
+    assert [e.handler.name for e in registry.events] == ["guard.sh"]
+    assert kept == good
+    assert [str(p) for p in registry.problems] == [
+        "etc/xml/billmgr_mod_a.xml: error: empty output, expected an XML document; its last good version is used",
+        "etc/xml/billmgr_mod_b.xml: error: not trusted: folder etc/xml/ is writable by group or others (mode 777)",
+    ]
