@@ -120,22 +120,47 @@ class Root(NamedTuple):
     def set_plugin_enabled(self, plugin: str, enabled: bool) -> bool:
         """Switch plugin file ``plugin`` on or off; ``False`` when nothing changed.
 
+        Read, change and replace happen under an exclusive ``flock`` on ``etc/`` (the file
+        itself is replaced, so a lock on it would hold the old one): switches made at once
+        from several processes are all kept.
+
         :raises RootError: the file cannot be written
         """
-        disabled = set(self.disabled_plugins())
-        if (plugin not in disabled) == enabled:
-            return False
-        disabled = disabled - {plugin} if enabled else disabled | {plugin}
-        text = "# plugin files switched off by `mgrhooks plugin disable`\n" + "".join(
-            f"{name}\n" for name in sorted(disabled)
-        )
-        from . import files
+        with self._switch_lock():
+            disabled = set(self.disabled_plugins())
+            if (plugin not in disabled) == enabled:
+                return False
+            disabled = disabled - {plugin} if enabled else disabled | {plugin}
+            text = "# plugin files switched off by `mgrhooks plugin disable`\n" + "".join(
+                f"{name}\n" for name in sorted(disabled)
+            )
+            from . import files
 
+            try:
+                files.replace(self.disabled_file, text.encode("utf-8"))
+            except OSError as exc:
+                raise RootError(f"cannot write {self.disabled_file}: {exc.strerror}") from None
+            return True
+
+    @contextmanager
+    def _switch_lock(self) -> Iterator[None]:
+        """Hold an exclusive lock on ``etc/`` meanwhile (released when closed, also when
+        the process dies). :raises RootError: ``etc/`` cannot be opened or locked"""
+        import fcntl
+
+        folder = self.disabled_file.parent
         try:
-            files.replace(self.disabled_file, text.encode("utf-8"))
+            descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise RootError(f"cannot write {self.disabled_file}: {exc.strerror}") from None
-        return True
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+            except OSError as exc:  # e.g. a file system without flock
+                raise RootError(f"cannot lock {folder} to switch a plugin: {exc.strerror}") from None
+            yield
+        finally:
+            os.close(descriptor)
 
     @property
     def cache_file(self) -> Path:

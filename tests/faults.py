@@ -365,6 +365,25 @@ def writable_by_others(root: PanelRoot) -> Measured:
 # --- races ------------------------------------------------------------------------------
 
 
+@case("races", "20 processes disabling 20 plugins at once: all 20 switches kept")
+def parallel_plugin_switches(root: PanelRoot) -> Measured:
+    names = [f"p{n:02}" for n in range(20)]
+    for name in names:
+        root.plugin(name, "<mgrdata/>")
+    started = time.monotonic()
+    processes = [
+        subprocess.Popen(root.argv("plugin disable", name), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name in names
+    ]
+    outputs = [(p.communicate()[0], p.returncode) for p in processes]
+    seconds = time.monotonic() - started
+    assert all(code == 0 for _, code in outputs), outputs
+    kept = [line for line in root.read("etc/mgrhooks.disabled").splitlines() if not line.startswith("#")]
+    lost = len(names) - len(kept)
+    assert sorted(kept) == [f"billmgr_mod_{name}.xml" for name in names], kept
+    return Measured(seconds, rows_lost=lost, detail=f"{len(kept)} of {len(names)} switches kept")
+
+
 @case("races", "a plugin file truncated and rewritten while 25 calls run: its before-handler runs in every call")
 def plugin_file_rewritten_during_calls(root: PanelRoot) -> Measured:
     plugin = guard(root)
