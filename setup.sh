@@ -29,4 +29,7 @@ python3 -m venv .venv
 # would otherwise compile the modules it loads again)
 .venv/bin/python -m compileall -q mgrhooks
 chmod 750 addon/*    # the vendor's advice for handler programs; git keeps only the x bit
+# mgrhooks believes only files and folders no group or other may write (sshd's StrictModes
+# rule, docs/protocol.md "Permissions"): a checkout made with umask 002 would be refused
+chmod go-w . etc etc/xml etc/xml/*.xml addon
 echo "setup: done; run .venv/bin/mgrhooks --help" >&2

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,13 +40,16 @@ _SHAPES = ";".join(
 )
 
 
-def fingerprint(files: list[PluginFile]) -> str:
+def fingerprint(files: list[PluginFile], stat_of: Callable[[str], os.stat_result] = os.stat) -> str:
     """The cache key for plugin files (see :func:`~mgrhooks.plugins.plugin_files`); raises
-    nothing: a file that vanished meanwhile simply gives another key."""
+    nothing: a file that vanished meanwhile simply gives another key.
+
+    :param stat_of: gives a file's ``stat`` by its path (one already known may be reused)
+    """
     parts = [__version__, _SHAPES]
     for shown, path, _ in files:
         try:
-            info = os.stat(path)
+            info = stat_of(path)
         except OSError:
             parts.append(f"{shown} gone")
             continue

@@ -6,17 +6,19 @@ from .model import Problem, Registry, Severity, Source
 from .programs import inspect
 from .root import Root
 from .settings import SettingsError
+from .trust import audit
 
 
 def check(root: Root, registry: Registry) -> list[Problem]:
-    """The problem of ``etc/mgrhooks.conf``, the registry's problems, then each handler
+    """The root's folders and files that are not believed (:func:`mgrhooks.trust.audit`),
+    the problem of ``etc/mgrhooks.conf``, the registry's problems, then each handler
     program's, once per program (vetted as :func:`mgrhooks.programs.inspect` does:
     PROTOCOL §7).
 
     Program problems are placed at the first ``<handler>`` that names the program, in
     file and line order, and read ``handler 'NAME': REASON``. Never raises.
     """
-    problems = _settings_problems(root) + list(registry.problems)
+    problems = audit(str(root.path), root.mgr) + _settings_problems(root) + list(registry.problems)
     seen: set[str] = set()
     handlers = [e.handler for e in registry.events] + [f.handler for f in registry.funcs]
     for handler in sorted(handlers, key=lambda h: (h.source.path.encode(), h.source.line)):

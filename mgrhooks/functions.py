@@ -97,7 +97,7 @@ class Functions:
         be read or parsed: :meth:`action` reports it). A 50,000-row list takes about nine
         times its size as a tree (docs/performance.md)."""
         path = self.core_docs.get(func)
-        if path is None:
+        if path is None or _not_believed(path):
             return None
         try:
             return as_rows(path.read_bytes())
@@ -178,7 +178,20 @@ def core_docs(root: Path, mgr: str, func: str, core_doc: Path | None) -> dict[st
     return found
 
 
+def _not_believed(path: Path) -> str | None:
+    """Why a document in a root's ``etc/core/<mgr>/`` is not believed (:mod:`mgrhooks.trust`),
+    else ``None`` (also for a ``--core-doc`` file elsewhere: the caller's own input)."""
+    if path.parent.parent.name != "core" or path.parents[2].name != "etc":
+        return None
+    from . import trust
+
+    return trust.refusal(str(path.parents[3]), str(path.relative_to(path.parents[3])))
+
+
 def _load(path: Path) -> Element:
+    refusal = _not_believed(path)
+    if refusal is not None:
+        raise PanelError("value", "core-doc", str(path), f"Core document {path} is not trusted: {refusal}")
     try:
         return parse(path.read_bytes())
     except OSError as exc:

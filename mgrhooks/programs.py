@@ -1,7 +1,9 @@
 """Finding and vetting a handler's program in ``addon/`` (PROTOCOL §7). I/O.
 
 A program is refused unless it is a regular, executable file inside ``addon/`` (no
-absolute name, no ``..`` or symlink leading out) and not writable by group or others.
+absolute name, no ``..`` or symlink leading out), not writable by group or others, not
+set-user-ID or set-group-ID, and believed by :mod:`mgrhooks.trust` (owned by root or the
+root's owner, and so is each folder up to the root, none writable by group or others).
 Readable or runnable by others is a warning (the vendor asks for mode 750 or 700).
 """
 
@@ -12,6 +14,8 @@ import os
 import stat
 from pathlib import Path
 from typing import NamedTuple
+
+from . import trust
 
 
 class Program(NamedTuple):
@@ -49,6 +53,7 @@ def inspect(addon_dir: str | Path, name: str) -> Program:
         if not Path(real).is_relative_to(os.path.realpath(addon_dir)):
             return Program(name, shown, None, (f"Addon '{shown}' leads outside {folder}/ (to {real})",))
     errors, warnings = _mode_problems(shown, info)
+    errors += _trust_problems(addon_dir, name, shown, info)
     return Program(name, shown, None if errors else real, tuple(errors), tuple(warnings))
 
 
@@ -73,3 +78,21 @@ def _mode_problems(shown: str, info: os.stat_result) -> tuple[list[str], list[st
         mode = f"{stat.S_IMODE(info.st_mode):o}"
         warnings.append(f"Addon '{shown}' may be read or run by others (mode {mode}; 750 advised)")
     return errors, warnings
+
+
+def _trust_problems(addon_dir: str | Path, name: str, shown: str, info: os.stat_result) -> list[str]:
+    """The program's owner, set-ID bits and folders (:mod:`mgrhooks.trust`; ``info`` is the
+    program's ``stat``)."""
+    errors = []
+    if info.st_mode & (stat.S_ISUID | stat.S_ISGID):
+        errors.append(f"Addon '{shown}' is set-user-ID or set-group-ID (mode {stat.S_IMODE(info.st_mode):o})")
+    root, folder = os.path.split(addon_dir)
+    try:
+        examined = trust.examine(root, f"{folder}/{name}")
+    except OSError as exc:  # changed since it was looked at: say so rather than run it
+        return [*errors, f"Addon '{shown}' cannot be looked at: {exc.strerror}"]
+    owner = examined.owner_problem(info)
+    found = f"it {owner}" if owner is not None else examined.folder_finding()
+    if found is not None:
+        errors.append(f"Addon '{shown}' is not trusted: {found}; {trust.RULE}")
+    return errors

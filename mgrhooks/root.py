@@ -7,7 +7,7 @@ handler programs, ``var/<mgr>.log`` the log, ``var/<mgr>.db`` the built-in core'
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NamedTuple
@@ -15,7 +15,7 @@ from typing import NamedTuple
 from . import cache, logs
 from .errors import RootError
 from .model import Registry, Severity
-from .plugins import load_keeping, plugin_files
+from .plugins import PluginFile, load_keeping, plugin_files
 from .settings import Settings, load_settings
 
 DEFAULT_MGR = "billmgr"
@@ -99,9 +99,19 @@ class Root(NamedTuple):
     def settings(self) -> Settings:
         """The root's ``etc/mgrhooks.conf`` (defaults where it is missing).
 
-        :raises RootError: the file is broken
+        :raises RootError: the file is broken, or not believed (:mod:`mgrhooks.trust`)
         """
-        return load_settings(self.path / "etc" / "mgrhooks.conf")
+        path = self.path / "etc" / "mgrhooks.conf"
+        self._believe(path)
+        return load_settings(path)
+
+    def _believe(self, path: Path) -> None:
+        """:raises RootError: the file at ``path`` exists and is not believed"""
+        from . import trust
+
+        refusal = trust.refusal(str(self.path), str(path.relative_to(self.path)))
+        if refusal is not None:
+            raise RootError(f"{path}: not trusted: {refusal}")
 
     @property
     def disabled_file(self) -> Path:
@@ -110,11 +120,15 @@ class Root(NamedTuple):
 
     def disabled_plugins(self) -> frozenset[str]:
         """Plugin file names switched off in ``etc/mgrhooks.disabled`` (one a line, ``#``
-        comments); empty when the file is missing or cannot be read."""
+        comments); empty when the file is missing or cannot be read.
+
+        :raises RootError: the file is not believed (:mod:`mgrhooks.trust`)
+        """
         try:
             text = self.disabled_file.read_text(encoding="utf-8")
         except OSError:
             return frozenset()
+        self._believe(self.disabled_file)
         return frozenset(line.split("#", 1)[0].strip() for line in text.splitlines()) - {""}
 
     def set_plugin_enabled(self, plugin: str, enabled: bool) -> bool:
@@ -124,7 +138,7 @@ class Root(NamedTuple):
         itself is replaced, so a lock on it would hold the old one): switches made at once
         from several processes are all kept.
 
-        :raises RootError: the file cannot be written
+        :raises RootError: the file cannot be written, or is not believed
         """
         with self._switch_lock():
             disabled = set(self.disabled_plugins())
@@ -170,8 +184,9 @@ class Root(NamedTuple):
     def registry(self, func: str | None = None) -> Registry:
         """The plugin descriptions: from the cache while no plugin file changed, else
         parsed anew, with the registrations logged and the cache rewritten. A plugin file
-        that cannot be read or is not well-formed falls back on its last good version,
-        kept in the cache (:func:`mgrhooks.plugins.load_keeping`).
+        that is not believed (:mod:`mgrhooks.trust`), cannot be read or is not well-formed
+        falls back on its last good version, kept in the cache
+        (:func:`mgrhooks.plugins.load_keeping`).
 
         :param func: only the events of this function and of ``*`` are needed (the
             rest of the registry is whole); ``None`` for every event
@@ -182,10 +197,11 @@ class Root(NamedTuple):
         files = plugin_files(self.path, self.mgr)
         if not files:
             return Registry()
-        key = cache.fingerprint(files)
+        refused, stat_of = _examine_plugin_files(self.path, files)
+        key = cache.fingerprint(files, stat_of) + "".join(f"\n{shown} refused: {why}" for shown, why in refused.items())
         registry = cache.load(self.cache_file, key, func)
         if registry is None:
-            registry, good = load_keeping(files, {}, cache.last_good(self.cache_file))
+            registry, good = load_keeping(files, refused, cache.last_good(self.cache_file))
             self._log_registration(registry)
             if not cache.store(self.cache_file, key, registry, good):
                 logs.ACTION.warning("cannot write the registry cache %s", self.cache_file)
@@ -218,3 +234,22 @@ class Root(NamedTuple):
             logs.ACTION.log(logs.EXTINFO, "Register function '%s' by '%s'", func.name, func.handler.name)
         for problem in registry.problems:
             logs.ACTION.log(logs.ERROR if problem.severity is Severity.ERROR else logs.WARNING, "%s", problem)
+
+
+def _examine_plugin_files(
+    root: Path, files: list[PluginFile]
+) -> tuple[dict[str, str], Callable[[str], os.stat_result]]:
+    """Which plugin files are not believed (shown path → why; :mod:`mgrhooks.trust`), and
+    a ``stat`` that reuses what the examination found (one system call a file, as before)."""
+    from . import trust
+
+    try:
+        refused, found = trust.Examiner(str(root)).survey((shown, path) for shown, path, _ in files)
+    except OSError:
+        return {}, os.stat
+
+    def stat_of(path: str) -> os.stat_result:
+        info = found.get(path)
+        return info if info is not None else os.stat(path)
+
+    return refused, stat_of

@@ -362,6 +362,118 @@ def writable_by_others(root: PanelRoot) -> Measured:
     return refused_program(root, "open.sh", "Addon 'addon/open.sh' is writable by group or others")
 
 
+# --- trust (sshd's StrictModes rule) ------------------------------------------------------
+
+NOBODY = 65534  # a uid that is neither root nor the root's owner
+
+
+def owner(uid: int) -> str:
+    """How messages name the owner ``uid``."""
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def not_loaded(root: PanelRoot, plugin: str, reason: str) -> Measured:
+    """Plugin file ``plugin`` (registering guard.sh before ``user``) is not believed and
+    has no last good version: ``check`` names it, a call runs without it, the log says why."""
+    check = root.mgrhooks("check")
+    problem = f"etc/xml/billmgr_mod_{plugin}.xml: error: not trusted: {reason}"
+    assert check.returncode == 1 and problem in check.stdout, check.stdout
+    result, seconds = exec_timed(root, "user", "--out", "text")
+    assert result.returncode == 0 and not (root.path / "var/ran").exists(), result.stdout
+    assert f"not trusted: {reason}" in root.log()
+    return Measured(seconds, detail=check.stdout.strip().splitlines()[-1])
+
+
+@case("trust", "check: error naming the folder and mode; refused at run time")
+def addon_folder_writable_by_others(root: PanelRoot) -> Measured:
+    root.handler("ok.sh", "#!/bin/sh\ncat\n", '<event name="user" before="yes"/>')
+    (root.path / "addon").chmod(0o777)
+    reason = "Addon 'addon/ok.sh' is not trusted: folder addon/ is writable by group or others (mode 777)"
+    return refused_program(root, "ok.sh", reason)
+
+
+@case("trust", "check: error naming the owner; refused at run time")
+def program_owned_by_another_user(root: PanelRoot) -> Measured:
+    program = root.handler("theirs.sh", "#!/bin/sh\ncat\n", '<event name="user" before="yes"/>')
+    os.chown(program, NOBODY, -1)
+    return refused_program(root, "theirs.sh", f"Addon 'addon/theirs.sh' is not trusted: it is owned by {owner(NOBODY)}")
+
+
+@case("trust", "check: error; refused at run time")
+def setuid_program(root: PanelRoot) -> Measured:
+    root.handler("suid.sh", "#!/bin/sh\ncat\n", '<event name="user" before="yes"/>').chmod(0o4750)
+    return refused_program(root, "suid.sh", "Addon 'addon/suid.sh' is set-user-ID or set-group-ID (mode 4750)")
+
+
+@case("trust", "check: error; the file is not loaded (no earlier version); the call runs without it")
+def plugin_file_writable_by_others(root: PanelRoot) -> Measured:
+    guard(root).chmod(0o666)
+    return not_loaded(root, "guard", "file etc/xml/billmgr_mod_guard.xml is writable by group or others (mode 666)")
+
+
+@case("trust", "check: error; the file is not loaded (no earlier version); the call runs without it")
+def plugin_file_owned_by_another_user(root: PanelRoot) -> Measured:
+    os.chown(guard(root), NOBODY, -1)
+    return not_loaded(root, "guard", f"file etc/xml/billmgr_mod_guard.xml is owned by {owner(NOBODY)}")
+
+
+@case("trust", "check: error naming the folder the link leads to; the files there are not loaded")
+def etc_xml_linked_to_a_world_writable_folder(root: PanelRoot) -> Measured:
+    open_folder = root.path / "var/open"
+    open_folder.mkdir()
+    open_folder.chmod(0o777)
+    (root.path / "etc/xml").rmdir()
+    (root.path / "etc/xml").symlink_to("../var/open")
+    guard(root)
+    return not_loaded(root, "guard", "folder var/open/ is writable by group or others (mode 777)")
+
+
+@case("trust", "check: error; the loaded version stays in force (the handler still runs); the new text is not read")
+def plugin_file_made_writable_after_loading(root: PanelRoot) -> Measured:
+    plugin = guard(root)
+    assert root.mgrhooks("exec", "user").returncode == 0
+    plugin.chmod(0o666)
+    plugin.write_text("<mgrdata/>\n")  # what anyone could now write: ignored
+    result, seconds = exec_timed(root, "user", "--out", "text")
+    check = root.mgrhooks("check")
+    assert result.returncode == 0 and root.read("var/ran") == "ran\nran\n", result.stdout
+    assert check.returncode == 1 and "; its last good version is used" in check.stdout, check.stdout
+    return Measured(seconds, rows_lost=2 - root.read("var/ran").count("ran"), detail=check.stdout.strip())
+
+
+@case("trust", "exit status 3 naming the file and why; check: error")
+def settings_writable_by_others(root: PanelRoot) -> Measured:
+    conf = root.path / "etc/mgrhooks.conf"
+    conf.write_text("[handlers]\npass_env = AWS_SECRET_ACCESS_KEY\n")
+    conf.chmod(0o666)
+    result, seconds = exec_timed(root, "user")
+    reason = "not trusted: file etc/mgrhooks.conf is writable by group or others (mode 666)"
+    assert result.returncode == 3 and result.stderr.startswith(f"Error: {conf}: {reason}"), result.stderr
+    check = root.mgrhooks("check")
+    assert check.returncode == 1 and f"etc/mgrhooks.conf: error: {reason}" in check.stdout, check.stdout
+    return Measured(seconds, detail=result.stderr.strip().replace(f"{root.path}/", ""))
+
+
+@case("trust", "error naming the document; check: error")
+def core_document_owned_by_another_user(root: PanelRoot) -> Measured:
+    document = root.path / "etc/core/billmgr/webdomain.xml"
+    document.parent.mkdir(parents=True)
+    document.write_text("<doc><elem><name>forged</name></elem></doc>\n")
+    os.chown(document, NOBODY, -1)
+    result, seconds = exec_timed(root, "webdomain", "--out", "text")
+    reason = f"file etc/core/billmgr/webdomain.xml is owned by {owner(NOBODY)}"
+    assert result.returncode == 1 and "is not trusted: " + reason in result.stdout, result.stdout
+    assert "forged" not in result.stdout
+    check = root.mgrhooks("check")
+    assert check.returncode == 1 and reason in check.stdout, check.stdout
+    return Measured(seconds, detail=result.stdout.strip().replace(f"{root.path}/", ""))
+
+
 # --- races ------------------------------------------------------------------------------
 
 
