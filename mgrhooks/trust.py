@@ -15,9 +15,10 @@ group or other write bit), it believes such a file only when
 The path is followed one name at a time, links included, so a folder reached through a
 link is checked where it really is: a symlinked ``etc/xml`` pointing to ``/srv/x/xml``
 passes through ``/``, ``/srv``, ``/srv/x`` and ``/srv/x/xml``, and one pointing into
-``/tmp`` (mode 1777) is not believed, as sshd would not. The folders above the root
-directory are not checked (our choice, as sshd stops at the home directory): they are
-the system's. Group write is refused even for a group of one, as sshd does.
+``/tmp`` (mode 1777) is not believed, as sshd would not. The walk starts at the root
+directory itself: the folders holding it are not checked on the way to it (our choice,
+as sshd stops at the home directory: they are the system's), only when a link leads
+through one. Group write is refused even for a group of one, as sshd does.
 """
 
 from __future__ import annotations
