@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .errors import RootError
 from .model import Problem, Registry, Severity, Source
 from .programs import inspect
 from .root import Root
@@ -34,10 +35,13 @@ def check(root: Root, registry: Registry) -> list[Problem]:
 
 def _settings_problems(root: Root) -> list[Problem]:
     """The first bad value of ``etc/mgrhooks.conf`` (a timeout beyond a day, ...), at its
-    line: an error, since every call refuses the root until it is fixed."""
+    line: an error, since every call refuses the root until it is fixed. A file that is
+    not believed is not read (the trust audit reports it)."""
     try:
         root.settings()
     except SettingsError as exc:
         shown = exc.path.relative_to(root.path) if exc.path.is_relative_to(root.path) else exc.path
         return [Problem(Severity.ERROR, Source(str(shown), exc.line), exc.reason)]
+    except RootError:
+        return []
     return []
