@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lxml import etree
 
 from mgrhooks.xmldoc import (
     DECLARATION,
     DocumentError,
+    _doctype,  # the scan that keeps a DTD from being parsed at all
     add,
     as_rows,
     checked,
@@ -175,3 +179,119 @@ def test_as_rows_refuses_broken_text_with_its_line() -> None:
     with pytest.raises(DocumentError) as caught:
         as_rows(DECLARATION + b"<doc>\n<elem>\n<elem/>\n</doc>\n")
     assert caught.value.line >= 3
+
+
+def test_dtd_after_the_declaration_comments_and_processing_instructions_is_refused_before_parsing() -> None:
+    data = DECLARATION + b"<?pi a?b?>\n<!-- c - >\n-->\n<!DOCTYPE doc [<!ENTITY x 'y'>]><doc>&x;</doc>"
+    with pytest.raises(DocumentError, match="DTD") as raised:
+        parse(data)
+    assert raised.value.line == 5
+
+
+def test_prolog_of_many_processing_instructions_is_scanned_once() -> None:
+    """A regular expression backtracked over these for minutes before (2**n ways to split n
+    processing instructions); the document is well-formed and has no DTD."""
+    data = DECLARATION + b"<?a?>" * 5000 + b"<doc><![CDATA[<!DOCTYPE]]></doc>\n"
+    assert parse(data).text == "<!DOCTYPE"
+    with pytest.raises(DocumentError, match="DTD"):
+        parse(b"<?a?>" * 5000 + b"<!DOCTYPE doc><doc/>")
+
+
+# --- the fast checks never disagree with the full parse ----------------------------------
+
+PROLOG = [
+    b"",
+    b" \n",
+    b"<?pi x?>",
+    b"<?pi ?x?>",
+    b"<?a?>" * 40,
+    b"<!-- c -->",
+    b"<!-- <!DOCTYPE doc> -->",
+    b"<!DOCTYPE doc>",
+    b"<!DOCTYPE doc [<!ENTITY e 'x'>]>",
+    b"\xef\xbb\xbf",
+]
+ROOTS = [b"<doc", b'<doc a="1"', b'<doc xmlns="urn:x"', b'<x:doc xmlns:x="urn:x"', b"<docs", b"<doc\n", b"<doc/"]
+CHILDREN = [
+    b"",
+    b"\n",
+    b"text",
+    b"<error/>",
+    b'<error code="1">e</error>',
+    b'<error type="t" object="o" value="v"><msg>m</msg></error>',
+    b"<skipaction/>",
+    b"<elem><n>1</n></elem>",
+    b'<x name="a">t</x>',
+    b"<!-- <error/> <skipaction/> -->",
+    b"<![CDATA[<!DOCTYPE x> <error/> <skipaction/>]]>",
+    b"<?pi <error/>?>",
+    b"&lt;&#60;",
+    b"&undefined;",
+    b'<a:error xmlns:a="urn:x"/>',
+    b'<error xmlns="urn:x"/>',
+    b'<e xmlns="urn:x"><error/></e>',
+    b"<a>",
+    b"</a>",
+    b"</doc>",
+    b"<!DOCTYPE doc>",
+    b"\x00",
+    b"\xff",
+]
+ENDS = [b"\n</doc>\n", b"</doc>", b"</doc>\n", b"", b"\n</docs>\n", b"\n</doc>\n<doc/>"]
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> bytes:
+    head = draw(st.sampled_from([DECLARATION, b'<?xml version="1.0"?>', b""]))
+    prolog = b"".join(draw(st.lists(st.sampled_from(PROLOG), max_size=4)))
+    root = draw(st.sampled_from(ROOTS)) + draw(st.sampled_from([b">", b" >", b"/>"]))
+    body = b"".join(draw(st.lists(st.sampled_from(CHILDREN), max_size=6)))
+    data = head + prolog + root + body + draw(st.sampled_from(ENDS))
+    if draw(st.booleans()):  # a stray byte anywhere
+        at = draw(st.integers(0, len(data)))
+        data = data[:at] + draw(st.sampled_from([b"<", b">", b"?", b"-", b"!", b'"', b"&"])) + data[at:]
+    return data
+
+
+def full_parse(data: bytes):
+    try:
+        return parse(data)
+    except DocumentError:
+        return None
+
+
+@settings(max_examples=500, deadline=None)
+@given(documents())
+def test_fast_checks_agree_with_the_full_parse(data: bytes) -> None:
+    doc = full_parse(data)
+    try:
+        fast = checked(data)
+    except DocumentError:
+        assert doc is None, "checked refused what parse accepts"
+        fast = False
+    if fast:
+        assert doc is not None, "checked accepted what parse refuses"
+        assert find_error(doc) is None and doc.find("skipaction") is None
+    rows = None
+    try:
+        rows = as_rows(data)
+    except DocumentError:
+        assert doc is None, "as_rows refused what parse accepts"
+    if rows is not None:
+        assert doc is not None and all(child.tag == "elem" for child in doc) and rows.attrib == dict(doc.attrib)
+    if is_empty_doc(data):
+        assert doc is not None and len(doc) == 0 and not doc.attrib
+
+
+@settings(max_examples=500, deadline=None)
+@given(documents())
+def test_every_dtd_the_parser_would_see_is_found_before_parsing(data: bytes) -> None:
+    permissive = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, recover=False)
+    try:
+        tree = etree.fromstring(data, permissive)
+    except etree.XMLSyntaxError:
+        return
+    if tree.getroottree().docinfo.doctype:
+        assert _doctype(data) >= 0
+        with pytest.raises(DocumentError, match="DTD"):
+            parse(data)
