@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mgrhooks.merge import append_rows, apply, changes_nothing
 from mgrhooks.model import HandlerType
 from mgrhooks.xmldoc import DECLARATION, as_rows, parse, serialise
@@ -95,3 +98,75 @@ def test_append_rows_builds_what_apply_builds() -> None:
         text = append_rows(parse(current), rows)
         assert text.startswith(DECLARATION) and text.endswith(b"\n</doc>\n")
         assert shape(parse(text)) == shape(apply(parse(current), parse(answer), HandlerType.CGI).doc)
+
+
+# --- the merge over generated documents -------------------------------------------------
+
+CHILD_TAGS = ["ok", "redirect", "x", "y", "elem", "error", "skipaction", "param", "#comment"]
+children = st.lists(st.tuples(st.sampled_from(CHILD_TAGS), st.sampled_from([None, "a", "b"]), st.integers(0, 9)))
+
+
+def build(items: list[tuple[str, str | None, int]]) -> bytes:
+    parts = []
+    for tag, name, text in items:
+        if tag == "#comment":
+            parts.append(f"<!-- {text} -->t{text}")
+        else:
+            attr = f' name="{name}"' if name is not None else ""
+            parts.append(f"<{tag}{attr}>{text}</{tag}>\n")
+    return f'<doc func="f">{"".join(parts)}</doc>'.encode()
+
+
+def merge_as_specified(current, output):
+    """The cgi merge of PROTOCOL §5 the plain way, child by child, each looked up among the
+    document's children (quadratic: the oracle for the linear one); no <skipaction> left."""
+    merged = merge_children(current, output)
+    for flag in merged.findall("skipaction"):
+        remove_keeping_tail(flag)
+    return merged
+
+
+def merge_children(current, output):
+    for key, value in output.attrib.items():
+        if key != "func":
+            current.set(key, value)
+    kids = list(output)
+    if all(child.tag == "elem" for child in kids):
+        current.extend(kids)
+        return current
+    for child in kids:
+        if not isinstance(child.tag, str) or child.tag == "param":
+            continue
+        if child.tag == "skipaction":
+            current.append(child)
+        elif child.tag == "error":
+            for old in current.findall("error"):
+                remove_keeping_tail(old)
+            current.append(child)
+            break
+        else:
+            for old in current.iterchildren(child.tag) if child.tag != "elem" else ():
+                if child.tag in ("ok", "redirect") or old.get("name") == child.get("name"):
+                    child.tail = old.tail
+                    current.replace(old, child)
+                    break
+            else:
+                current.append(child)
+    return current
+
+
+def remove_keeping_tail(elem) -> None:
+    parent, previous = elem.getparent(), elem.getprevious()
+    if elem.tail and elem.tail.strip():
+        if previous is not None:
+            previous.tail = (previous.tail or "") + elem.tail
+        else:
+            parent.text = (parent.text or "") + elem.tail
+    parent.remove(elem)
+
+
+@settings(max_examples=300, deadline=None)
+@given(children, children)
+def test_cgi_merge_is_the_specified_one(current: list, output: list) -> None:
+    merged = apply(parse(build(current)), parse(build(output)), HandlerType.CGI)
+    assert serialise(merged.doc) == serialise(merge_as_specified(parse(build(current)), parse(build(output))))
