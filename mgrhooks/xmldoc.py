@@ -332,6 +332,7 @@ def find_error(doc: Element) -> Element | None:
 
 
 def error_text(error: Element) -> str:
-    """The human message of a typed (``<msg>``) or numeric (element text) error."""
-    msg = error.findtext("msg")
-    return (msg if msg is not None else "".join(error.itertext())).strip()
+    """The human message of a typed (``<msg>``) or numeric (element text) error: all of
+    its text, with comments and processing instructions left out (not the text after them)."""
+    msg = error.find("msg")
+    return "".join((msg if msg is not None else error).itertext()).strip()

@@ -70,3 +70,26 @@ def test_render_bytes_prints_a_kept_text_as_it_is_and_encodes_the_rest() -> None
     doc = parse(kept)
     for fmt in ("xml", "devel", "json", "sjson", "text"):
         assert render_bytes(doc, fmt, [("func", "f")]) == render(doc, fmt, [("func", "f")]).encode("utf-8")
+
+
+MIXED = b'<doc><name>a<!-- x -->b</name><elem><n>1<?pi x?>2</n></elem><note a="1"><!-- lead -->text</note></doc>'
+
+
+def test_json_keeps_the_text_after_a_comment_or_processing_instruction() -> None:
+    assert json.loads(render(parse(MIXED), "json")) == {
+        "doc": {"name": {"$": "ab"}, "elem": {"n": {"$": "12"}}, "note": {"$a": "1", "$": "text"}}
+    }
+
+
+def test_sjson_keeps_the_text_after_a_comment_or_processing_instruction() -> None:
+    assert json.loads(render(parse(MIXED), "sjson")) == {
+        "doc": {"name": {"$": "ab"}, "elem": [{"n": [{"$": "12"}]}], "note": {"$a": "1", "$": "text"}}
+    }
+
+
+def test_text_keeps_the_text_after_a_comment_or_processing_instruction() -> None:
+    assert render(parse(MIXED), "text") == "name=ab\nn=12\nnote=text\n"
+    typed = b'<doc><error type="value" object="o"><msg>bad <!-- why -->value</msg></error></doc>'
+    assert render(parse(typed), "text") == "ERROR value(o): bad value\n"
+    numeric = b'<doc><error code="9">no<!-- c --> access</error></doc>'
+    assert render(parse(numeric), "text") == "ERROR code 9: no access\n"
