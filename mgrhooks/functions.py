@@ -7,11 +7,18 @@ still be called: its main logic's result is the ``<doc>`` in ``--core-doc FILE``
 called function only) or in ``etc/core/<mgr>/<func>.xml`` in the root. The document's
 attributes and children are merged into the response as a cgi handler's are (our choice),
 so the handlers around it run exactly as on the real panel.
+
+A supplied document must be a regular file of at most :data:`CORE_DOC_LIMIT` bytes, and one
+in ``etc/core/`` must lie inside the root once symbolic links are followed (our choice): a
+FIFO would hang the call, a device could be read without end, a link could show any file of
+the system as a response.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -25,6 +32,8 @@ if TYPE_CHECKING:
     from .root import Root
 
 EVENTLIST = "eventlist"
+#: the largest supplied document read, in bytes (our choice: a handler's default output_limit)
+CORE_DOC_LIMIT = 64 * 1024 * 1024
 #: metadata elements that name a parameter
 _FIELDS = ("input", "select", "textarea", "slider", "col", "datetime", "htmldata")
 _NO_PLUGINS = Registry()
@@ -56,7 +65,7 @@ class Functions:
         self,
         core: Core,
         registry: Registry = _NO_PLUGINS,
-        core_docs: Mapping[str, Path] = EMPTY,
+        core_docs: Mapping[str, CoreDoc] = EMPTY,
         python: Mapping[str, PythonFunction] = EMPTY,
     ) -> None:
         self.core = core
@@ -96,11 +105,11 @@ class Functions:
         :func:`~mgrhooks.xmldoc.as_rows` takes; else ``None`` (also for a file that cannot
         be read or parsed: :meth:`action` reports it). A 50,000-row list takes about nine
         times its size as a tree (docs/performance.md)."""
-        path = self.core_docs.get(func)
-        if path is None or _not_believed(path):
+        doc = self.core_docs.get(func)
+        if doc is None or _not_believed(doc):
             return None
         try:
-            return as_rows(path.read_bytes())
+            return as_rows(_read(doc))
         except (OSError, DocumentError):
             return None
 
@@ -156,7 +165,7 @@ def builtin_core(root: Root) -> BuiltinCore:
     return BuiltinCore(root.db_file)
 
 
-def for_call(root: Root, core: Core | None, registry: Registry, core_docs: Mapping[str, Path]) -> Functions:
+def for_call(root: Root, core: Core | None, registry: Registry, core_docs: Mapping[str, CoreDoc]) -> Functions:
     """The functions one call can reach: ``core`` (:func:`builtin_core` when ``None``)
     with ``eventlist`` and ``core_docs`` in front of it; a :class:`Functions` given as
     ``core`` keeps its Python functions and gets this call's registry and documents."""
@@ -165,40 +174,83 @@ def for_call(root: Root, core: Core | None, registry: Registry, core_docs: Mappi
     return Functions(core if core is not None else builtin_core(root), registry, core_docs)
 
 
-def core_docs(root: Path, mgr: str, func: str, core_doc: Path | None) -> dict[str, Path]:
+class CoreDoc(NamedTuple):
+    """A supplied document: its file, and the root its real path must stay in (``None``
+    for the caller's own ``--core-doc``, read wherever it is)."""
+
+    path: Path
+    root: Path | None = None
+
+
+def core_docs(root: Path, mgr: str, func: str, core_doc: Path | None) -> dict[str, CoreDoc]:
     """Supplied documents: every ``etc/core/<mgr>/*.xml`` by function, then ``core_doc`` for ``func``."""
     folder = root / "etc" / "core" / mgr
     try:  # (not Path.glob: it compiles a pattern, a cost of every call)
         names = sorted(name for name in os.listdir(folder) if name.endswith(".xml"))
     except OSError:
         names = []
-    found = {name[: -len(".xml")]: folder / name for name in names}
+    found = {name[: -len(".xml")]: CoreDoc(folder / name, root) for name in names}
     if core_doc is not None:
-        found[func] = core_doc
+        found[func] = CoreDoc(core_doc)
     return found
 
 
-def _not_believed(path: Path) -> str | None:
+def _not_believed(doc: CoreDoc) -> str | None:
     """Why a document in a root's ``etc/core/<mgr>/`` is not believed (:mod:`mgrhooks.trust`),
     else ``None`` (also for a ``--core-doc`` file elsewhere: the caller's own input)."""
-    if path.parent.parent.name != "core" or path.parents[2].name != "etc":
+    if doc.root is None:
         return None
     from . import trust
 
-    return trust.refusal(str(path.parents[3]), str(path.relative_to(path.parents[3])))
+    return trust.refusal(str(doc.root), str(doc.path.relative_to(doc.root)))
 
 
-def _load(path: Path) -> Element:
-    refusal = _not_believed(path)
+def _load(doc: CoreDoc) -> Element:
+    """The supplied document, parsed. :raises PanelError: ``type="value" object="core-doc"``
+    naming the file (and line) and why it cannot be used"""
+    path = doc.path
+    refusal = _not_believed(doc)
     if refusal is not None:
         raise PanelError("value", "core-doc", str(path), f"Core document {path} is not trusted: {refusal}")
     try:
-        return parse(path.read_bytes())
+        return parse(_read(doc))
     except OSError as exc:
         raise PanelError("value", "core-doc", str(path), f"Cannot read core document {path}: {exc.strerror}") from None
     except DocumentError as exc:
         where = f"{path}:{exc.line}" if exc.line else str(path)
         raise PanelError("value", "core-doc", str(path), f"Core document {where}: {exc.reason}") from None
+
+
+#: what a file that is not a regular one is, by its ``S_IFMT`` bits
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+_KINDS |= {stat.S_IFDIR: "a directory", stat.S_IFSOCK: "a socket"}
+
+
+def _read(doc: CoreDoc) -> bytes:
+    """The bytes of a supplied document, when it is a regular file of at most
+    :data:`CORE_DOC_LIMIT` bytes (inside ``doc.root``, if given). Nothing but such a file is
+    opened (a FIFO is never waited on). :raises OSError: its ``strerror`` says why"""
+    path = str(doc.path)
+    if doc.root is not None:
+        path, top = os.path.realpath(path), os.path.realpath(doc.root)
+        if os.path.commonpath((path, top)) != top:
+            raise OSError(errno.EACCES, f"a symbolic link leading out of the root (to {path})")
+    _regular(os.stat(path))
+    nofollow = os.O_NOFOLLOW if doc.root is not None else 0
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | nofollow), "rb") as file:
+        _regular(os.fstat(file.fileno()))  # (the same file: it may have been replaced since)
+        data = file.read(CORE_DOC_LIMIT + 1)
+    if len(data) > CORE_DOC_LIMIT:
+        raise OSError(errno.EFBIG, f"larger than the limit of {CORE_DOC_LIMIT // 2**20} MiB")
+    return data
+
+
+def _regular(info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "something else")
+        raise OSError(errno.EINVAL, f"not a regular file but {kind}")
+    if info.st_size > CORE_DOC_LIMIT:
+        raise OSError(errno.EFBIG, f"larger than the limit of {CORE_DOC_LIMIT // 2**20} MiB")
 
 
 def _merge_into(doc: Element, supplied: Element) -> None:
