@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from lxml import etree
 
-from . import logs
+from . import logs, spill
 from .core import Core
-from .env import Facts, call_environment, query_string, spilled, stage_environment
+from .env import Facts, call_environment, query_string, stage_environment
 from .errors import PanelError, RootError
 from .functions import EVENTLIST, Functions, core_docs, for_call
 from .model import Event, FuncDecl, Handler, HandlerRun, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
@@ -233,12 +233,11 @@ class _Call:
         self.settings = root.settings()
         self._cwd = str(root.path)
         self._addon_dir = str(root.addon_dir)
-        self._files: dict[str, str] | None = None
+        self._spill: spill.Spill | None = None  # written with the first handler that starts
         self._prepared = False
         self._environment: dict[str, str] | None = None
         #: the serialised form of a document that has not changed since (see _serialised)
         self._known: tuple[Element, bytes] | None = None
-        self._spill_dir: str | None = None
         self._runs: list[HandlerRun] = []
         self._record_id: str | None = None
 
@@ -389,10 +388,7 @@ class _Call:
         """Release what the call held: the guardian, spilled parameter files."""
         if self.guardian is not None:
             self.guardian.close()
-        if self._spill_dir is not None:
-            import shutil
-
-            shutil.rmtree(self._spill_dir, ignore_errors=True)
+        spill.release(self._spill)  # and what killed calls left
 
     def _spawn(self, handler: Handler, stage: str, doc: Doc, postdata: bool, why: str) -> RunOutcome:
         tools = _handling()
@@ -404,7 +400,7 @@ class _Call:
         try:
             self._spill_files()  # written once, for the first handler that starts
         except OSError as exc:  # a full /tmp
-            return self._refused(program.shown, why, f"cannot write its parameter files: {exc.strerror}")
+            return self._refused(program.shown, why, spill.failure(exc))
         request = self._run_request(handler, program.path, stage, doc, postdata, why)
         if not self._prepared:
             self._prepare()
@@ -453,9 +449,9 @@ class _Call:
             doc = old_generation_input(_tree(doc), self.request)  # a copy: never "known"
         stdin = query_string(self.request).encode() if cgi_post else self._serialised(doc)
         if self._environment is None:
-            files = self._spill_files()
+            spilled = self._spill_files().spilled
             self._environment = call_environment(
-                self.environ, self.request, self.facts, files=files, passed=self.settings.pass_env
+                self.environ, self.request, self.facts, spilled=spilled, passed=self.settings.pass_env
             )
         env = stage_environment(self._environment, stage, len(stdin) if cgi_post else None)
         limits = self.settings
@@ -483,31 +479,12 @@ class _Call:
         self._known = (doc, data)
         return data
 
-    def _spill_files(self) -> dict[str, str]:
-        """Write the call's spilled parameter values to files, once; key → path.
-        :raises OSError: nothing is kept then (no directory, no partial set of files), so
-        the next handler tries again"""
-        if self._files is not None:
-            return self._files
-        files = {}
-        keys = spilled(self.request)
-        if keys:
-            import shutil
-            import tempfile
-
-            self._spill_dir = tempfile.mkdtemp(prefix="mgrhooks-params-")
-            try:
-                for number, key in enumerate(keys):
-                    path = os.path.join(self._spill_dir, f"{number}")
-                    with open(path, "wb") as file:
-                        file.write(self.request.get(key).encode("utf-8", "surrogateescape"))
-                    files[key] = path
-            except OSError:
-                shutil.rmtree(self._spill_dir, ignore_errors=True)
-                self._spill_dir = None
-                raise
-        self._files = files
-        return files
+    def _spill_files(self) -> spill.Spill:
+        """Write the call's spilled parameter values to files, once (:func:`mgrhooks.spill.write`).
+        :raises OSError: nothing is kept then, so the next handler tries again"""
+        if self._spill is None:
+            self._spill = spill.write(self.request, self.environ, self.facts, self.settings.pass_env)
+        return self._spill
 
     def _log_outcome(self, handler: Handler, outcome: RunOutcome) -> None:
         """Each stderr line at INFO; the end of the run (pid, status, seconds) at the

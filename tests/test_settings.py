@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mgrhooks.env import ENV_BUDGET, SPILL_BYTES, spilled
+from mgrhooks.env import ENV_BUDGET, SPILL_BYTES, Facts, call_environment, exec_size, spill_plan
 from mgrhooks.errors import RootError
 from mgrhooks.model import Request
 from mgrhooks.settings import Settings, load_settings
@@ -58,13 +58,25 @@ def test_bad_settings_name_the_file_and_key(tmp_path: Path, text: str, message: 
     assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
 
 
+def spilled(request: Request) -> list[str]:
+    fixed = call_environment({}, request._replace(params=()), Facts("billmgr", "/srv/root", "1"))
+    return list(spill_plan(request, fixed, path_bytes=60).files)
+
+
 def test_spill_rules() -> None:
     big = "x" * (SPILL_BYTES + 1)
     assert spilled(Request("f", (("a", "small"), ("b", big), ("c", "nul\0"), ("d", "x" * SPILL_BYTES)))) == ["b", "c"]
     many = tuple((f"k{n}", "y" * (SPILL_BYTES - n)) for n in range(8))
     spill = spilled(Request("f", many))
     kept = [size for (key, value) in many if key not in spill for size in [len(value)]]
-    assert 2 * sum(kept) <= ENV_BUDGET and spill == ["k0", "k1", "k2", "k3"]  # the largest go first
+    # the largest go first, until QUERY_STRING is one string exec takes (128 KiB: the four
+    # values kept before made it 256 KiB, and every handler failed with E2BIG)
+    assert 2 * sum(kept) <= ENV_BUDGET and spill == [f"k{n}" for n in range(7)]
+    many = tuple((f"k{n}", "y" * 40000) for n in range(20))  # each fits, and 3 in QUERY_STRING
+    spill = spilled(Request("f", many))
+    kept = [(k, v) for k, v in many if k not in spill]
+    assert sum(exec_size(f"PARAM_{k}", v) + len(f"&{k}={v}") for k, v in kept) <= ENV_BUDGET
+    assert len(kept) == 3
 
 
 def test_xml_safe_replaces_what_xml_cannot_hold() -> None:

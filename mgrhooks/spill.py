@@ -1,0 +1,165 @@
+"""Spilled parameter values: their files, written once per call, and their removal. I/O.
+
+The spill rule (:func:`mgrhooks.env.spill_plan`) says which values reach handlers through
+files (``PARAM_<key>_FILE``, ``QUERY_STRING_FILE``). They are written, mode 600, in a
+directory of the call's own, ``$TMPDIR/mgrhooks-<uid>/<pid>-<start>-<random>`` (``/tmp``
+without ``$TMPDIR``; both directories mode 700), and removed when the call ends.
+
+The directory's name says which process made it: its pid and its start time as the kernel
+counts it (``/proc/<pid>/stat``), so that a pid used again later is not taken for it. When
+mgrhooks is killed before it removes its own (SIGKILL, a crash), the next call of the same
+user with the same ``$TMPDIR`` removes it as it ends (:func:`release`): what a killed call
+spilled, passwords included, stays in ``$TMPDIR`` until the next call ends, no longer (our
+choice; a reboot clears a ``/tmp`` in memory too). ``mgrhooks-<uid>`` must be a directory of
+that user's alone, as tmux wants of its ``/tmp/tmux-<uid>``: if another user made it first,
+nothing is spilled there and the handlers that need it fail, naming it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Collection, Mapping
+from typing import NamedTuple
+
+from .env import (
+    NOTHING_SPILLED,
+    STRING_MAX,
+    EnvironmentTooLarge,
+    Facts,
+    Limits,
+    Spilled,
+    call_environment,
+    query_string,
+    spill_plan,
+)
+from .model import Request
+
+#: the most argv and environment may take whatever the stack limit (Linux: 3/4 of 8 MiB)
+TOTAL_CAP = 6 * 1024 * 1024
+#: the file holding the whole query string, in the call's directory
+QUERY_FILE = "query"
+#: the longest name of a call's directory: a pid (at most 2**22), a start time in clock
+#: ticks (64 bits) and 8 random hexadecimal digits
+_NAME_BYTES = 7 + 1 + 20 + 1 + 8
+
+
+class Spill(NamedTuple):
+    """What one call spilled: its directory (``None``: nothing), and where each value went."""
+
+    directory: str | None
+    spilled: Spilled
+
+
+NOTHING = Spill(None, NOTHING_SPILLED)
+
+
+def limits() -> Limits:
+    """The kernel's limits for the handlers this process starts: ``SC_ARG_MAX`` (a quarter
+    of the stack limit) capped at :data:`TOTAL_CAP`, and 128 KiB a string."""
+    try:
+        arg_max = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        arg_max = -1
+    return Limits(STRING_MAX, min(arg_max, TOTAL_CAP)) if arg_max > 0 else Limits()
+
+
+def write(request: Request, base: Mapping[str, str], facts: Facts, passed: Collection[str] = ()) -> Spill:
+    """Write the values the spill rule takes out of the environment of ``request``'s
+    handlers (``base``, ``facts`` and ``passed`` as for :func:`mgrhooks.env.call_environment`).
+
+    :raises EnvironmentTooLarge: not even the variables that are not parameters fit
+    :raises OSError: the files cannot be written (a full disk, a ``mgrhooks-<uid>`` that
+        is not ours); nothing is left then (no directory, no partial set of files)
+    """
+    parent = _parent()
+    name_bytes = _NAME_BYTES + 1 + max(len(QUERY_FILE), len(str(len(request.params))))
+    fixed = call_environment(base, request._replace(params=()), facts, passed=passed)
+    plan = spill_plan(request, fixed, len(os.fsencode(parent)) + 1 + name_bytes, limits())
+    if not plan.any:
+        return NOTHING
+    _own_directory(parent)
+    directory = os.path.join(parent, f"{os.getpid()}-{_started(os.getpid()) or 0}-{os.urandom(4).hex()}")
+    os.mkdir(directory, 0o700)
+    try:
+        files = tuple((key, _write(directory, str(n), request.get(key))) for n, key in enumerate(plan.files))
+        query = _write(directory, QUERY_FILE, query_string(request))
+    except OSError:
+        _remove(directory)
+        raise
+    return Spill(directory, Spilled(files, plan.unqueried, plan.left_out, query))
+
+
+def failure(exc: OSError) -> str:
+    """Why a handler was not started, for :func:`write`'s error ``exc``."""
+    if isinstance(exc, EnvironmentTooLarge):
+        return f"cannot start: {exc.strerror}"
+    return f"cannot write its parameter files: {exc.strerror}"
+
+
+def release(spill: Spill | None) -> None:
+    """Remove what ``spill`` wrote, and what calls of processes that no longer run left."""
+    if spill is not None and spill.directory is not None:
+        _remove(spill.directory)
+    sweep(_parent())
+
+
+def sweep(parent: str) -> None:
+    """Remove the directories in ``parent`` whose process no longer runs (killed before
+    it removed them). Nothing is removed where ``/proc`` cannot tell."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    if _started(os.getpid()) is None:
+        return
+    for name in names:
+        pid, _, rest = name.partition("-")
+        start, _, _ = rest.partition("-")
+        if pid.isdigit() and start.isdigit() and _started(int(pid)) != start:
+            _remove(os.path.join(parent, name))
+
+
+def _parent() -> str:
+    return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"mgrhooks-{os.geteuid()}")
+
+
+def _own_directory(parent: str) -> None:
+    """Make ``parent`` (mode 700), or check that it is a directory of this user's alone.
+    :raises OSError:"""
+    try:
+        os.mkdir(parent, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(parent)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        mode = stat.filemode(info.st_mode)
+        message = f"{parent} is not a directory of this user's alone ({mode}, owner {info.st_uid})"
+        raise OSError(errno.EPERM, message)
+
+
+def _write(directory: str, name: str, value: str) -> str:
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with open(fd, "wb") as file:
+        file.write(value.encode("utf-8", "surrogateescape"))
+    return path
+
+
+def _remove(directory: str) -> None:
+    import shutil
+
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks after boot (``/proc/<pid>/stat``), or
+    ``None`` when it does not run (a zombie does not) or ``/proc`` cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            data = file.read()
+        fields = data[data.rindex(b")") + 2 :].split()
+    except (OSError, ValueError):
+        return None
+    return None if fields[0] in (b"Z", b"X") else fields[19].decode()
