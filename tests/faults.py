@@ -294,6 +294,100 @@ def output_of_100_mb(root: PanelRoot) -> Measured:
     )
 
 
+@case("output", "well-formed, no DTD: accepted at once (the prolog is scanned once)")
+def processing_instructions_before_cdata(root: PanelRoot) -> Measured:
+    document = b'<?xml version="1.0"?>' + b"<?a?>" * 40 + b"<doc><![CDATA[<!DOCTYPE x>]]><pi/></doc>"
+    python_handler(
+        root,
+        "pi.py",
+        f"sys.stdin.read()\nsys.stdout.buffer.write({document!r})",
+        '<event name="user" after="yes"/>',
+        attrs=f'timeout="{TIMEOUT}"',
+    )
+    result, seconds = exec_timed(root, "user", "--out", "xml")
+    assert result.returncode == 0 and "<pi/>" in result.stdout, result.stdout
+    assert seconds < TIMEOUT + GRACE + SLACK, seconds
+    return Measured(seconds, leftover(root), detail="40 processing instructions, a CDATA <!DOCTYPE: parsed")
+
+
+@case("output", "merged child by child through an index: answered within the timeout")
+def cgi_output_of_20000_named_children(root: PanelRoot) -> Measured:
+    producer = "b'<doc>' + b''.join(b'<x name=\"%d\">%d</x>' % (n % 10000, n) for n in range(20000)) + b'</doc>'"
+    python_handler(
+        root,
+        "many.py",
+        f"sys.stdout.buffer.write({producer})",
+        '<event name="user" after="yes"/>',
+        attrs=f'timeout="{TIMEOUT}"',
+        type="cgi",
+    )
+    result, seconds = exec_timed(root, "user", "--out", "text")
+    assert result.returncode == 0 and result.stdout.count("x=") == 10000, result.stdout[-300:]
+    assert seconds < TIMEOUT + GRACE + SLACK, seconds
+    return Measured(seconds, leftover(root), detail="20,000 children, 10,000 names: 10,000 in the response")
+
+
+@case("output", "a list of 50,000 rows as json: answered within the timeout")
+def json_of_50000_rows(root: PanelRoot) -> Measured:
+    producer = "b'<doc>' + b'<elem><n>1</n></elem>' * 50000 + b'</doc>'"
+    python_handler(
+        root,
+        "rows.py",
+        f"sys.stdout.buffer.write({producer})",
+        '<event name="user" after="yes"/>',
+        attrs=f'timeout="{TIMEOUT}"',
+        type="cgi",
+    )
+    result, seconds = exec_timed(root, "user", "--out", "json")
+    assert result.returncode == 0 and len(json.loads(result.stdout)["doc"]["elem"]) == 50000
+    assert seconds < TIMEOUT + GRACE + SLACK, seconds
+    return Measured(seconds, leftover(root), detail="50,000 rows")
+
+
+def refused_core_doc(root: PanelRoot, path: str, reason: str, *args: str) -> Measured:
+    """A call of ``site`` whose document is ``path`` answers at once with an error naming it."""
+    result, seconds = exec_timed(root, "site", *args, "--out", "text", timeout=30)
+    assert result.returncode == 1, result.stdout + result.stderr
+    expected = f"ERROR value(core-doc,{path}): Cannot read core document {path}: {reason}"
+    assert result.stdout.startswith(expected), result.stdout
+    return Measured(seconds, leftover(root), detail=result.stdout.split(": ", 2)[2].strip())
+
+
+@case("core documents", "refused at once, never waited on")
+def core_document_that_is_a_fifo(root: PanelRoot) -> Measured:
+    fifo = root.path / "page.xml"
+    os.mkfifo(fifo)
+    return refused_core_doc(root, str(fifo), "not a regular file but a FIFO", "--core-doc", str(fifo))
+
+
+@case("core documents", "refused, never read")
+def core_document_that_is_a_device(root: PanelRoot) -> Measured:
+    return refused_core_doc(root, "/dev/zero", "not a regular file but a character device", "--core-doc", "/dev/zero")
+
+
+@case("core documents", "refused, never read: the size limit is 64 MiB")
+def core_document_over_the_size_limit(root: PanelRoot) -> Measured:
+    big = root.path / "big.xml"
+    with open(big, "wb") as file:
+        file.truncate(65 * 1024 * 1024)  # sparse: no disk used
+    return refused_core_doc(root, str(big), "larger than the limit of 64 MiB", "--core-doc", str(big))
+
+
+@case("core documents", "etc/core/ link leading out of the root: refused, the file not shown")
+def core_document_linked_out_of_the_root(root: PanelRoot) -> Measured:
+    outside = root.path.parent / f"{root.path.name}-outside.xml"
+    outside.write_text("<doc><secret>TOPSECRET</secret></doc>")
+    try:
+        (root.path / "etc/core/billmgr").mkdir(parents=True)
+        link = root.path / "etc/core/billmgr/site.xml"
+        link.symlink_to(outside)
+        measured = refused_core_doc(root, str(link), f"a symbolic link leading out of the root (to {outside})")
+        assert "TOPSECRET" not in root.log()
+        return measured
+    finally:
+        outside.unlink()
+
+
 # --- plugin files and programs ----------------------------------------------------------
 
 
@@ -309,6 +403,21 @@ def malformed_plugin_file(root: PanelRoot) -> Measured:
     assert result.returncode == 0 and "<fine/>" in result.stdout
     assert "etc/xml/billmgr_mod_broken.xml:3: error: invalid XML" in root.log()
     return Measured(seconds, detail=check.stdout.strip())
+
+
+@case("plugins", "check answers at once: the prolog is scanned once")
+def plugin_file_of_processing_instructions(root: PanelRoot) -> Measured:
+    text = (
+        "<?a?>" * 40
+        + "<mgrdata><![CDATA[<!DOCTYPE x>]]><handler name='x.sh'><event name='user' after='yes'/></handler></mgrdata>"
+    )
+    root.plugin("pis", text)
+    started = time.monotonic()
+    check = root.mgrhooks("check", timeout=30)
+    seconds = time.monotonic() - started
+    assert "Addon 'addon/x.sh' does not exist" in check.stdout, check.stdout
+    assert seconds < TIMEOUT + GRACE + SLACK, seconds
+    return Measured(seconds, detail="parsed; its one problem reported")
 
 
 @case("plugins", "check: warning; the handler still runs")
@@ -614,6 +723,72 @@ def key_not_an_environment_name(root: PanelRoot) -> Measured:
     return Measured(seconds, detail="'a=b' only in QUERY_STRING; 'x.y-z' as PARAM_x.y-z")
 
 
+# --- budgets: every environment fits in what exec takes --------------------------------
+
+
+def started_with(
+    root: PanelRoot, params: list[tuple[str, str]], **run: object
+) -> tuple[dict[str, dict[str, bytes]], float]:
+    """Run ``desktop`` with ``params`` (as a POST body) past the probe: it must start,
+    and every parameter must reach it whole, in ``QUERY_STRING_FILE`` at least."""
+    param_probe(root)
+    body = root.path / "body.txt"
+    body.write_text(urllib.parse.urlencode(params))
+    started = time.monotonic()
+    result = subprocess.run(
+        root.argv("exec", "desktop", "--body", str(body), "--out", "text"), capture_output=True, text=True, **run
+    )  # type: ignore[call-overload]
+    seconds = time.monotonic() - started
+    assert result.returncode == 0, (result.stdout + result.stderr)[-500:]
+    assert "Argument list too long" not in root.log()
+    got = seen(root)
+    whole = urllib.parse.parse_qsl(got["files"]["QUERY_STRING_FILE"].decode(), keep_blank_values=True)
+    assert whole == [("func", "desktop"), *params]
+    return got, seconds
+
+
+@case("budgets", "spilled by its encoded size (150 KB in QUERY_STRING); the handler starts")
+def cyrillic_value_of_25000_characters(root: PanelRoot) -> Measured:
+    value = "я" * 25000  # 50 KB in PARAM_v, 150 KB percent-encoded: over 128 KiB a string
+    got, seconds = started_with(root, [("v", value), ("small", "s")])
+    assert got["files"]["PARAM_v_FILE"] == value.encode() and "PARAM_v" not in got["env"]
+    assert got["env"]["QUERY_STRING"] == b"func=desktop&small=s" and got["env"]["PARAM_small"] == b"s"
+    return Measured(seconds, leftover(root), detail="in PARAM_v_FILE; QUERY_STRING_FILE has the whole query")
+
+
+@case("budgets", "no variable can hold it: only in QUERY_STRING_FILE; the handler starts")
+def key_of_131070_characters(root: PanelRoot) -> Measured:
+    key = "k" * 131070  # PARAM_<key>=v is 131,079 bytes with its NUL: over 128 KiB
+    got, seconds = started_with(root, [(key, "v"), ("small", "s")])
+    assert not any(len(name) > 1000 for name in got["env"]) and got["env"]["PARAM_small"] == b"s"
+    return Measured(seconds, leftover(root), detail="no PARAM_ variable; in QUERY_STRING_FILE")
+
+
+@case("budgets", "100,000 keys: the first in the environment, all in QUERY_STRING_FILE; the handler starts")
+def keys_100000(root: PanelRoot) -> Measured:
+    params = [(f"k{n}", "1") for n in range(100000)]
+    got, seconds = started_with(root, params)
+    given = sum(name.startswith("PARAM_k") for name in got["env"])
+    assert got["env"]["PARAM_k0"] == b"1" and 1000 < given < 100000, given
+    return Measured(seconds, leftover(root), detail=f"{given} keys as PARAM_ variables, all in QUERY_STRING_FILE")
+
+
+@case("budgets", "ulimit -s 512 (ARG_MAX 128 KiB): spilled to fit; the handler starts")
+def small_stack_limit(root: PanelRoot) -> Measured:
+    import resource
+
+    params = [(f"k{n}", "v" * 800) for n in range(150)]  # 244 KB of environment; fits 512 KiB, not 128
+    stack = 512 * 1024
+    got, seconds = started_with(
+        root, params, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_STACK, (stack, stack))
+    )
+    files = sum(name.endswith("_FILE") for name in got["files"]) - 1
+    assert files > 0 and all(
+        got["files"][f"PARAM_{k}_FILE"] == v.encode() for k, v in params if f"PARAM_{k}_FILE" in got["files"]
+    )
+    return Measured(seconds, leftover(root), detail=f"{files} values in files, {150 - files} in PARAM_ variables")
+
+
 # --- environment ------------------------------------------------------------------------
 
 
@@ -760,6 +935,46 @@ def runner_killed_after_action(root: PanelRoot) -> Measured:
     measured.rows_lost = 1 - len(created)
     measured.detail = "the committed row is there; the guardian killed the handler"
     return measured
+
+
+@case("crashes", "runner SIGKILLed with a spilled password: the next call removes its files from $TMPDIR")
+def runner_killed_with_a_spilled_password(root: PanelRoot) -> Measured:
+    password = "pw-" + "s" * 70000  # over 64 KiB: spilled to a file
+    tmp = root.path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    python_handler(root, "slow.py", "time.sleep(600)", '<event name="user.add" before="yes"/>')
+    body = root.path / "body.txt"
+    body.write_text(urllib.parse.urlencode({"name": "al", "passwd": password, "sok": "ok"}))
+    runner = subprocess.Popen(
+        root.argv("exec", "user.add", "--body", str(body)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+
+    def holding() -> list[str]:
+        return [str(p) for p in tmp.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+
+    deadline = time.monotonic() + 20
+    while not (root.path / "var/pids").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner.kill()
+    runner.wait()
+    left_behind = holding()
+    started = time.monotonic()
+    result = root.mgrhooks("exec", "user", env=env)
+    seconds = time.monotonic() - started
+    remaining = holding()
+    deadline = time.monotonic() + 5
+    while leftover(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = leftover(root)
+    kill_recorded(root)
+    assert left_behind, "the killed call spilled nothing"
+    assert result.returncode == 0 and remaining == [], remaining
+    assert not any(tmp.iterdir()) or [p.name for p in tmp.iterdir()] == [f"mgrhooks-{os.geteuid()}"]
+    return Measured(seconds, left, detail=f"{len(left_behind)} file(s) with the password, removed by the next call")
 
 
 @case("crashes", "a handler calling itself through mgrctl is stopped at depth 8")
