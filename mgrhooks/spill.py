@@ -79,9 +79,7 @@ def write(request: Request, base: Mapping[str, str], facts: Facts, passed: Colle
     plan = spill_plan(request, fixed, len(os.fsencode(parent)) + 1 + name_bytes, limits())
     if not plan.any:
         return NOTHING
-    _own_directory(parent)
-    directory = os.path.join(parent, f"{os.getpid()}-{_started(os.getpid()) or 0}-{os.urandom(4).hex()}")
-    os.mkdir(directory, 0o700)
+    directory = _make_directory(parent)
     try:
         files = tuple((key, _write(directory, str(n), request.get(key))) for n, key in enumerate(plan.files))
         query = _write(directory, QUERY_FILE, query_string(request))
@@ -99,7 +97,8 @@ def failure(exc: OSError) -> str:
 
 
 def release(spill: Spill | None) -> None:
-    """Remove what ``spill`` wrote, and what calls of processes that no longer run left."""
+    """Remove what ``spill`` wrote, and what calls of processes that no longer run left
+    (``mgrhooks-<uid>`` too, when that leaves it empty)."""
     if spill is not None and spill.directory is not None:
         _remove(spill.directory)
     sweep(_parent())
@@ -107,7 +106,8 @@ def release(spill: Spill | None) -> None:
 
 def sweep(parent: str) -> None:
     """Remove the directories in ``parent`` whose process no longer runs (killed before
-    it removed them). Nothing is removed where ``/proc`` cannot tell."""
+    it removed them), then ``parent`` if it is empty. Nothing is removed where ``/proc``
+    cannot tell."""
     try:
         names = os.listdir(parent)
     except OSError:
@@ -119,10 +119,27 @@ def sweep(parent: str) -> None:
         start, _, _ = rest.partition("-")
         if pid.isdigit() and start.isdigit() and _started(int(pid)) != start:
             _remove(os.path.join(parent, name))
+    try:  # nothing of mgrhooks left in $TMPDIR when no call runs (another one makes it again)
+        os.rmdir(parent)
+    except OSError:
+        pass
 
 
 def _parent() -> str:
     return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"mgrhooks-{os.geteuid()}")
+
+
+def _make_directory(parent: str) -> str:
+    """Make this call's directory in ``parent``, made too if need be. :raises OSError:"""
+    name = f"{os.getpid()}-{_started(os.getpid()) or 0}-{os.urandom(4).hex()}"
+    for _ in range(3):
+        try:
+            _own_directory(parent)
+            os.mkdir(os.path.join(parent, name), 0o700)
+            return os.path.join(parent, name)
+        except FileNotFoundError:  # another call removed parent, empty, meanwhile
+            continue
+    raise OSError(errno.ENOENT, f"{parent} keeps vanishing")
 
 
 def _own_directory(parent: str) -> None:
