@@ -119,7 +119,8 @@ class EnvironmentTooLarge(OSError):
 
 
 def _bytes(text: str) -> int:
-    return len(os.fsencode(text))
+    """Bytes of ``text`` in an exec (as ``os.fsencode`` makes them: UTF-8, undecodable bytes as they came)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
 
 
 def exec_size(name: str, value: str) -> int:
@@ -127,11 +128,16 @@ def exec_size(name: str, value: str) -> int:
     return _bytes(name) + 1 + _bytes(value) + 1 + POINTER
 
 
-def _encoded(text: str) -> int:
-    """Bytes of ``text`` in a query string (UTF-8, percent-encoded as ``urlencode`` does)."""
-    from urllib.parse import quote_plus
+#: bytes ``urlencode`` leaves as they are (a space becomes ``+``); every other one is ``%XX``
+_UNQUOTED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~ "
 
-    return len(quote_plus(text, encoding="utf-8", errors="surrogateescape"))
+
+def _encoded(text: str) -> int:
+    """Bytes of ``text`` in a query string (UTF-8, percent-encoded as ``urlencode`` does),
+    counted without encoding it (quoting goes byte by byte in Python: 50 ms for 280 KB)."""
+    data = text.encode("utf-8", "surrogateescape")
+    quoted = len(data.translate(None, _UNQUOTED))
+    return len(data) + 2 * quoted
 
 
 def spill_plan(request: Request, fixed: Mapping[str, str], path_bytes: int, limits: Limits = LINUX) -> SpillPlan:
@@ -235,7 +241,9 @@ class _Costs:
     def size(self, key: str, state: str) -> int:
         if state == _ENV:
             return self._var[key] + self.query[key]
-        return {_VAR: self._var, _FILE: self._file}[state][key] if state != _OUT else 0
+        if state == _VAR:
+            return self._var[key]
+        return self._file[key] if state == _FILE else 0
 
     def forced(self, key: str) -> bool:
         """Whether ``key``'s value cannot, or should not, be an environment variable."""
