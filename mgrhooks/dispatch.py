@@ -18,7 +18,7 @@ from lxml import etree
 
 from . import logs, spill
 from .core import Core
-from .env import Facts, call_environment, query_string, stage_environment
+from .env import Facts, Spilled, call_environment, query_string, stage_environment
 from .errors import PanelError, RootError
 from .functions import EVENTLIST, Functions, core_docs, for_call
 from .model import Event, FuncDecl, Handler, HandlerRun, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
@@ -233,7 +233,7 @@ class _Call:
         self.settings = root.settings()
         self._cwd = str(root.path)
         self._addon_dir = str(root.addon_dir)
-        self._spill: spill.Spill | None = None  # written with the first handler that starts
+        self._spilled: Spilled | None = None  # written with the first handler that starts
         self._prepared = False
         self._environment: dict[str, str] | None = None
         #: the serialised form of a document that has not changed since (see _serialised)
@@ -388,7 +388,7 @@ class _Call:
         """Release what the call held: the guardian, spilled parameter files."""
         if self.guardian is not None:
             self.guardian.close()
-        spill.release(self._spill)  # and what killed calls left
+        spill.release(self._spilled)  # and what killed calls left
 
     def _spawn(self, handler: Handler, stage: str, doc: Doc, postdata: bool, why: str) -> RunOutcome:
         tools = _handling()
@@ -449,9 +449,8 @@ class _Call:
             doc = old_generation_input(_tree(doc), self.request)  # a copy: never "known"
         stdin = query_string(self.request).encode() if cgi_post else self._serialised(doc)
         if self._environment is None:
-            spilled = self._spill_files().spilled
             self._environment = call_environment(
-                self.environ, self.request, self.facts, spilled=spilled, passed=self.settings.pass_env
+                self.environ, self.request, self.facts, spilled=self._spill_files(), passed=self.settings.pass_env
             )
         env = stage_environment(self._environment, stage, len(stdin) if cgi_post else None)
         limits = self.settings
@@ -479,12 +478,12 @@ class _Call:
         self._known = (doc, data)
         return data
 
-    def _spill_files(self) -> spill.Spill:
+    def _spill_files(self) -> Spilled:
         """Write the call's spilled parameter values to files, once (:func:`mgrhooks.spill.write`).
         :raises OSError: nothing is kept then, so the next handler tries again"""
-        if self._spill is None:
-            self._spill = spill.write(self.request, self.environ, self.facts, self.settings.pass_env)
-        return self._spill
+        if self._spilled is None:
+            self._spilled = spill.write(self.request, self.environ, self.facts, self.settings.pass_env)
+        return self._spilled
 
     def _log_outcome(self, handler: Handler, outcome: RunOutcome) -> None:
         """Each stderr line at INFO; the end of the run (pid, status, seconds) at the

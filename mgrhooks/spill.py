@@ -1,6 +1,6 @@
 """Spilled parameter values: their files, written once per call, and their removal. I/O.
 
-The spill rule (:func:`mgrhooks.env.spill_plan`) says which values reach handlers through
+The spill rule (:func:`mgrhooks.budget.spill_plan`) says which values reach handlers through
 files (``PARAM_<key>_FILE``, ``QUERY_STRING_FILE``). They are written, mode 600, in a
 directory of the call's own, ``$TMPDIR/mgrhooks-<uid>/<pid>-<start>-<random>`` (``/tmp``
 without ``$TMPDIR``; both directories mode 700), and removed when the call ends.
@@ -21,20 +21,13 @@ import errno
 import os
 import stat
 from collections.abc import Collection, Mapping
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
-from .env import (
-    NOTHING_SPILLED,
-    STRING_MAX,
-    EnvironmentTooLarge,
-    Facts,
-    Limits,
-    Spilled,
-    call_environment,
-    query_string,
-    spill_plan,
-)
+from .env import NOTHING_SPILLED, Facts, Spilled, call_environment, query_string
 from .model import Request
+
+if TYPE_CHECKING:
+    from .budget import Limits
 
 #: the most argv and environment may take whatever the stack limit (Linux: 3/4 of 8 MiB)
 TOTAL_CAP = 6 * 1024 * 1024
@@ -45,19 +38,11 @@ QUERY_FILE = "query"
 _NAME_BYTES = 7 + 1 + 20 + 1 + 8
 
 
-class Spill(NamedTuple):
-    """What one call spilled: its directory (``None``: nothing), and where each value went."""
-
-    directory: str | None
-    spilled: Spilled
-
-
-NOTHING = Spill(None, NOTHING_SPILLED)
-
-
 def limits() -> Limits:
     """The kernel's limits for the handlers this process starts: ``SC_ARG_MAX`` (a quarter
     of the stack limit) capped at :data:`TOTAL_CAP`, and 128 KiB a string."""
+    from .budget import STRING_MAX, Limits
+
     try:
         arg_max = os.sysconf("SC_ARG_MAX")
     except (ValueError, OSError):
@@ -65,20 +50,23 @@ def limits() -> Limits:
     return Limits(STRING_MAX, min(arg_max, TOTAL_CAP)) if arg_max > 0 else Limits()
 
 
-def write(request: Request, base: Mapping[str, str], facts: Facts, passed: Collection[str] = ()) -> Spill:
+def write(request: Request, base: Mapping[str, str], facts: Facts, passed: Collection[str] = ()) -> Spilled:
     """Write the values the spill rule takes out of the environment of ``request``'s
     handlers (``base``, ``facts`` and ``passed`` as for :func:`mgrhooks.env.call_environment`).
 
-    :raises EnvironmentTooLarge: not even the variables that are not parameters fit
+    :raises mgrhooks.budget.EnvironmentTooLarge: not even the variables that are not
+        parameters fit (an OSError, E2BIG)
     :raises OSError: the files cannot be written (a full disk, a ``mgrhooks-<uid>`` that
         is not ours); nothing is left then (no directory, no partial set of files)
     """
+    from .budget import spill_plan  # (with the first handler of a call only)
+
     parent = _parent()
     name_bytes = _NAME_BYTES + 1 + max(len(QUERY_FILE), len(str(len(request.params))))
     fixed = call_environment(base, request._replace(params=()), facts, passed=passed)
     plan = spill_plan(request, fixed, len(os.fsencode(parent)) + 1 + name_bytes, limits())
     if not plan.any:
-        return NOTHING
+        return NOTHING_SPILLED
     directory = _make_directory(parent)
     try:
         files = tuple((key, _write(directory, str(n), request.get(key))) for n, key in enumerate(plan.files))
@@ -86,21 +74,21 @@ def write(request: Request, base: Mapping[str, str], facts: Facts, passed: Colle
     except OSError:
         _remove(directory)
         raise
-    return Spill(directory, Spilled(files, plan.unqueried, plan.left_out, query))
+    return Spilled(files, plan.unqueried, plan.left_out, query, directory)
 
 
 def failure(exc: OSError) -> str:
     """Why a handler was not started, for :func:`write`'s error ``exc``."""
-    if isinstance(exc, EnvironmentTooLarge):
+    if exc.errno == errno.E2BIG:  # (EnvironmentTooLarge)
         return f"cannot start: {exc.strerror}"
     return f"cannot write its parameter files: {exc.strerror}"
 
 
-def release(spill: Spill | None) -> None:
-    """Remove what ``spill`` wrote, and what calls of processes that no longer run left
-    (``mgrhooks-<uid>`` too, when that leaves it empty)."""
-    if spill is not None and spill.directory is not None:
-        _remove(spill.directory)
+def release(spilled: Spilled | None) -> None:
+    """Remove what :func:`write` wrote (``spilled``), and what calls of processes that no
+    longer run left (``mgrhooks-<uid>`` too, when that leaves it empty)."""
+    if spilled is not None and spilled.directory is not None:
+        _remove(spilled.directory)
     sweep(_parent())
 
 

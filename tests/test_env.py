@@ -7,21 +7,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mgrhooks.env import (
+from mgrhooks.budget import (
     ENV_BUDGET,
     STRING_MAX,
     EnvironmentTooLarge,
-    Facts,
     Limits,
-    Spilled,
     SpillPlan,
     _encoded,  # the count the spill rule uses instead of encoding
-    call_environment,
     exec_size,
+    spill_plan,
+)
+from mgrhooks.env import (
+    Facts,
+    Spilled,
+    call_environment,
     handler_environment,
     is_env_name,
     query_string,
-    spill_plan,
     stage_environment,
 )
 from mgrhooks.model import Request

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from mgrhooks.env import ENV_BUDGET, SPILL_BYTES, Facts, call_environment, exec_size, spill_plan
+from mgrhooks.budget import ENV_BUDGET, SPILL_BYTES, exec_size, spill_plan
+from mgrhooks.env import Facts, call_environment
 from mgrhooks.errors import RootError
 from mgrhooks.model import Request
 from mgrhooks.settings import Settings, load_settings

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mgrhooks.env import Facts
+from mgrhooks.env import NOTHING_SPILLED, Facts
 from mgrhooks.model import Request
-from mgrhooks.spill import NOTHING, release, write
+from mgrhooks.spill import release, write
 
 FACTS = Facts("billmgr", "/srv/root", "1")
 BIG = "p" * (70 * 1024)
@@ -26,9 +26,9 @@ def tmpdir_(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_spilled_values_are_written_once_and_removed_at_the_end(tmpdir_: Path) -> None:
     spill = write(Request("user.add", (("name", "al"), ("passwd", BIG))), {}, FACTS)
     assert spill.directory is not None and Path(spill.directory).parent == tmpdir_
-    (key, path), *_ = spill.spilled.files
+    (key, path), *_ = spill.files
     assert key == "passwd" and Path(path).read_text() == BIG
-    assert spill.spilled.query_file is not None and Path(spill.spilled.query_file).read_text().startswith(
+    assert spill.query_file is not None and Path(spill.query_file).read_text().startswith(
         "func=user.add&name=al&passwd=ppp"
     )
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -38,7 +38,7 @@ def test_spilled_values_are_written_once_and_removed_at_the_end(tmpdir_: Path) -
 
 
 def test_nothing_is_written_when_everything_fits(tmpdir_: Path) -> None:
-    assert write(Request("user.add", (("name", "al"),)), {}, FACTS) == NOTHING
+    assert write(Request("user.add", (("name", "al"),)), {}, FACTS) == NOTHING_SPILLED
     assert not tmpdir_.exists()
 
 
