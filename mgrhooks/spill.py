@@ -10,7 +10,9 @@ counts it (``/proc/<pid>/stat``), so that a pid used again later is not taken fo
 mgrhooks is killed before it removes its own (SIGKILL, a crash), the next call of the same
 user with the same ``$TMPDIR`` removes it as it ends (:func:`release`): what a killed call
 spilled, passwords included, stays in ``$TMPDIR`` until the next call ends, no longer (our
-choice; a reboot clears a ``/tmp`` in memory too). ``mgrhooks-<uid>`` must be a directory of
+choice; a reboot clears a ``/tmp`` in memory too). Processes of another PID namespace
+sharing the same ``$TMPDIR`` (containers sharing a host's /tmp) would look dead: give each
+its own ``$TMPDIR``. ``mgrhooks-<uid>`` must be a directory of
 that user's alone, as tmux wants of its ``/tmp/tmux-<uid>``: if another user made it first,
 nothing is spilled there and the handlers that need it fail, naming it.
 """
