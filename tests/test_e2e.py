@@ -405,9 +405,11 @@ def test_raw_utf_8_in_the_body_is_taken_as_utf_8(root: PanelRoot) -> None:
     assert verify_password("pé€ 𝄞", stored)  # (it was the hash of 'p\ufffd\ufffd...')
 
 
+#: every command line on the machine, while the call runs: does one show the password
+#: (``{word}``, one of its own per run: another test run at the same time on this machine
+#: must not be counted)?
 SEEK_PASSWORD = """#!/bin/sh
-# every command line on the machine, while the call runs: does one show the password?
-for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < "$f" 2>/dev/null; echo; done | grep -c 'hunter[2]-x' > var/shown
+for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < "$f" 2>/dev/null; echo; done | grep -c '{word}' > var/shown
 cat
 """
 
@@ -415,15 +417,19 @@ cat
 def test_a_password_from_stdin_is_on_no_command_line(root: PanelRoot) -> None:
     from mgrhooks.core import verify_password
 
-    root.handler("seek.sh", SEEK_PASSWORD, '<event name="user.add" before="yes"/>')
-    result = root.mgrhooks("exec", "user.add", "name=al", "passwd=hunter2-x", "sok=ok")
+    password = f"hunter2-{os.urandom(6).hex()}"
+    # the pattern's [] keep grep's own command line from matching
+    root.handler(
+        "seek.sh", SEEK_PASSWORD.format(word=f"[{password[0]}]{password[1:]}"), '<event name="user.add" before="yes"/>'
+    )
+    result = root.mgrhooks("exec", "user.add", "name=al", f"passwd={password}", "sok=ok")
     assert result.returncode == 0 and root.read("var/shown") == "1\n"  # the way the README showed it
     argv = root.argv("exec", "user.add", "name=bo", "sok=ok", "--stdin", "passwd", "--stdin", "confirm")
-    result = subprocess.run(argv, input=b"hunter2-x\r\nsecond line\n", capture_output=True)
+    result = subprocess.run(argv, input=f"{password}\r\nsecond line\n".encode(), capture_output=True)
     assert result.returncode == 0 and root.read("var/shown") == "0\n", result.stderr
     with sqlite3.connect(root.path / "var/billmgr.db") as db:
         (stored,) = db.execute("SELECT password FROM users WHERE name = 'bo'").fetchone()
-    assert verify_password("hunter2-x", stored)
+    assert verify_password(password, stored)
 
 
 @pytest.mark.parametrize(
