@@ -185,7 +185,7 @@ def _call_and_print(
 
     # adopt_orphans: daemons a handler starts stay findable, so a timeout can stop them;
     # seal: handlers run in the root, and starting from there, with no descriptor to pass
-    # on, they can start through posix_spawn (see mgrhooks.containment.seal_descriptors)
+    # on, they can start through posix_spawn (see mgrhooks.process.spawn.seal_descriptors)
     options = Options(timeout=timeout, core_doc=core_doc, defer_final=True, adopt_orphans=True, seal=True)
     os.chdir(panel.root.path)
     with panel.logging(echo=verbose):

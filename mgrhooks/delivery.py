@@ -153,8 +153,8 @@ def _to_http(notifier: Notifier, delivery: Delivery, timeout: float) -> str | No
 
 def _to_script(root: Root, notifier: Notifier, delivery: Delivery, timeout: float) -> str | None:
     from .env import DEFAULT_PATH
+    from .process.runner import RunRequest, run
     from .programs import inspect
-    from .runner import RunRequest, run
 
     program = inspect(root.addon_dir, notifier.program)
     if program.path is None:

@@ -41,12 +41,12 @@ from .xmldoc import (
 )
 
 if TYPE_CHECKING:  # imported where used: a call without handlers needs none of them
-    from .containment import Guardian
     from .merge import Merged
+    from .process.containment import Guardian
+    from .process.runner import RunOutcome, RunRequest
     from .programs import Program
-    from .runner import RunOutcome, RunRequest
 
-#: runs one handler; :func:`mgrhooks.runner.run` unless a test or an application swaps it
+#: runs one handler; :func:`mgrhooks.process.runner.run` unless a test or an application swaps it
 Runner = Callable[["RunRequest", "Guardian | None"], "RunOutcome"]
 #: the response document while a call runs: a tree, or the text an xml handler printed
 #: when no step needed a tree since (:func:`mgrhooks.xmldoc.checked`)
@@ -72,8 +72,8 @@ class _Handling:
         import shlex
 
         from .merge import apply, changes_nothing
+        from .process.runner import RunOutcome, RunRequest, run
         from .programs import inspect
-        from .runner import RunOutcome, RunRequest, run
 
         self.inspect, self.request, self.outcome, self.run = inspect, RunRequest, RunOutcome, run
         self.join, self.changes_nothing, self.apply = shlex.join, changes_nothing, apply
@@ -136,13 +136,13 @@ class Options(NamedTuple):
     :param chain: the functions of the enclosing calls, outermost first
     :param core_doc: a document file that is the main logic's result for this function
     :param defer_final: leave final-stage handlers to ``Response.finish``
-    :param guard: start a :class:`~mgrhooks.containment.Guardian`, so that the running
+    :param guard: start a :class:`~mgrhooks.process.containment.Guardian`, so that the running
         handler is killed if this process dies mid-call
     :param adopt_orphans: before the first handler starts, make this process a child
-        subreaper (:func:`~mgrhooks.containment.adopt_orphans`); the CLI does
+        subreaper (:func:`~mgrhooks.process.containment.adopt_orphans`); the CLI does
     :param seal: before the first handler starts, make this process's descriptors
         close-on-exec, so that handlers start through ``posix_spawn``
-        (:func:`~mgrhooks.containment.seal_descriptors`); the CLI does
+        (:func:`~mgrhooks.process.spawn.seal_descriptors`); the CLI does
     :param observers: Python observers taking part in the call (mgrhooks.observers)
     """
 
@@ -428,15 +428,15 @@ class _Call:
         """What the options ask for before the first handler starts."""
         self._prepared = True
         if self.options.guard:
-            from .containment import Guardian
+            from .process.containment import Guardian
 
             self.guardian = Guardian()
         if self.options.adopt_orphans:
-            from .containment import adopt_orphans
+            from .process.containment import adopt_orphans
 
             adopt_orphans()
         if self.options.seal:
-            from .containment import seal_descriptors
+            from .process.spawn import seal_descriptors
 
             seal_descriptors()
 

@@ -1,6 +1,6 @@
 """Exceptions and exit statuses.
 
-Handler misbehaviour is never an exception: it is a :class:`mgrhooks.runner.RunOutcome`
+Handler misbehaviour is never an exception: it is a :class:`mgrhooks.process.runner.RunOutcome`
 that the dispatcher turns into an ``<error>`` document. Exceptions here are for input the
 caller can fix (a bad parameter, an unknown function, an unusable root) and carry the exit
 status the CLI returns.

@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from conftest import PYTHON_SHEBANG
-from mgrhooks import containment
-from mgrhooks.runner import RunRequest, run
+from mgrhooks.process import containment, spawn
+from mgrhooks.process.runner import RunRequest, run
 
 
 @pytest.fixture(autouse=True, params=["subprocess", "posix_spawn"])
@@ -22,7 +22,7 @@ def start(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     process), and os.posix_spawn (the CLI: descriptors sealed, already in the root)."""
     if request.param == "posix_spawn":
         monkeypatch.chdir(tmp_path)
-        monkeypatch.setattr(containment, "_sealed", True)
+        monkeypatch.setattr(spawn, "_sealed", True)
     return str(request.param)
 
 
@@ -210,7 +210,7 @@ def test_spawning_stays_on_the_vfork_fast_path(tmp_path: Path, monkeypatch) -> N
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", spy)
-    monkeypatch.setattr(containment, "_sealed", False)
+    monkeypatch.setattr(spawn, "_sealed", False)
     assert run(request(tmp_path, "print('<doc/>')\n")).ok
     (kwargs,) = seen
     assert kwargs["start_new_session"] is True
@@ -243,9 +243,9 @@ def test_no_descriptor_of_the_runner_reaches_the_handler(tmp_path: Path, monkeyp
     inheritable = [fd for fd in range(3, 256) if _inheritable(fd)]
     try:
         if start == "posix_spawn":
-            monkeypatch.setattr(containment, "_sealed", False)
-            containment.seal_descriptors()
-            assert containment._sealed and not os.get_inheritable(leaked)
+            monkeypatch.setattr(spawn, "_sealed", False)
+            spawn.seal_descriptors()
+            assert spawn._sealed and not os.get_inheritable(leaked)
         script = "import os\nfor fd in range(3, 256):\n    try:\n        os.fstat(fd)\n        print(fd)\n    except OSError:\n        pass\n"
         outcome = run(request(tmp_path, script))
         assert outcome.ok and outcome.stdout == b""

@@ -14,8 +14,9 @@ import time
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from .containment import SPAWNED, Child, Guardian, Handover, kill_tree, memory_file, start
-from .settings import DEFAULT_TIMEOUT, DRAIN_GRACE, KILL_GRACE, OUTPUT_LIMIT
+from ..settings import DEFAULT_TIMEOUT, DRAIN_GRACE, KILL_GRACE, OUTPUT_LIMIT
+from .containment import SPAWNED, Guardian, kill_tree
+from .spawn import Child, Handover, memory_file, start
 
 #: bytes of stderr kept (the last ones) for the log
 STDERR_KEEP = 64 * 1024
@@ -73,7 +74,7 @@ def run(request: RunRequest, guardian: Guardian | None = None) -> RunOutcome:
     ``drain_grace`` and the child is left running (real addons start daemons that way).
 
     :param guardian: told the handler's process group when it starts (see
-        :mod:`mgrhooks.containment`)
+        :mod:`mgrhooks.process.containment`)
     """
     started = time.monotonic()
     try:
@@ -95,7 +96,7 @@ def run(request: RunRequest, guardian: Guardian | None = None) -> RunOutcome:
 def _start(request: RunRequest) -> tuple[Child, int, int]:
     """Start the handler in a new session, stdin a memfd holding ``request.stdin``;
     return it and the read ends of its stdout and stderr pipes. :raises OSError: nothing
-    opened here is left open then (:class:`~mgrhooks.containment.Handover`)"""
+    opened here is left open then (:class:`~mgrhooks.process.spawn.Handover`)"""
     with Handover() as fds:
         stdin = memory_file("mgrhooks-stdin")
         fds.given.append(stdin)
