@@ -419,10 +419,12 @@ class _Call:
 
     def _refused(self, shown: str, why: str, message: str) -> RunOutcome:
         """The outcome of a handler that was not started: a spawn failure saying why."""
+        from .process.runner import Failure
+
         logs.EXTERNAL.warning("%s", message)
         tools = _handling()
         refused = tools.request((shown,), self._cwd, {}, b"", description=why)
-        return tools.outcome(refused, None, b"", b"", 0.0, failure="spawn", reason=message)
+        return tools.outcome(refused, None, b"", b"", 0.0, failure=Failure.SPAWN, reason=message)
 
     def _prepare(self) -> None:
         """What the options ask for before the first handler starts."""

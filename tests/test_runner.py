@@ -288,3 +288,15 @@ def test_a_guardian_that_cannot_start_leaves_the_call_going(tmp_path: Path, monk
     guardian.watch(12345)  # tried once only
     guardian.close()
     assert len(tried) == 1 and tried[0][0] == "/bin/sh"
+
+
+def test_failures_read_as_the_plain_words_logs_and_records_show() -> None:
+    """A run's failure is a StrEnum whose members are the words the log, the event
+    records and older callers compare with."""
+    import json
+
+    from mgrhooks.process.runner import Failure
+
+    assert [str(f) for f in Failure] == ["spawn", "timeout", "output", "exit"]
+    assert json.dumps({"status": Failure.TIMEOUT}) == '{"status": "timeout"}'
+    assert f"{Failure.EXIT}" == "exit" and Failure("output") is Failure.OUTPUT

@@ -12,6 +12,7 @@ import select
 import signal
 import time
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import NamedTuple
 
 from ..settings import DEFAULT_TIMEOUT, DRAIN_GRACE, KILL_GRACE, OUTPUT_LIMIT
@@ -39,11 +40,25 @@ class RunRequest(NamedTuple):
     drain_grace: float = DRAIN_GRACE
 
 
-class RunOutcome(NamedTuple):
-    """What happened. ``returncode`` is negative for a signal, ``None`` if never started.
+class Failure(StrEnum):
+    """Why a handler run failed. The values are what the log and the event records show."""
 
-    ``failure`` is ``None`` for success, else one of ``spawn``, ``timeout``, ``output``
-    (stdout over the limit) or ``exit`` (non-zero status); ``reason`` says it in words.
+    #: the program could not be started (or was refused before it was)
+    SPAWN = "spawn"
+    #: it ran past its timeout
+    TIMEOUT = "timeout"
+    #: its stdout went past the output limit
+    OUTPUT = "output"
+    #: it exited with a non-zero status, or was killed by a signal
+    EXIT = "exit"
+
+
+class RunOutcome(NamedTuple):
+    """What happened. ``returncode`` is negative for a signal, ``None`` if never started;
+    ``duration`` in seconds.
+
+    ``failure`` is ``None`` for success, else a :class:`Failure`; ``reason`` says it in
+    words. ``killed``: the pids signalled to stop the handler and what it started.
     """
 
     request: RunRequest
@@ -52,7 +67,7 @@ class RunOutcome(NamedTuple):
     stderr: bytes
     duration: float
     pid: int | None = None
-    failure: str | None = None
+    failure: Failure | None = None
     reason: str = ""
     killed: tuple[int, ...] = ()
 
@@ -81,7 +96,7 @@ def run(request: RunRequest, guardian: Guardian | None = None) -> RunOutcome:
         child, stdout, stderr = _start(request)
     except OSError as exc:
         reason = f"cannot start {request.argv[0]}: {exc.strerror or exc}"
-        return RunOutcome(request, None, b"", b"", time.monotonic() - started, failure="spawn", reason=reason)
+        return RunOutcome(request, None, b"", b"", time.monotonic() - started, failure=Failure.SPAWN, reason=reason)
     SPAWNED.add(child.pid)
     if guardian is not None:
         guardian.watch(child.pid)
@@ -145,7 +160,7 @@ class _Session:
             killed = kill_tree(self.proc, self.request.kill_grace)
         returncode = self.proc.wait()
         if failure is None and returncode != 0:
-            failure = "exit"
+            failure = Failure.EXIT
         return RunOutcome(
             self.request,
             returncode,
@@ -158,7 +173,7 @@ class _Session:
             killed=killed,
         )
 
-    def _loop(self) -> str | None:
+    def _loop(self) -> Failure | None:
         """Pump the pipes until the handler exited and both outputs hit EOF (or the
         drain grace ran out); return a failure kind or ``None``."""
         for fd in (self.out, self.err):  # read only when poll(2) says so: never blocks
@@ -174,7 +189,7 @@ class _Session:
                 return None
             now = time.monotonic()
             if now >= self.deadline:
-                return "timeout"
+                return Failure.TIMEOUT
             if exited and drain_until is None:
                 drain_until = now + self.request.drain_grace
             if drain_until is not None and now >= drain_until:
@@ -187,7 +202,7 @@ class _Session:
                     self.poller.unregister(fd)
                     ended = True
                 elif self._read(fd) and self.stdout_size > self.request.output_limit:
-                    return "output"
+                    return Failure.OUTPUT
 
     def _read(self, fd: int) -> bool:
         """Read one chunk (of stdout, never more than one byte past the limit); return
@@ -237,12 +252,12 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-def _reason(failure: str | None, returncode: int, request: RunRequest) -> str:
-    if failure == "timeout":
+def _reason(failure: Failure | None, returncode: int, request: RunRequest) -> str:
+    if failure is Failure.TIMEOUT:
         return f"timed out after {request.timeout:g}s"
-    if failure == "output":
+    if failure is Failure.OUTPUT:
         return f"output exceeded {request.output_limit} bytes"
-    if failure == "exit":
+    if failure is Failure.EXIT:
         if returncode < 0:
             return f"killed by signal {signal.Signals(-returncode).name}"
         return f"exit status {returncode}"
