@@ -181,14 +181,16 @@ def _call_and_print(
 ) -> None:
     """Run the call, print the response, run final handlers after stdout is released, exit."""
     from .dispatch import Options
+    from .process import Processes
     from .render import render_bytes
 
     # adopt_orphans: daemons a handler starts stay findable, so a timeout can stop them;
     # seal: handlers run in the root, and starting from there, with no descriptor to pass
     # on, they can start through posix_spawn (see mgrhooks.process.spawn.seal_descriptors)
-    options = Options(timeout=timeout, core_doc=core_doc, defer_final=True, adopt_orphans=True, seal=True)
+    processes = Processes(adopt_orphans=True, seal=True)
+    options = Options(timeout=timeout, core_doc=core_doc, defer_final=True, processes=processes)
     os.chdir(panel.root.path)
-    with panel.logging(echo=verbose):
+    with processes, panel.logging(echo=verbose):
         response = panel.call(func, params, user=user, level=level, lang=lang, options=options)
         doc = None if response.serialised is not None else response.doc  # no tree built for nothing
         written = _write(render_bytes(doc, fmt, (("func", func), *params), response.serialised))

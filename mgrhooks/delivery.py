@@ -153,7 +153,8 @@ def _to_http(notifier: Notifier, delivery: Delivery, timeout: float) -> str | No
 
 def _to_script(root: Root, notifier: Notifier, delivery: Delivery, timeout: float) -> str | None:
     from .env import DEFAULT_PATH
-    from .process.runner import RunRequest, run
+    from .process import Processes
+    from .process.runner import RunRequest
     from .programs import inspect
 
     program = inspect(root.addon_dir, notifier.program)
@@ -167,5 +168,6 @@ def _to_script(root: Root, notifier: Notifier, delivery: Delivery, timeout: floa
         "MGRHOOKS_EVENT_ID": delivery.record,
     }
     request = RunRequest((str(program.path),), str(root.path), env, delivery.body.encode(), timeout)
-    outcome = run(request)
+    with Processes(guard=False) as processes:
+        outcome = processes.run(request)
     return None if outcome.ok else f"{program.shown}: {outcome.reason}"

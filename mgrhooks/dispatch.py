@@ -42,12 +42,12 @@ from .xmldoc import (
 
 if TYPE_CHECKING:  # imported where used: a call without handlers needs none of them
     from .merge import Merged
-    from .process.containment import Guardian
+    from .process import Processes
     from .process.runner import RunOutcome, RunRequest
     from .programs import Program
 
-#: runs one handler; :func:`mgrhooks.process.runner.run` unless a test or an application swaps it
-Runner = Callable[["RunRequest", "Guardian | None"], "RunOutcome"]
+#: runs one handler: :meth:`mgrhooks.process.Processes.run` unless a test or an application swaps it
+Runner = Callable[["RunRequest"], "RunOutcome"]
 #: the response document while a call runs: a tree, or the text an xml handler printed
 #: when no step needed a tree since (:func:`mgrhooks.xmldoc.checked`)
 Doc = Element | Checked
@@ -59,11 +59,11 @@ class _Handling:
     cost ~20 µs a handler, docs/performance.md). A plain class: a ``NamedTuple`` compiles
     its annotations at import, a cost of every call."""
 
-    __slots__ = ("inspect", "request", "outcome", "run", "join", "changes_nothing", "apply")
+    __slots__ = ("inspect", "request", "outcome", "processes", "join", "changes_nothing", "apply")
     inspect: Callable[[str, str], Program]
     request: type[RunRequest]
     outcome: type[RunOutcome]
-    run: Runner
+    processes: type[Processes]
     join: Callable[[Iterable[str]], str]
     changes_nothing: Callable[[Element, HandlerType], bool]
     apply: Callable[[Element | None, Element, HandlerType], Merged]
@@ -72,10 +72,11 @@ class _Handling:
         import shlex
 
         from .merge import apply, changes_nothing
-        from .process.runner import RunOutcome, RunRequest, run
+        from .process import Processes
+        from .process.runner import RunOutcome, RunRequest
         from .programs import inspect
 
-        self.inspect, self.request, self.outcome, self.run = inspect, RunRequest, RunOutcome, run
+        self.inspect, self.request, self.outcome, self.processes = inspect, RunRequest, RunOutcome, Processes
         self.join, self.changes_nothing, self.apply = shlex.join, changes_nothing, apply
 
 
@@ -136,13 +137,9 @@ class Options(NamedTuple):
     :param chain: the functions of the enclosing calls, outermost first
     :param core_doc: a document file that is the main logic's result for this function
     :param defer_final: leave final-stage handlers to ``Response.finish``
-    :param guard: start a :class:`~mgrhooks.process.containment.Guardian`, so that the running
-        handler is killed if this process dies mid-call
-    :param adopt_orphans: before the first handler starts, make this process a child
-        subreaper (:func:`~mgrhooks.process.containment.adopt_orphans`); the CLI does
-    :param seal: before the first handler starts, make this process's descriptors
-        close-on-exec, so that handlers start through ``posix_spawn``
-        (:func:`~mgrhooks.process.spawn.seal_descriptors`); the CLI does
+    :param processes: runs the handlers (:class:`mgrhooks.process.Processes`: guardian,
+        orphans, sealing); owned and closed by the caller. ``None``: the call makes a
+        default one and closes it at its end
     :param observers: Python observers taking part in the call (mgrhooks.observers)
     """
 
@@ -152,9 +149,7 @@ class Options(NamedTuple):
     chain: tuple[str, ...] = ()
     core_doc: Path | None = None
     defer_final: bool = False
-    guard: bool = True
-    adopt_orphans: bool = False
-    seal: bool = False
+    processes: Processes | None = None
     observers: Observers | None = None
 
 
@@ -229,12 +224,11 @@ class _Call:
         self.options = options
         self.runner = runner
         self.environ = options.environ if options.environ is not None else os.environ
-        self.guardian: Guardian | None = None  # made with the first handler (options.guard)
+        self._processes: Processes | None = None  # made at the first handler if options have none
         self.settings = root.settings()
         self._cwd = str(root.path)
         self._addon_dir = str(root.addon_dir)
         self._spilled: Spilled | None = None  # written with the first handler that starts
-        self._prepared = False
         self._environment: dict[str, str] | None = None
         #: the serialised form of a document that has not changed since (see _serialised)
         self._known: tuple[Element, bytes] | None = None
@@ -385,9 +379,9 @@ class _Call:
             self._end()
 
     def _end(self) -> None:
-        """Release what the call held: the guardian, spilled parameter files."""
-        if self.guardian is not None:
-            self.guardian.close()
+        """Release what the call held: its own Processes, spilled parameter files."""
+        if self._processes is not None:
+            self._processes.close()
         spill.release(self._spilled)  # and what killed calls left
 
     def _spawn(self, handler: Handler, stage: str, doc: Doc, postdata: bool, why: str) -> RunOutcome:
@@ -402,15 +396,13 @@ class _Call:
         except OSError as exc:  # a full /tmp
             return self._refused(program.shown, why, spill.failure(exc))
         request = self._run_request(handler, program.path, stage, doc, postdata, why)
-        if not self._prepared:
-            self._prepare()
         logs.EXTERNAL.info("Executing: %s", tools.join((program.shown, *request.argv[1:])))
         if logs.EXTERNAL.enabled(logs.DEBUG):
             names = " ".join(sorted(request.env))
             logs.EXTERNAL.debug("'%s': %d bytes on stdin, environment %s", handler.name, len(request.stdin), names)
         if logs.EXTERNAL.enabled(logs.TRACE):
             logs.EXTERNAL.log(logs.TRACE, "'%s' stdin: %s", handler.name, request.stdin[: logs.DUMP_BYTES])
-        outcome = (self.runner or tools.run)(request, self.guardian)
+        outcome = (self.runner or self._prepare())(request)
         if logs.EXTERNAL.enabled(logs.TRACE):
             logs.EXTERNAL.log(logs.TRACE, "'%s' stdout: %s", handler.name, outcome.stdout[: logs.DUMP_BYTES])
         self._log_outcome(handler, outcome)
@@ -426,21 +418,13 @@ class _Call:
         refused = tools.request((shown,), self._cwd, {}, b"", description=why)
         return tools.outcome(refused, None, b"", b"", 0.0, failure=Failure.SPAWN, reason=message)
 
-    def _prepare(self) -> None:
-        """What the options ask for before the first handler starts."""
-        self._prepared = True
-        if self.options.guard:
-            from .process.containment import Guardian
-
-            self.guardian = Guardian()
-        if self.options.adopt_orphans:
-            from .process.containment import adopt_orphans
-
-            adopt_orphans()
-        if self.options.seal:
-            from .process.spawn import seal_descriptors
-
-            seal_descriptors()
+    def _prepare(self) -> Runner:
+        """The runner, at the first handler: the caller's Processes, else one of the call's own."""
+        processes = self.options.processes
+        if processes is None:
+            processes = self._processes = _handling().processes()
+        self.runner = processes.run
+        return self.runner
 
     def _run_request(
         self, handler: Handler, program: str, stage: str, doc: Doc, postdata: bool, why: str

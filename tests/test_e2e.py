@@ -617,7 +617,7 @@ def test_a_reader_that_goes_away_gets_no_traceback(root: PanelRoot) -> None:
 
 
 def test_a_descriptor_the_command_inherits_never_reaches_a_handler(root: PanelRoot, tmp_path) -> None:
-    """The command seals its descriptors before the first handler (Options.seal) and
+    """The command seals its descriptors before the first handler (Processes(seal=True)) and
     starts handlers through posix_spawn; whatever its parent passed it stays with it.
 
     The handler lists what its descriptors point to, not their numbers: a shell holds

@@ -5,15 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from conftest import PYTHON_SHEBANG
-from mgrhooks.process import containment, spawn
-from mgrhooks.process.runner import RunRequest, run
+from mgrhooks.process import Processes, containment
+from mgrhooks.process.runner import RunOutcome, RunRequest
 
 
 @pytest.fixture(autouse=True, params=["subprocess", "posix_spawn"])
@@ -22,8 +22,14 @@ def start(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     process), and os.posix_spawn (the CLI: descriptors sealed, already in the root)."""
     if request.param == "posix_spawn":
         monkeypatch.chdir(tmp_path)
-        monkeypatch.setattr(spawn, "_sealed", True)
     return str(request.param)
+
+
+@pytest.fixture
+def run(start: str) -> Iterator[Callable[[RunRequest], RunOutcome]]:
+    """Runs a handler as the ``start`` way says (no guardian, as before it had none)."""
+    with Processes(guard=False, seal=start == "posix_spawn") as processes:
+        yield processes.run
 
 
 def request(tmp_path: Path, script: str, stdin: bytes = b"", **kwargs) -> RunRequest:
@@ -38,7 +44,7 @@ def wait_for_pids(path: Path) -> list[int]:
     return [int(p) for p in path.read_text().split()]
 
 
-def test_stdin_is_complete_and_closed_stdout_and_stderr_apart(tmp_path: Path) -> None:
+def test_stdin_is_complete_and_closed_stdout_and_stderr_apart(tmp_path: Path, run) -> None:
     script = "import sys\ndata = sys.stdin.buffer.read()\nsys.stderr.write('to the log')\nsys.stdout.buffer.write(data[::-1])\n"
     outcome = run(request(tmp_path, script, b"<doc>\n</doc>\n" * 10000))
     assert outcome.ok and outcome.returncode == 0
@@ -46,12 +52,12 @@ def test_stdin_is_complete_and_closed_stdout_and_stderr_apart(tmp_path: Path) ->
     assert outcome.stderr == b"to the log"
 
 
-def test_handler_that_never_reads_stdin_does_not_block(tmp_path: Path) -> None:
+def test_handler_that_never_reads_stdin_does_not_block(tmp_path: Path, run) -> None:
     outcome = run(request(tmp_path, "print('<doc/>')\n", b"x" * 5_000_000))
     assert outcome.ok and outcome.stdout == b"<doc/>\n"
 
 
-def test_runs_in_cwd_with_exactly_the_given_environment(tmp_path: Path) -> None:
+def test_runs_in_cwd_with_exactly_the_given_environment(tmp_path: Path, run) -> None:
     script = "import os, json\nprint(json.dumps([os.getcwd(), sorted(os.environ)]))\n"
     outcome = run(request(tmp_path, script))
     cwd, names = __import__("json").loads(outcome.stdout)
@@ -59,7 +65,7 @@ def test_runs_in_cwd_with_exactly_the_given_environment(tmp_path: Path) -> None:
     assert set(names) - {"LC_CTYPE"} == {"PATH", "READY"}  # CPython may add LC_CTYPE itself
 
 
-def test_non_zero_exit_and_signal(tmp_path: Path) -> None:
+def test_non_zero_exit_and_signal(tmp_path: Path, run) -> None:
     outcome = run(request(tmp_path, "import sys\nprint('partial')\nsys.exit(3)\n"))
     assert (outcome.failure, outcome.reason, outcome.returncode, outcome.stdout) == (
         "exit",
@@ -71,7 +77,7 @@ def test_non_zero_exit_and_signal(tmp_path: Path) -> None:
     assert (outcome.failure, outcome.reason) == ("exit", "killed by signal SIGKILL")
 
 
-def test_program_that_cannot_start(tmp_path: Path) -> None:
+def test_program_that_cannot_start(tmp_path: Path, run) -> None:
     outcome = run(RunRequest((str(tmp_path / "missing"),), str(tmp_path), {}, b""))
     assert outcome.failure == "spawn" and outcome.returncode is None
     assert outcome.reason == f"cannot start {tmp_path / 'missing'}: No such file or directory"
@@ -106,11 +112,12 @@ def room_for(descriptors: int) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_a_handler_that_cannot_get_its_descriptors_leaves_none_open(tmp_path: Path) -> None:
+def test_a_handler_that_cannot_get_its_descriptors_leaves_none_open(tmp_path: Path, run) -> None:
     """Out of descriptors (EMFILE) at the memfd, the stdout pipe or the stderr pipe: a spawn
     failure, and whatever was opened before the failing step is closed again (an
     application embedding mgrhooks must not lose descriptors to failed handlers)."""
     req = request(tmp_path, "print('<doc/>')\n")
+    assert run(req).ok  # set up (sealed, for posix_spawn) before the limit
     before = open_descriptors()
     reasons = []
     for room in range(5):  # the memfd needs 1, each pipe 2
@@ -135,7 +142,7 @@ def test_a_guardian_out_of_descriptors_neither_fails_the_call_nor_leaves_any_ope
         guardian.close()
 
 
-def test_timeout_kills_the_whole_tree_including_sigterm_ignorers(tmp_path: Path) -> None:
+def test_timeout_kills_the_whole_tree_including_sigterm_ignorers(tmp_path: Path, run) -> None:
     script = """
 import os, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -154,7 +161,7 @@ time.sleep(600)
     assert elapsed < 1.0 + 2 * 0.5 + 1.0  # timeout + the two grace periods, with slack
 
 
-def test_grandchild_holding_stdout_does_not_hang_and_may_outlive(tmp_path: Path) -> None:
+def test_grandchild_holding_stdout_does_not_hang_and_may_outlive(tmp_path: Path, run) -> None:
     script = """
 import os, subprocess, sys
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # inherits stdout
@@ -173,14 +180,14 @@ print("<doc/>", flush=True)
                 os.kill(pid, 9)
 
 
-def test_output_over_the_limit_is_cut_and_the_handler_stopped(tmp_path: Path) -> None:
+def test_output_over_the_limit_is_cut_and_the_handler_stopped(tmp_path: Path, run) -> None:
     script = "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n"
     outcome = run(request(tmp_path, script, output_limit=1_000_000))
     assert outcome.failure == "output" and outcome.reason == "output exceeded 1000000 bytes"
     assert 1_000_000 < len(outcome.stdout) <= 1_000_000 + 65536
 
 
-def test_large_outputs_arrive_whole_through_the_widened_pipe(tmp_path: Path) -> None:
+def test_large_outputs_arrive_whole_through_the_widened_pipe(tmp_path: Path, run) -> None:
     """Past the first full read the pipe is asked to grow (fewer reads and wake-ups for a
     10 MB document); stdout and stderr still arrive whole, in order, and the limit holds."""
     script = (
@@ -210,14 +217,14 @@ def test_spawning_stays_on_the_vfork_fast_path(tmp_path: Path, monkeypatch) -> N
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", spy)
-    monkeypatch.setattr(spawn, "_sealed", False)
-    assert run(request(tmp_path, "print('<doc/>')\n")).ok
+    with Processes(guard=False) as processes:  # not sealed
+        assert processes.run(request(tmp_path, "print('<doc/>')\n")).ok
     (kwargs,) = seen
     assert kwargs["start_new_session"] is True
     assert not {"preexec_fn", "user", "group", "extra_groups"} & set(kwargs)
 
 
-def test_posix_spawn_only_when_sealed_and_in_the_handlers_directory(tmp_path: Path, monkeypatch, start) -> None:
+def test_posix_spawn_only_when_sealed_and_in_the_handlers_directory(tmp_path: Path, monkeypatch, start, run) -> None:
     spawned: list[str] = []
     original = os.posix_spawn
 
@@ -235,19 +242,17 @@ def test_posix_spawn_only_when_sealed_and_in_the_handlers_directory(tmp_path: Pa
     assert len(spawned) == (1 if start == "posix_spawn" else 0)
 
 
-def test_no_descriptor_of_the_runner_reaches_the_handler(tmp_path: Path, monkeypatch, start) -> None:
+def test_no_descriptor_of_the_runner_reaches_the_handler(tmp_path: Path, monkeypatch, start, run) -> None:
     """An inheritable descriptor the runner's process holds (one its own parent passed it,
     say) is closed by close_fds=True, or made close-on-exec by seal_descriptors."""
     leaked = os.open(tmp_path, os.O_RDONLY)
     os.set_inheritable(leaked, True)
     inheritable = [fd for fd in range(3, 256) if _inheritable(fd)]
     try:
-        if start == "posix_spawn":
-            monkeypatch.setattr(spawn, "_sealed", False)
-            spawn.seal_descriptors()
-            assert spawn._sealed and not os.get_inheritable(leaked)
         script = "import os\nfor fd in range(3, 256):\n    try:\n        os.fstat(fd)\n        print(fd)\n    except OSError:\n        pass\n"
-        outcome = run(request(tmp_path, script))
+        outcome = run(request(tmp_path, script))  # sealed before the first handler, if asked
+        if start == "posix_spawn":
+            assert not os.get_inheritable(leaked)
         assert outcome.ok and outcome.stdout == b""
     finally:
         for fd in inheritable:
@@ -263,7 +268,7 @@ def _inheritable(fd: int) -> bool:
         return False
 
 
-def test_signals_python_ignores_are_default_again_in_the_handler(tmp_path: Path) -> None:
+def test_signals_python_ignores_are_default_again_in_the_handler(tmp_path: Path, run) -> None:
     """CPython ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec, so
     a shell pipeline in a handler would not end on a closed pipe unless reset."""
     program = tmp_path / "handler.sh"
@@ -274,19 +279,18 @@ def test_signals_python_ignores_are_default_again_in_the_handler(tmp_path: Path)
     assert not ignored & (1 << (13 - 1)) and not ignored & (1 << (25 - 1))  # SIGPIPE, SIGXFSZ
 
 
-def test_a_guardian_that_cannot_start_leaves_the_call_going(tmp_path: Path, monkeypatch) -> None:
+def test_a_guardian_that_cannot_start_leaves_the_call_going(tmp_path: Path, monkeypatch, start) -> None:
     tried: list[tuple[str, ...]] = []
 
     def refuse(argv, *rest):
         tried.append(argv)
         raise OSError(2, "No such file or directory")
 
-    guardian = containment.Guardian()
     monkeypatch.setattr(containment, "start", refuse)
-    outcome = run(request(tmp_path, "print('<doc/>')\n"), guardian)
-    assert outcome.ok and outcome.stdout == b"<doc/>\n"
-    guardian.watch(12345)  # tried once only
-    guardian.close()
+    with Processes(guard=True, seal=start == "posix_spawn") as processes:
+        outcome = processes.run(request(tmp_path, "print('<doc/>')\n"))
+        assert outcome.ok and outcome.stdout == b"<doc/>\n"
+        assert processes.run(request(tmp_path, "print('<doc/>')\n")).ok  # tried once only
     assert len(tried) == 1 and tried[0][0] == "/bin/sh"
 
 

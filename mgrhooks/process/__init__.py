@@ -1,2 +1,7 @@
 """Handler processes: starting them (:mod:`.spawn`), running one handler
-(:mod:`.runner`), and keeping its process tree contained (:mod:`.containment`)."""
+(:mod:`.runner`), keeping its process tree contained (:mod:`.containment`), and the
+object a caller owns for all of it (:class:`Processes`)."""
+
+from .processes import Processes
+
+__all__ = ["Processes"]

@@ -5,8 +5,11 @@ tree, and not leaving it behind when mgrhooks itself is killed. I/O.
   :func:`mgrhooks.process.spawn.start`.
 * :func:`adopt_orphans` makes this process a child subreaper (Linux): a daemon that a
   handler double-forks, or that calls ``setsid``, is re-parented here instead of to PID 1,
-  so it can still be found and stopped. The CLI turns this on; an application embedding
-  mgrhooks may.
+  so it can still be found and stopped. Being a subreaper is a property of the whole
+  process, so the orphans of every handler it runs, in any thread, come here: each
+  handler's environment carries its own :data:`RUN_ID`, and an orphan is taken as a
+  handler's only when it carries that handler's (our choice, after Jenkins'
+  ``BUILD_ID`` cookie: the kernel keeps no record of where an orphan came from).
 * :func:`kill_tree` stops a handler: SIGTERM to its group and every descendant, then,
   after a grace period, SIGKILL in repeated sweeps until nothing of it runs (a process
   bomb keeps forking while it is being killed).
@@ -14,6 +17,9 @@ tree, and not leaving it behind when mgrhooks itself is killed. I/O.
   process group of the handler running now (in a memfd it shares) and a pipe from us. If
   mgrhooks dies mid-handler (even by SIGKILL) the pipe ends and the guardian kills that
   group, if the handler was not reaped yet.
+
+Nothing here is kept between calls: what is running belongs to the caller's
+:class:`mgrhooks.process.Processes`.
 """
 
 from __future__ import annotations
@@ -40,8 +46,8 @@ _GUARDIAN = (
 )
 #: bytes of the guardian's record: a process group, padded (a shorter number overwrites all)
 _RECORD = 24
-#: pids of the handler processes this process started and that are running
-SPAWNED: set[int] = set()
+#: the environment variable that marks a handler run's processes (with adopted orphans)
+RUN_ID = "MGRHOOKS_RUN_ID"
 _SWEEPS = 50
 
 
@@ -56,42 +62,40 @@ def adopt_orphans() -> bool:
         return False
 
 
-def tree(proc: Child, since: float) -> list[psutil.Process]:
-    """The running descendants of ``proc``, and orphans adopted here that were created
-    since ``since`` (psutil's ``create_time`` of ``proc``) and are not handlers started
-    here, with their descendants."""
+def tree(proc: Child, run_id: str | None = None) -> list[psutil.Process]:
+    """The running descendants of ``proc``; with ``run_id``, also the orphans adopted here
+    whose environment holds ``RUN_ID=run_id`` (see :func:`adopt_orphans`), with their
+    descendants. Other children of this process (other handlers, guardians, the
+    application's own) are never taken."""
     import psutil
 
     found: dict[int, psutil.Process] = {}
     with contextlib.suppress(psutil.Error):
         found.update((p.pid, p) for p in psutil.Process(proc.pid).children(recursive=True))
-    with contextlib.suppress(psutil.Error):
-        for child in psutil.Process().children():
-            if child.pid in SPAWNED or child.pid == proc.pid or not _created_after(child, since):
-                continue
-            found[child.pid] = child
-            with contextlib.suppress(psutil.Error):
-                found.update((p.pid, p) for p in child.children(recursive=True))
+    if run_id is not None:
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process().children():
+                if child.pid != proc.pid and _marked(child, run_id):
+                    found[child.pid] = child
+                    with contextlib.suppress(psutil.Error):
+                        found.update((p.pid, p) for p in child.children(recursive=True))
     return [p for p in found.values() if _running(p)]
 
 
-def kill_tree(proc: Child, grace: float) -> tuple[int, ...]:
-    """Stop ``proc`` and everything it started: SIGTERM, then SIGKILL sweeps after ``grace``.
+def kill_tree(proc: Child, grace: float, run_id: str | None = None) -> tuple[int, ...]:
+    """Stop ``proc`` and everything it started: SIGTERM, then SIGKILL sweeps after
+    ``grace`` seconds.
 
     ``proc`` itself is reaped through ``proc`` (its status is kept); adopted orphans are
-    reaped here. Must be called before ``proc`` is reaped. :returns: every pid
-    signalled, ``proc`` first
+    reaped here. Must be called before ``proc`` is reaped.
+
+    :param run_id: the handler run's mark, when orphans are adopted (see :func:`tree`)
+    :returns: every pid signalled, ``proc`` first
     """
     import subprocess
 
-    import psutil
-
-    try:  # the same clock as the orphans' create_time (it may differ from time.time())
-        since = psutil.Process(proc.pid).create_time()
-    except psutil.Error:
-        since = float("inf")  # gone already: adopt nothing
     signalled = {proc.pid}
-    victims = tree(proc, since)
+    victims = tree(proc, run_id)
     signalled.update(p.pid for p in victims)
     _signal_group(proc.pid, signal.SIGTERM)
     _signal_each(victims, signal.SIGTERM)
@@ -103,7 +107,7 @@ def kill_tree(proc: Child, grace: float) -> tuple[int, ...]:
         _signal_group(proc.pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
-        found = tree(proc, since)  # once the handler is gone its children are no longer
+        found = tree(proc, run_id)  # once the handler is gone its children are no longer
         signalled.update(p.pid for p in found)  # below it: those seen before count too
         victims = list({p.pid: p for p in (*victims, *found)}.values())
         _signal_each(victims, signal.SIGKILL)
@@ -115,11 +119,12 @@ def kill_tree(proc: Child, grace: float) -> tuple[int, ...]:
     return (proc.pid, *sorted(signalled - {proc.pid}))
 
 
-def _created_after(process: psutil.Process, since: float) -> bool:
+def _marked(process: psutil.Process, run_id: str) -> bool:
+    """Whether ``process``'s environment (as it was at its exec) holds ``RUN_ID=run_id``."""
     import psutil
 
     try:
-        return process.create_time() >= since
+        return process.environ().get(RUN_ID) == run_id
     except psutil.Error:
         return False
 
@@ -169,6 +174,8 @@ def _signal_group(pgid: int, sig: int) -> None:
 class Guardian:
     """Kills the running handler's process group if this process dies mid-handler.
 
+    :param sealed: start it through ``posix_spawn`` (see :func:`mgrhooks.process.spawn.start`)
+
     Started on first use; :meth:`close` ends it. The running handler's group is written to
     a small in-memory file the guardian holds (one ``pwrite``, no wake-up of the guardian
     per handler); the guardian only wakes when its stdin pipe ends: when :meth:`close` shuts
@@ -176,7 +183,8 @@ class Guardian:
     that is gone only means less protection.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, sealed: bool = False) -> None:
+        self._sealed = sealed
         self._proc: Child | None = None
         self._pipe = -1  # the write end of the guardian's stdin
         self._record = -1
@@ -226,7 +234,8 @@ class Guardian:
                 fds.given.append(devnull)
                 record = fds.kept[0]
                 os.pwrite(record, b" " * (_RECORD - 1) + b"\n", 0)
-                self._proc = start(("/bin/sh", "-c", _GUARDIAN), os.getcwd(), os.environ, stdin, record, devnull)
+                argv = ("/bin/sh", "-c", _GUARDIAN)
+                self._proc = start(argv, os.getcwd(), os.environ, stdin, record, devnull, self._sealed)
         except OSError:
             self._failed = True
             return False

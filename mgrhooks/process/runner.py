@@ -2,6 +2,8 @@
 
 :func:`run` never raises because a handler misbehaved: a program that cannot start,
 exits non-zero, times out or floods stdout gives a :class:`RunOutcome` with a reason.
+Starting and stopping the process is left to its :class:`Owner` (a
+:class:`mgrhooks.process.Processes`), which keeps what the runs have in common.
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ import signal
 import time
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ..settings import DEFAULT_TIMEOUT, DRAIN_GRACE, KILL_GRACE, OUTPUT_LIMIT
-from .containment import SPAWNED, Guardian, kill_tree
-from .spawn import Child, Handover, memory_file, start
+from .spawn import Child, Handover, memory_file
 
 #: bytes of stderr kept (the last ones) for the log
 STDERR_KEEP = 64 * 1024
@@ -76,40 +77,53 @@ class RunOutcome(NamedTuple):
         return self.failure is None
 
 
-def run(request: RunRequest, guardian: Guardian | None = None) -> RunOutcome:
+class Owner(Protocol):
+    """What starts and stops the processes of :func:`run`: a :class:`mgrhooks.process.Processes`."""
+
+    def start(self, request: RunRequest, stdin: int, stdout: int, stderr: int) -> Child:
+        """Start ``request``'s program with these descriptors. :raises OSError:"""
+        ...
+
+    def kill(self, child: Child, grace: float) -> tuple[int, ...]:
+        """Stop ``child`` and what it started (SIGKILL after ``grace`` seconds); return the
+        pids signalled. Called before ``child`` is reaped."""
+        ...
+
+    def forget(self, child: Child) -> None:
+        """``child`` was reaped: it is no longer running."""
+        ...
+
+
+def run(request: RunRequest, owner: Owner) -> RunOutcome:
     """Run ``request`` with its stdin complete before it starts; collect stdout and stderr.
 
     stdin is an in-memory file already holding all of ``request.stdin`` (a memfd, or an
     unlinked temporary file where there is none): a handler may read it to EOF, in
     one non-blocking read, or not at all, and can never block mgrhooks by not reading.
 
-    On timeout or output overflow the handler's whole process tree (its session, plus
-    any descendant that left it) gets SIGTERM, then SIGKILL after ``kill_grace``. When the
-    handler exits while a background child still holds stdout, reading stops after
-    ``drain_grace`` and the child is left running (real addons start daemons that way).
+    On timeout or output overflow the handler's whole process tree is stopped by
+    ``owner.kill`` (SIGTERM, then SIGKILL after ``kill_grace`` seconds). When the handler
+    exits while a background child still holds stdout, reading stops after
+    ``drain_grace`` seconds and the child is left running (real addons start daemons that way).
 
-    :param guardian: told the handler's process group when it starts (see
-        :mod:`mgrhooks.process.containment`)
+    :param owner: starts the program and stops its tree (see :class:`Owner`)
     """
     started = time.monotonic()
     try:
-        child, stdout, stderr = _start(request)
+        child, stdout, stderr = _start(request, owner)
     except OSError as exc:
         reason = f"cannot start {request.argv[0]}: {exc.strerror or exc}"
         return RunOutcome(request, None, b"", b"", time.monotonic() - started, failure=Failure.SPAWN, reason=reason)
-    SPAWNED.add(child.pid)
-    if guardian is not None:
-        guardian.watch(child.pid)
     try:
-        return _Session(child, stdout, stderr, request, started).collect()
+        return _Session(child, stdout, stderr, request, started, owner).collect()
     finally:
         os.close(stdout)
         os.close(stderr)
-        SPAWNED.discard(child.pid)
+        owner.forget(child)
 
 
-def _start(request: RunRequest) -> tuple[Child, int, int]:
-    """Start the handler in a new session, stdin a memfd holding ``request.stdin``;
+def _start(request: RunRequest, owner: Owner) -> tuple[Child, int, int]:
+    """Start the handler (through ``owner``), stdin a memfd holding ``request.stdin``;
     return it and the read ends of its stdout and stderr pipes. :raises OSError: nothing
     opened here is left open then (:class:`~mgrhooks.process.spawn.Handover`)"""
     with Handover() as fds:
@@ -121,7 +135,7 @@ def _start(request: RunRequest) -> tuple[Child, int, int]:
             fds.kept.append(read)
             fds.given.append(write)
         stdin, stdout, stderr = fds.given
-        child = start(request.argv, request.cwd, request.env, stdin, stdout, stderr)
+        child = owner.start(request, stdin, stdout, stderr)
     return child, fds.kept[0], fds.kept[1]
 
 
@@ -129,8 +143,11 @@ class _Session:
     """The I/O loop of one running handler: ``stdout`` and ``stderr`` are the read ends
     of its pipes (descriptors)."""
 
-    def __init__(self, proc: Child, stdout: int, stderr: int, request: RunRequest, started: float) -> None:
+    def __init__(
+        self, proc: Child, stdout: int, stderr: int, request: RunRequest, started: float, owner: Owner
+    ) -> None:
         self.proc = proc
+        self.owner = owner
         self.out = stdout
         self.err = stderr
         self.request = request
@@ -150,14 +167,14 @@ class _Session:
         try:
             failure = self._loop()
         except BaseException:  # KeyboardInterrupt, or a bug: the handler must not outlive us
-            kill_tree(self.proc, self.request.kill_grace)
+            self.owner.kill(self.proc, self.request.kill_grace)
             raise
         finally:
             if self.pidfd is not None:
                 os.close(self.pidfd)
         killed: tuple[int, ...] = ()
         if failure is not None:
-            killed = kill_tree(self.proc, self.request.kill_grace)
+            killed = self.owner.kill(self.proc, self.request.kill_grace)
         returncode = self.proc.wait()
         if failure is None and returncode != 0:
             failure = Failure.EXIT

@@ -31,36 +31,45 @@ class Child(Protocol):
     def kill(self) -> None: ...
 
 
-def seal_descriptors() -> None:
-    """Make every open descriptor above 2 close on exec, and let handlers start through
-    ``os.posix_spawn`` from now on (no ``Popen`` machinery per process started; docs/performance.md).
+def seal_descriptors() -> bool:
+    """Make every open descriptor above 2 close on exec, so that children can start
+    through ``posix_spawn`` (see :func:`start`) without inheriting any.
 
     ``posix_spawn`` cannot close inherited descriptors as ``close_fds=True`` does, so it is
     only used once nothing inheritable is left open (Python opens every descriptor
-    non-inheritable; C libraries here do too), and when the handler's directory is already
-    the current one (Python 3.11's ``posix_spawn`` cannot change it). The CLI calls this;
-    an application embedding mgrhooks may, if it passes no descriptors to its own children.
+    non-inheritable; C libraries here do too). A process-wide action, done at the first
+    handler of a :class:`mgrhooks.process.Processes` made with ``seal=True`` (the CLI's);
+    an application embedding mgrhooks may ask for it if it passes no descriptors to its
+    own children.
+
+    :returns: whether it is done: ``False`` where the descriptors cannot be listed
+        (no ``/proc``, or none left to open its directory with), and children must start
+        with ``close_fds`` instead
     """
-    global _sealed
-    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return False
+    for name in names:
         fd = int(name)
         if fd > 2:
             with contextlib.suppress(OSError):
                 os.set_inheritable(fd, False)
-    _sealed = hasattr(os, "posix_spawn")
+    return True
 
 
-_sealed = False
 #: signals Python ignores, which an ignored disposition would pass on through exec
 _RESET_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
 
 
-def start(argv: tuple[str, ...], cwd: str, env: Mapping[str, str], stdin: int, stdout: int, stderr: int) -> Child:
+def start(
+    argv: tuple[str, ...], cwd: str, env: Mapping[str, str], stdin: int, stdout: int, stderr: int, sealed: bool = False
+) -> Child:
     """Start ``argv`` (``argv[0]`` a path) in ``cwd`` and a new session, with exactly ``env``
-    and the three descriptors. ``os.posix_spawn`` once :func:`seal_descriptors` ran and
-    ``cwd`` is the current directory, else ``subprocess.Popen`` (``close_fds``, on CPython's
-    vfork path). :raises OSError: the program cannot start"""
-    if _sealed and os.getcwd() == cwd:
+    and the three descriptors. ``os.posix_spawn`` when ``sealed`` (:func:`seal_descriptors`
+    ran) and ``cwd`` is the current directory, else ``subprocess.Popen`` (``close_fds``, on
+    CPython's vfork path). :raises OSError: the program cannot start"""
+    if sealed and hasattr(os, "posix_spawn") and os.getcwd() == cwd:
         dup2 = os.POSIX_SPAWN_DUP2
         pid = os.posix_spawn(
             argv[0],

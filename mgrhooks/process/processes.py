@@ -1,0 +1,125 @@
+"""The handler processes of one caller: what their runs share (the guardian, the running
+handlers, how they start), owned by the caller instead of by the module. I/O.
+
+A call, or the ``mgrhooks`` command around one, makes a :class:`Processes` and closes it
+at its end; calls side by side (threads of one server) each have their own, and each
+stops only its own handlers. Importing this module costs nothing more: the runner, the
+guardian and ``ctypes`` load with the first handler (a call without handlers never needs
+them, docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .containment import Guardian
+    from .runner import Owner, RunOutcome, RunRequest
+    from .spawn import Child
+
+
+class Processes:
+    """Runs handlers for one caller and keeps them contained.
+
+    Set up at the first :meth:`run` (nothing is started for calls without handlers) as
+    the options ask; :meth:`close` (or leaving a ``with`` block) ends the guardian. Runs
+    one handler at a time: calls side by side need a ``Processes`` each.
+
+    :param guard: start a :class:`~mgrhooks.process.containment.Guardian`, so that the
+        running handler and its descendants are killed if this process dies mid-handler
+    :param adopt_orphans: make this process a child subreaper
+        (:func:`~mgrhooks.process.containment.adopt_orphans`; for the whole process, and
+        it stays so) and mark each handler's environment with its own
+        ``MGRHOOKS_RUN_ID``, so that a daemon it double-forks is found and stopped with it;
+        the CLI does
+    :param seal: make this process's descriptors close-on-exec
+        (:func:`~mgrhooks.process.spawn.seal_descriptors`, for the whole process), so that
+        handlers start through ``posix_spawn``; the CLI does
+    """
+
+    def __init__(self, guard: bool = True, adopt_orphans: bool = False, seal: bool = False) -> None:
+        self.guard = guard
+        self.adopt_orphans = adopt_orphans
+        self.seal = seal
+        #: pid → run id of the handlers started here that are running (a run id when
+        #: orphans are adopted, else ``None``)
+        self._running: dict[int, str | None] = {}
+        self._guardian: Guardian | None = None
+        self._sealed = False
+        self._ready = False
+        # bound at the first run (an import statement per handler cost ~4 us each, cold:
+        # docs/performance.md, bench row "per handler")
+        self._run: Callable[[RunRequest, Owner], RunOutcome]
+        self._start: Callable[..., Child]
+        self._run_id = ""
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, request: RunRequest) -> RunOutcome:
+        """Run one handler (see :func:`mgrhooks.process.runner.run`): never raises for a
+        handler that misbehaves; its failure is in the outcome."""
+        if not self._ready:
+            self._prepare()
+        return self._run(request, self)
+
+    def close(self) -> None:
+        """End the guardian (waited for up to 1 s). The object can run handlers again
+        afterwards; it sets itself up anew."""
+        if self._guardian is not None:
+            self._guardian.close()
+            self._guardian = None
+        self._ready = False
+
+    # --- the runner's side (mgrhooks.process.runner.Owner) -------------------------------
+
+    def start(self, request: RunRequest, stdin: int, stdout: int, stderr: int) -> Child:
+        """Start ``request``'s program with these descriptors, and guard it.
+        :raises OSError: the program cannot start"""
+        env = request.env
+        run_id = None
+        if self.adopt_orphans:
+            run_id = os.urandom(8).hex()
+            env = {**env, self._run_id: run_id}
+        child = self._start(request.argv, request.cwd, env, stdin, stdout, stderr, self._sealed)
+        self._running[child.pid] = run_id
+        if self._guardian is not None:
+            self._guardian.watch(child.pid)
+        return child
+
+    def kill(self, child: Child, grace: float) -> tuple[int, ...]:
+        """Stop ``child`` and what it started, its adopted orphans included (see
+        :func:`~mgrhooks.process.containment.kill_tree`; ``grace`` in seconds)."""
+        from .containment import kill_tree
+
+        return kill_tree(child, grace, self._running.get(child.pid))
+
+    def forget(self, child: Child) -> None:
+        """``child`` was reaped."""
+        self._running.pop(child.pid, None)
+
+    def _prepare(self) -> None:
+        """What the options ask for, before the first handler starts."""
+        from .containment import RUN_ID
+        from .runner import run
+        from .spawn import start
+
+        self._run, self._start, self._run_id = run, start, RUN_ID
+        if self.adopt_orphans:
+            from .containment import adopt_orphans
+
+            adopt_orphans()
+        if self.seal:
+            from .spawn import seal_descriptors
+
+            self._sealed = seal_descriptors()
+        if self.guard:
+            from .containment import Guardian
+
+            self._guardian = Guardian(self._sealed)
+        self._ready = True
