@@ -185,11 +185,10 @@ def _call_and_print(
     from .render import render_bytes
 
     # adopt_orphans: daemons a handler starts stay findable, so a timeout can stop them;
-    # seal: handlers run in the root, and starting from there, with no descriptor to pass
-    # on, they can start through posix_spawn (see mgrhooks.process.spawn.seal_descriptors)
+    # seal: with no descriptor to pass on, handlers can start through posix_spawn (see
+    # mgrhooks.process.spawn.seal_descriptors)
     processes = Processes(adopt_orphans=True, seal=True)
     options = Options(timeout=timeout, core_doc=core_doc, defer_final=True, processes=processes)
-    os.chdir(panel.root.path)
     with processes, panel.logging(echo=verbose):
         response = panel.call(func, params, user=user, level=level, lang=lang, options=options)
         doc = None if response.serialised is not None else response.doc  # no tree built for nothing
@@ -299,7 +298,7 @@ def exec_command(
         raise click.BadParameter("standard input cannot carry both --body - and --stdin", param_hint="'--stdin'")
     named: dict[str, str | None] = {"elid": elid, "plid": plid, "sok": sok, **_read_stdin(stdin_keys)}
     params = _params(pairs, options, named, _read_body(body))
-    document = Path(core_doc).absolute() if core_doc else None  # before the call enters the root
+    document = Path(core_doc).absolute() if core_doc else None
     _call_and_print(
         panel, func, params, fmt, user=user, level=level, lang=lang, timeout=timeout, core_doc=document, verbose=verbose
     )

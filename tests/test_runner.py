@@ -12,16 +12,14 @@ import psutil
 import pytest
 
 from conftest import PYTHON_SHEBANG
-from mgrhooks.process import Processes, containment
+from mgrhooks.process import Processes, containment, spawn
 from mgrhooks.process.runner import RunOutcome, RunRequest
 
 
 @pytest.fixture(autouse=True, params=["subprocess", "posix_spawn"])
-def start(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def start(request: pytest.FixtureRequest) -> str:
     """Every test runs both ways a handler can start: subprocess.Popen (an application's
-    process), and os.posix_spawn (the CLI: descriptors sealed, already in the root)."""
-    if request.param == "posix_spawn":
-        monkeypatch.chdir(tmp_path)
+    process), and posix_spawn (the CLI: descriptors sealed), from the test's own directory."""
     return str(request.param)
 
 
@@ -224,22 +222,32 @@ def test_spawning_stays_on_the_vfork_fast_path(tmp_path: Path, monkeypatch) -> N
     assert not {"preexec_fn", "user", "group", "extra_groups"} & set(kwargs)
 
 
-def test_posix_spawn_only_when_sealed_and_in_the_handlers_directory(tmp_path: Path, monkeypatch, start, run) -> None:
+def test_posix_spawn_when_sealed_whatever_our_directory(tmp_path: Path, monkeypatch, start, run) -> None:
+    """Sealed, handlers start through posix_spawn from any current directory (a chdir
+    file action puts each in its own), and this process's directory stays where it was."""
     spawned: list[str] = []
-    original = os.posix_spawn
+    original = spawn.PosixSpawn.__call__
 
-    def spy(path, *args, **kwargs):
-        spawned.append(path)
-        return original(path, *args, **kwargs)
+    def spy(self, argv, *args):
+        spawned.append(argv[0])
+        return original(self, argv, *args)
 
-    monkeypatch.setattr(os, "posix_spawn", spy)
+    monkeypatch.setattr(spawn.PosixSpawn, "__call__", spy)
+    monkeypatch.chdir(tmp_path)
     assert run(request(tmp_path, "print('<doc/>')\n")).ok
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)  # posix_spawn cannot change directory: subprocess does
+    monkeypatch.chdir(elsewhere)
     outcome = run(request(tmp_path, "import os\nprint(os.getcwd())\n"))
     assert outcome.stdout.decode().strip() == str(tmp_path)
-    assert len(spawned) == (1 if start == "posix_spawn" else 0)
+    assert os.getcwd() == str(elsewhere)
+    assert len(spawned) == (2 if start == "posix_spawn" else 0)
+
+
+def test_a_directory_that_is_not_there_is_a_spawn_failure(tmp_path: Path, run) -> None:
+    outcome = run(request(tmp_path, "print('<doc/>')\n")._replace(cwd=str(tmp_path / "gone")))
+    assert outcome.failure == "spawn" and outcome.returncode is None
+    assert outcome.reason.endswith(": No such file or directory")
 
 
 def test_no_descriptor_of_the_runner_reaches_the_handler(tmp_path: Path, monkeypatch, start, run) -> None:
@@ -304,3 +312,24 @@ def test_failures_read_as_the_plain_words_logs_and_records_show() -> None:
     assert [str(f) for f in Failure] == ["spawn", "timeout", "output", "exit"]
     assert json.dumps({"status": Failure.TIMEOUT}) == '{"status": "timeout"}'
     assert f"{Failure.EXIT}" == "exit" and Failure("output") is Failure.OUTPUT
+
+
+def test_each_run_gets_its_own_environment_directory_and_bytes(tmp_path: Path, run) -> None:
+    """Runs one after another see each their own environment and directory (the fast path
+    keeps the last ones' C form: a change must never be missed), and values that are not
+    ASCII, or are bytes that are not UTF-8, arrive as they were given."""
+    script = "import os\nprint(os.getcwd())\nprint(os.environb[b'V'].hex())\n"
+    other = tmp_path / "other"
+    other.mkdir()
+    seen = []
+    for cwd, value in ((tmp_path, "plain"), (tmp_path, "кириллица"), (other, "кириллица"), (other, "\udcff\udcfe")):
+        req = request(tmp_path, script)
+        outcome = run(req._replace(cwd=str(cwd), env={**req.env, "V": value}))
+        assert outcome.ok, outcome.stderr
+        seen.append(outcome.stdout.decode().split())
+    assert seen == [
+        [str(tmp_path), b"plain".hex()],
+        [str(tmp_path), "кириллица".encode().hex()],
+        [str(other), "кириллица".encode().hex()],
+        [str(other), "fffe"],
+    ]

@@ -6,10 +6,12 @@ tree, and not leaving it behind when mgrhooks itself is killed. I/O.
 * :func:`adopt_orphans` makes this process a child subreaper (Linux): a daemon that a
   handler double-forks, or that calls ``setsid``, is re-parented here instead of to PID 1,
   so it can still be found and stopped. Being a subreaper is a property of the whole
-  process, so the orphans of every handler it runs, in any thread, come here: each
-  handler's environment carries its own :data:`RUN_ID`, and an orphan is taken as a
-  handler's only when it carries that handler's (our choice, after Jenkins'
-  ``BUILD_ID`` cookie: the kernel keeps no record of where an orphan came from).
+  process, so the orphans of every handler it runs, in any thread, come here: the
+  environment of each handler carries the :data:`RUN_ID` of the
+  :class:`~mgrhooks.process.Processes` that started it, and an orphan is taken as a
+  handler's only when it carries that mark and was created while the handler ran (our
+  choice, after Jenkins' ``BUILD_ID`` cookie: the kernel keeps no record of where an
+  orphan came from).
 * :func:`kill_tree` stops a handler: SIGTERM to its group and every descendant, then,
   after a grace period, SIGKILL in repeated sweeps until nothing of it runs (a process
   bomb keeps forking while it is being killed).
@@ -30,7 +32,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from .spawn import Child, Handover, memory_file, start
+from .spawn import Child, Handover, PosixSpawn, memory_file, start
 
 if TYPE_CHECKING:  # psutil loads when needed, not at start-up
     import psutil
@@ -46,7 +48,8 @@ _GUARDIAN = (
 )
 #: bytes of the guardian's record: a process group, padded (a shorter number overwrites all)
 _RECORD = 24
-#: the environment variable that marks a handler run's processes (with adopted orphans)
+#: the environment variable that marks the processes of one Processes' handlers (when
+#: orphans are adopted)
 RUN_ID = "MGRHOOKS_RUN_ID"
 _SWEEPS = 50
 
@@ -62,10 +65,11 @@ def adopt_orphans() -> bool:
         return False
 
 
-def tree(proc: Child, run_id: str | None = None) -> list[psutil.Process]:
+def tree(proc: Child, run_id: str | None = None, since: float = 0.0) -> list[psutil.Process]:
     """The running descendants of ``proc``; with ``run_id``, also the orphans adopted here
-    whose environment holds ``RUN_ID=run_id`` (see :func:`adopt_orphans`), with their
-    descendants. Other children of this process (other handlers, guardians, the
+    whose environment holds ``RUN_ID=run_id`` (see :func:`adopt_orphans`) and that were
+    created since ``since`` (psutil's ``create_time`` of ``proc``), with their
+    descendants. Other children of this process (other calls' handlers, guardians, the
     application's own) are never taken."""
     import psutil
 
@@ -75,7 +79,7 @@ def tree(proc: Child, run_id: str | None = None) -> list[psutil.Process]:
     if run_id is not None:
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process().children():
-                if child.pid != proc.pid and _marked(child, run_id):
+                if child.pid != proc.pid and _created_after(child, since) and _marked(child, run_id):
                     found[child.pid] = child
                     with contextlib.suppress(psutil.Error):
                         found.update((p.pid, p) for p in child.children(recursive=True))
@@ -89,13 +93,19 @@ def kill_tree(proc: Child, grace: float, run_id: str | None = None) -> tuple[int
     ``proc`` itself is reaped through ``proc`` (its status is kept); adopted orphans are
     reaped here. Must be called before ``proc`` is reaped.
 
-    :param run_id: the handler run's mark, when orphans are adopted (see :func:`tree`)
+    :param run_id: the mark of the handlers' processes, when orphans are adopted (see :func:`tree`)
     :returns: every pid signalled, ``proc`` first
     """
     import subprocess
 
+    import psutil
+
+    try:  # the same clock as the orphans' create_time (it may differ from time.time())
+        since = psutil.Process(proc.pid).create_time()
+    except psutil.Error:
+        since = float("inf")  # gone already: adopt nothing
     signalled = {proc.pid}
-    victims = tree(proc, run_id)
+    victims = tree(proc, run_id, since)
     signalled.update(p.pid for p in victims)
     _signal_group(proc.pid, signal.SIGTERM)
     _signal_each(victims, signal.SIGTERM)
@@ -107,7 +117,7 @@ def kill_tree(proc: Child, grace: float, run_id: str | None = None) -> tuple[int
         _signal_group(proc.pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
-        found = tree(proc, run_id)  # once the handler is gone its children are no longer
+        found = tree(proc, run_id, since)  # once the handler is gone its children are no longer
         signalled.update(p.pid for p in found)  # below it: those seen before count too
         victims = list({p.pid: p for p in (*victims, *found)}.values())
         _signal_each(victims, signal.SIGKILL)
@@ -117,6 +127,15 @@ def kill_tree(proc: Child, grace: float, run_id: str | None = None) -> tuple[int
     proc.wait()
     _reap(signalled - {proc.pid})
     return (proc.pid, *sorted(signalled - {proc.pid}))
+
+
+def _created_after(process: psutil.Process, since: float) -> bool:
+    import psutil
+
+    try:
+        return process.create_time() >= since
+    except psutil.Error:
+        return False
 
 
 def _marked(process: psutil.Process, run_id: str) -> bool:
@@ -174,7 +193,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 class Guardian:
     """Kills the running handler's process group if this process dies mid-handler.
 
-    :param sealed: start it through ``posix_spawn`` (see :func:`mgrhooks.process.spawn.start`)
+    :param fast: start it through ``posix_spawn`` (see :func:`mgrhooks.process.spawn.start`)
 
     Started on first use; :meth:`close` ends it. The running handler's group is written to
     a small in-memory file the guardian holds (one ``pwrite``, no wake-up of the guardian
@@ -183,8 +202,8 @@ class Guardian:
     that is gone only means less protection.
     """
 
-    def __init__(self, sealed: bool = False) -> None:
-        self._sealed = sealed
+    def __init__(self, fast: PosixSpawn | None = None) -> None:
+        self._fast = fast
         self._proc: Child | None = None
         self._pipe = -1  # the write end of the guardian's stdin
         self._record = -1
@@ -235,7 +254,7 @@ class Guardian:
                 record = fds.kept[0]
                 os.pwrite(record, b" " * (_RECORD - 1) + b"\n", 0)
                 argv = ("/bin/sh", "-c", _GUARDIAN)
-                self._proc = start(argv, os.getcwd(), os.environ, stdin, record, devnull, self._sealed)
+                self._proc = start(argv, "/", os.environ, stdin, record, devnull, self._fast)
         except OSError:
             self._failed = True
             return False

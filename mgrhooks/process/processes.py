@@ -1,5 +1,5 @@
-"""The handler processes of one caller: what their runs share (the guardian, the running
-handlers, how they start), owned by the caller instead of by the module. I/O.
+"""The handler processes of one caller: what their runs share (the guardian, the mark of
+their orphans, how they start), owned by the caller instead of by the module. I/O.
 
 A call, or the ``mgrhooks`` command around one, makes a :class:`Processes` and closes it
 at its end; calls side by side (threads of one server) each have their own, and each
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .containment import Guardian
     from .runner import Owner, RunOutcome, RunRequest
-    from .spawn import Child
+    from .spawn import Child, PosixSpawn
 
 
 class Processes:
@@ -31,9 +31,9 @@ class Processes:
         running handler and its descendants are killed if this process dies mid-handler
     :param adopt_orphans: make this process a child subreaper
         (:func:`~mgrhooks.process.containment.adopt_orphans`; for the whole process, and
-        it stays so) and mark each handler's environment with its own
-        ``MGRHOOKS_RUN_ID``, so that a daemon it double-forks is found and stopped with it;
-        the CLI does
+        it stays so) and mark the handlers' environments with this object's own
+        ``MGRHOOKS_RUN_ID``, so that a daemon a handler double-forks is found and stopped
+        with it, and only with it; the CLI does
     :param seal: make this process's descriptors close-on-exec
         (:func:`~mgrhooks.process.spawn.seal_descriptors`, for the whole process), so that
         handlers start through ``posix_spawn``; the CLI does
@@ -43,17 +43,15 @@ class Processes:
         self.guard = guard
         self.adopt_orphans = adopt_orphans
         self.seal = seal
-        #: pid → run id of the handlers started here that are running (a run id when
-        #: orphans are adopted, else ``None``)
-        self._running: dict[int, str | None] = {}
         self._guardian: Guardian | None = None
-        self._sealed = False
+        self._fast: PosixSpawn | None = None  # once sealed, where the C library allows
         self._ready = False
         # bound at the first run (an import statement per handler cost ~4 us each, cold:
         # docs/performance.md, bench row "per handler")
         self._run: Callable[[RunRequest, Owner], RunOutcome]
         self._start: Callable[..., Child]
-        self._run_id = ""
+        self._mark = ""  # RUN_ID, the name
+        self._run_id: str | None = None  # its value, when orphans are adopted
 
     def __enter__(self) -> Processes:
         return self
@@ -81,13 +79,8 @@ class Processes:
     def start(self, request: RunRequest, stdin: int, stdout: int, stderr: int) -> Child:
         """Start ``request``'s program with these descriptors, and guard it.
         :raises OSError: the program cannot start"""
-        env = request.env
-        run_id = None
-        if self.adopt_orphans:
-            run_id = os.urandom(8).hex()
-            env = {**env, self._run_id: run_id}
-        child = self._start(request.argv, request.cwd, env, stdin, stdout, stderr, self._sealed)
-        self._running[child.pid] = run_id
+        env = request.env if self._run_id is None else {**request.env, self._mark: self._run_id}
+        child = self._start(request.argv, request.cwd, env, stdin, stdout, stderr, self._fast)
         if self._guardian is not None:
             self._guardian.watch(child.pid)
         return child
@@ -97,11 +90,7 @@ class Processes:
         :func:`~mgrhooks.process.containment.kill_tree`; ``grace`` in seconds)."""
         from .containment import kill_tree
 
-        return kill_tree(child, grace, self._running.get(child.pid))
-
-    def forget(self, child: Child) -> None:
-        """``child`` was reaped."""
-        self._running.pop(child.pid, None)
+        return kill_tree(child, grace, self._run_id)
 
     def _prepare(self) -> None:
         """What the options ask for, before the first handler starts."""
@@ -109,17 +98,18 @@ class Processes:
         from .runner import run
         from .spawn import start
 
-        self._run, self._start, self._run_id = run, start, RUN_ID
+        self._run, self._start, self._mark = run, start, RUN_ID
         if self.adopt_orphans:
+            self._run_id = os.urandom(8).hex()
             from .containment import adopt_orphans
 
             adopt_orphans()
         if self.seal:
-            from .spawn import seal_descriptors
+            from .spawn import posix_spawner, seal_descriptors
 
-            self._sealed = seal_descriptors()
+            self._fast = posix_spawner() if seal_descriptors() else None
         if self.guard:
             from .containment import Guardian
 
-            self._guardian = Guardian(self._sealed)
+            self._guardian = Guardian(self._fast)
         self._ready = True

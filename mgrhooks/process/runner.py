@@ -89,10 +89,6 @@ class Owner(Protocol):
         pids signalled. Called before ``child`` is reaped."""
         ...
 
-    def forget(self, child: Child) -> None:
-        """``child`` was reaped: it is no longer running."""
-        ...
-
 
 def run(request: RunRequest, owner: Owner) -> RunOutcome:
     """Run ``request`` with its stdin complete before it starts; collect stdout and stderr.
@@ -119,7 +115,6 @@ def run(request: RunRequest, owner: Owner) -> RunOutcome:
     finally:
         os.close(stdout)
         os.close(stderr)
-        owner.forget(child)
 
 
 def _start(request: RunRequest, owner: Owner) -> tuple[Child, int, int]:

@@ -1,19 +1,27 @@
 """Starting a handler process: in-memory files, sealing the descriptors, handing the
 child its descriptors, and the started child. I/O.
 
-Every handler runs in its own session (process group), started by :func:`start`:
-through ``os.posix_spawn`` once :func:`seal_descriptors` made this process's descriptors
-close-on-exec (the CLI), else ``subprocess.Popen`` with ``close_fds``.
+Every handler runs in its own session (process group) and its own working directory,
+started by :func:`start`: through glibc's ``posix_spawn`` (:class:`PosixSpawn`) once
+:func:`seal_descriptors` made this process's descriptors close-on-exec (the CLI), else
+``subprocess.Popen`` with ``close_fds``. Neither changes this process's own directory.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
+import operator
 import os
 import signal
 import time
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Iterable, Mapping
+from itertools import accumulate, repeat
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import ctypes
 
 
 class Child(Protocol):
@@ -60,26 +68,163 @@ def seal_descriptors() -> bool:
 
 #: signals Python ignores, which an ignored disposition would pass on through exec
 _RESET_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
+#: glibc's posix_spawn flags (spawn.h)
+_SETSIGDEF, _SETSID = 0x04, 0x80
+#: bytes reserved for glibc's posix_spawnattr_t (336 on x86-64), file actions (80) and
+#: sigset_t (128): more than any of its ports uses
+_ATTR_BYTES, _ACTIONS_BYTES, _SIGSET_BYTES = 1024, 512, 256
+
+
+class PosixSpawn:
+    """glibc's ``posix_spawn`` through ``ctypes``, for its ``chdir`` file action
+    (``posix_spawn_file_actions_addchdir_np``, glibc 2.29), which Python 3.11's
+    ``os.posix_spawn`` lacks: a child starts in its own directory and this process's stays
+    where it is, so calls for different roots can run side by side.
+
+    Why not ``subprocess.Popen``: its Python machinery costs ~0.1 ms of our CPU a handler
+    more (docs/performance.md; bench row "per handler | slope: mgrhooks"). For the same
+    row, the C form of the last environment and of the last file actions is kept and used
+    again while they stay the same (consecutive handlers of a stage get equal ones):
+    building them took ~40 us a handler. Made by :func:`posix_spawner`, one for each
+    :class:`mgrhooks.process.Processes`; not for two threads at once.
+    """
+
+    def __init__(self, libc: ctypes.CDLL) -> None:
+        import ctypes
+
+        self._ctypes = ctypes
+        void_p = ctypes.c_void_p
+        self._spawn = libc.posix_spawn
+        self._spawn.argtypes = [ctypes.POINTER(ctypes.c_int), void_p, void_p, void_p, void_p, void_p]
+        self._init = libc.posix_spawn_file_actions_init
+        self._dup2 = libc.posix_spawn_file_actions_adddup2
+        self._chdir = libc.posix_spawn_file_actions_addchdir_np
+        self._destroy = libc.posix_spawn_file_actions_destroy
+        self._init.argtypes = self._destroy.argtypes = [void_p]
+        self._dup2.argtypes = [void_p, ctypes.c_int, ctypes.c_int]
+        self._chdir.argtypes = [void_p, ctypes.c_char_p]
+        self._attr = ctypes.create_string_buffer(_ATTR_BYTES)
+        signals = ctypes.create_string_buffer(_SIGSET_BYTES)
+        libc.sigemptyset(signals)
+        for number in _RESET_SIGNALS:
+            libc.sigaddset(signals, int(number))
+        if (
+            libc.posix_spawnattr_init(self._attr)
+            or libc.posix_spawnattr_setsigdefault(self._attr, signals)
+            or libc.posix_spawnattr_setflags(self._attr, ctypes.c_short(_SETSID | _SETSIGDEF))
+        ):
+            raise OSError("posix_spawnattr refused its settings")
+        self._environment: tuple[dict[str, str], _Strings] | None = None
+        self._actions: tuple[tuple[int, int, int, str], ctypes.Array[ctypes.c_char]] | None = None
+
+    def __call__(
+        self, argv: tuple[str, ...], cwd: str, env: Mapping[str, str], stdin: int, stdout: int, stderr: int
+    ) -> int:
+        """Start ``argv`` (``argv[0]`` a path) in ``cwd`` and a new session, with exactly
+        ``env``, the three descriptors as 0, 1 and 2, SIGPIPE and SIGXFSZ at their defaults.
+
+        :returns: the child's pid
+        :raises OSError: the program cannot start (glibc reports a failed ``exec`` too)
+        :raises ValueError: a NUL byte in ``argv``, ``env`` or ``cwd``, as ``os.posix_spawn``
+        """
+        arguments = _Strings(self._ctypes, list(argv))
+        if self._environment is None or self._environment[0] != env:
+            self._environment = dict(env), _Strings(self._ctypes, list(map("=".join, env.items())))
+        pid = self._ctypes.c_int()
+        error = self._spawn(
+            self._ctypes.byref(pid),
+            arguments.first,
+            self._file_actions((stdin, stdout, stderr), cwd),
+            self._attr,
+            arguments.pointers,
+            self._environment[1].pointers,
+        )
+        if error:
+            raise OSError(error, os.strerror(error), argv[0])
+        return pid.value
+
+    def _file_actions(self, fds: tuple[int, int, int], cwd: str) -> ctypes.Array[ctypes.c_char]:
+        """The file actions that make ``fds`` the child's 0, 1 and 2 and enter ``cwd``.
+        :raises OSError: glibc refused one (out of memory) :raises ValueError: NUL in ``cwd``"""
+        key = (*fds, cwd)
+        if self._actions is not None and self._actions[0] == key:
+            return self._actions[1]
+        if "\0" in cwd:
+            raise ValueError("embedded null byte")
+        if self._actions is not None:
+            self._destroy(self._actions[1])
+            self._actions = None
+        actions = self._ctypes.create_string_buffer(_ACTIONS_BYTES)
+        if self._init(actions):
+            raise OSError(12, os.strerror(12))
+        error = (
+            self._dup2(actions, fds[0], 0)
+            or self._dup2(actions, fds[1], 1)
+            or self._dup2(actions, fds[2], 2)
+            or self._chdir(actions, cwd.encode("utf-8", "surrogateescape"))
+        )
+        if error:
+            self._destroy(actions)
+            raise OSError(error, os.strerror(error))
+        self._actions = key, actions
+        return actions
+
+
+class _Strings:
+    """``texts`` as C strings in one buffer, and the NULL-terminated array of pointers to
+    them that ``execve`` takes (``pointers``, an address; ``first``, the first string's
+    address). One encoding and a few C-level passes: a list of ``c_char_p`` built per
+    string took twice as long (bench row "per handler | slope: mgrhooks").
+
+    :raises ValueError: a text holds a NUL byte
+    """
+
+    def __init__(self, ctypes: ModuleType, texts: list[str]) -> None:
+        joined = "\0".join(texts) + "\0" if texts else ""
+        data = joined.encode("utf-8", "surrogateescape")
+        if len(data) == len(joined):  # one byte a character: the texts' lengths are their sizes
+            sizes: Iterable[int] = map(len, texts)
+        else:
+            sizes = [len(t.encode("utf-8", "surrogateescape")) for t in texts]
+        if data.count(0) != len(texts):
+            raise ValueError("embedded null byte")
+        self.buffer = ctypes.create_string_buffer(data, len(data))
+        self.first = ctypes.addressof(self.buffer)
+        # "L": unsigned long, the size of a pointer on Linux (LP64 and ILP32 alike)
+        self.array = array.array("L", accumulate(map(operator.add, sizes, repeat(1)), initial=self.first))
+        self.array[-1] = 0
+        self.pointers = self.array.buffer_info()[0]
+
+
+def posix_spawner() -> PosixSpawn | None:
+    """A :class:`PosixSpawn` where the C library has what it needs (Linux with glibc 2.29
+    or later), else ``None``: children then start through ``subprocess.Popen``."""
+    try:
+        import ctypes
+
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return None
+        return PosixSpawn(ctypes.CDLL(None, use_errno=True))
+    except (ImportError, ValueError, OSError, AttributeError):  # no such name or symbol
+        return None
 
 
 def start(
-    argv: tuple[str, ...], cwd: str, env: Mapping[str, str], stdin: int, stdout: int, stderr: int, sealed: bool = False
+    argv: tuple[str, ...],
+    cwd: str,
+    env: Mapping[str, str],
+    stdin: int,
+    stdout: int,
+    stderr: int,
+    fast: PosixSpawn | None = None,
 ) -> Child:
     """Start ``argv`` (``argv[0]`` a path) in ``cwd`` and a new session, with exactly ``env``
-    and the three descriptors. ``os.posix_spawn`` when ``sealed`` (:func:`seal_descriptors`
-    ran) and ``cwd`` is the current directory, else ``subprocess.Popen`` (``close_fds``, on
-    CPython's vfork path). :raises OSError: the program cannot start"""
-    if sealed and hasattr(os, "posix_spawn") and os.getcwd() == cwd:
-        dup2 = os.POSIX_SPAWN_DUP2
-        pid = os.posix_spawn(
-            argv[0],
-            argv,
-            env,
-            file_actions=[(dup2, stdin, 0), (dup2, stdout, 1), (dup2, stderr, 2)],
-            setsid=True,
-            setsigdef=_RESET_SIGNALS,
-        )
-        return Spawned(pid)
+    and the three descriptors. Through ``fast`` when given (only once
+    :func:`seal_descriptors` ran: it passes on whatever is inheritable), else
+    ``subprocess.Popen`` (``close_fds``, on CPython's vfork path).
+    :raises OSError: the program cannot start"""
+    if fast is not None:
+        return Spawned(fast(argv, cwd, env, stdin, stdout, stderr))
     import subprocess
 
     return subprocess.Popen(
@@ -113,7 +258,7 @@ class Handover:
 
 
 class Spawned:
-    """A child started by ``os.posix_spawn``, with the part of ``subprocess.Popen``'s
+    """A child started by ``posix_spawn``, with the part of ``subprocess.Popen``'s
     interface that :class:`Child` names (times in seconds)."""
 
     def __init__(self, pid: int) -> None:
