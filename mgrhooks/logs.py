@@ -14,6 +14,11 @@ The ``logging`` package (with ``traceback`` and friends, several milliseconds) i
 imported when a record is going to be written: most calls write none. Outside
 :func:`to_file` (mgrhooks used as a library), records go to the ``mgrhooks.*`` loggers for
 the application's own logging set-up to handle.
+
+The file a record goes to belongs to the call writing it, not to the process: :func:`to_file`
+sets it in a :class:`contextvars.ContextVar`, so two panels' calls in two threads (or
+nested in one) each write to their own ``var/<mgr>.log``, and the ``mgrhooks`` loggers'
+own set-up is never changed.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import logging
@@ -40,17 +46,51 @@ DEFAULT_LEVEL = 4
 _PANEL_LEVELS = {0: OFF, 1: ERROR, 2: WARNING, 3: INFO, 4: EXTINFO, 9: TRACE}
 #: the date at the start of each line, as the panel writes it
 _DATES = "%b %d %H:%M:%S"
-_lock = threading.Lock()
 
 
-class _Target(NamedTuple):
-    path: Path
-    levels: dict[str, int]
-    echo: bool
-    handlers: list[logging.Handler]
+class _Target:
+    """Where one :func:`to_file` block writes: ``path`` (and stderr with ``echo``) at the
+    module ``levels``; its handlers are made at its first record, closed at its end."""
+
+    def __init__(self, path: Path, levels: dict[str, int], echo: bool) -> None:
+        self.path = path
+        self.levels = levels
+        self.echo = echo
+        self.handlers: list[logging.Handler] = []
+        self.closed = False
+        self._lock = threading.Lock()  # threads a call starts share its target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write ``record`` through this target's handlers (made on first use)."""
+        if not self.handlers:
+            self._attach()
+        for handler in self.handlers:
+            handler.handle(record)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            for handler in self.handlers:
+                handler.close()
+
+    def _attach(self) -> None:
+        _logging()
+        with self._lock:
+            if self.handlers or self.closed:
+                return
+            handlers = [_LineFile(self.path)]
+            if self.echo:
+                import logging
+
+                handlers.append(logging.StreamHandler())
+            for handler in handlers:
+                handler.setFormatter(_PanelFormatter())
+                handler.addFilter(_ModuleLevels(self.levels))
+            self.handlers = handlers
 
 
-_target: _Target | None = None
+#: the target of the call running in this context (None: the application's logging)
+_target: ContextVar[_Target | None] = ContextVar("mgrhooks_log_target", default=None)
 
 
 def panel_level(level: int) -> int:
@@ -91,21 +131,19 @@ class Channel:
     def enabled(self, level: int) -> bool:
         """Whether a record at ``level`` would be written (to skip building costly arguments):
         by the levels of :func:`to_file`, else by the application's own logging set-up."""
-        target = _target
-        if target is not None:
+        target = _target.get()
+        if target is not None and not target.closed:
             return level >= level_of(target.levels, self.module)
         return bool(self._logger_of().isEnabledFor(level))
 
     def log(self, level: int, message: str, *args: Any) -> None:  # noqa: ANN401 (format arguments)
-        target = _target
-        if target is not None:
+        target = _target.get()
+        if target is not None and not target.closed:
             if level < level_of(target.levels, self.module):
                 return
-            if not target.handlers:
-                _attach(target)
             # the panel's line names no source file: no stack walk for one (findCaller)
             logger = self._logger_of()
-            logger.handle(logger.makeRecord(logger.name, level, "", 0, message, args, None))
+            target.emit(logger.makeRecord(logger.name, level, "", 0, message, args, None))
             return
         self._logger_of().log(level, message, *args)
 
@@ -139,25 +177,6 @@ def _logging() -> ModuleType:
         logging.addLevelName(EXTINFO, "EXTINFO")
         logging.addLevelName(TRACE, "TRACE")
     return logging
-
-
-def _attach(target: _Target) -> None:
-    """Create and attach the handlers of ``target`` (on its first record)."""
-    logging = _logging()
-    with _lock:
-        if target.handlers:
-            return
-        target.handlers.append(_LineFile(target.path))
-        if target.echo:
-            target.handlers.append(logging.StreamHandler())
-        for handler in target.handlers:
-            handler.setFormatter(_PanelFormatter())
-            handler.addFilter(_ModuleLevels(target.levels))
-        logger = logging.getLogger("mgrhooks")
-        for handler in target.handlers:
-            logger.addHandler(handler)
-        logger.setLevel(min(target.levels.values()))
-        logger.propagate = False
 
 
 def _PanelFormatter() -> logging.Formatter:  # noqa: N802 (a class, made on demand)
@@ -263,23 +282,19 @@ def _ModuleLevels(levels: dict[str, int]) -> logging.Filter:  # noqa: N802 (a cl
 
 @contextmanager
 def to_file(path: Path, levels: dict[str, int], echo: bool = False) -> Iterator[None]:
-    """Write mgrhooks' records to ``path`` (and stderr with ``echo``) meanwhile.
+    """Write mgrhooks' records made in this context to ``path`` (and stderr with ``echo``)
+    meanwhile; other threads, and contexts not copied from this one, keep their own.
 
-    The file is opened, and logging imported, at the first record to write.
+    The file is opened, and logging imported, at the first record to write. Threads
+    started with a copy of this context (see :mod:`mgrhooks.observers`) write here too
+    until the block ends; afterwards their records go to the ``mgrhooks.*`` loggers.
 
     :param levels: per-module levels, from :func:`read_debug_conf`
     """
-    global _target
-    target = _Target(path, levels, echo, [])
-    with _lock:
-        previous, _target = _target, target
+    target = _Target(path, levels, echo)
+    token = _target.set(target)
     try:
         yield
     finally:
-        with _lock:
-            _target = previous
-        if target.handlers:
-            logger = _logging().getLogger("mgrhooks")
-            for handler in target.handlers:
-                logger.removeHandler(handler)
-                handler.close()
+        _target.reset(token)
+        target.close()

@@ -36,6 +36,7 @@ registration (it never runs twice).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -208,7 +209,8 @@ def _background(work: Callable[[], object], event: str) -> threading.Thread:
         except Exception as exc:  # noqa: BLE001 (nobody waits for an asynchronous notification)
             logs.ACTION.error("observer of '%s' failed: %s: %s", event, type(exc).__name__, exc)
 
-    thread = threading.Thread(target=run, name=f"mgrhooks-notify-{event}", daemon=True)
+    context = contextvars.copy_context()  # its records go where the caller's go (the panel log)
+    thread = threading.Thread(target=context.run, args=(run,), name=f"mgrhooks-notify-{event}", daemon=True)
     thread.start()
     return thread
 

@@ -111,6 +111,8 @@ sys.stdout.write(sys.stdin.read())
     assert not alive(int(first.read("var/handler.pid")))
     assert second.read("var/handler.done") == "done"
     assert wait_for(second.path / "var/daemon.done", 10), "the second call's daemon was killed"
+    assert "timed out" in first.log() and "'slow.py'" not in first.log()
+    assert "'hang.py'" not in second.log() and "Executing: addon/slow.py" in second.log()
 
 
 def test_the_process_modules_keep_no_state_of_their_own() -> None:
