@@ -476,6 +476,9 @@ class _Call:
         default level when it failed or took :data:`SLOW` seconds or more, else at DEBUG."""
         for line in outcome.stderr.decode("utf-8", "backslashreplace").splitlines():
             logs.EXTERNAL.info("%s: %s", handler.name, line)
+        if outcome.ok and outcome.killed:  # mgrhooks.process.containment.kill_holders
+            message, drain = "'%s' exited; killed what still held its output %gs later: %s", outcome.request.drain_grace
+            logs.EXTERNAL.warning(message, handler.name, drain, " ".join(map(str, outcome.killed)))
         level = logs.EXTINFO if not outcome.ok or outcome.duration >= SLOW else logs.DEBUG
         if not logs.EXTERNAL.enabled(level):
             return

@@ -7,6 +7,7 @@ which writes ``docs/reliability.md`` from the same cases.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from conftest import PYTHON_SHEBANG, PanelRoot
 
 TIMEOUT = 1.0  # the handler timeout every process case sets
 GRACE = 1.0  # kill_grace, the documented default
+DRAIN = 0.5  # drain_grace, the documented default
 #: time to answer allowed over timeout + grace: two Python starts and the kill sweeps
 SLACK = 2.5
 
@@ -215,6 +217,54 @@ time.sleep(600)"""
     assert recorded >= 64, recorded
     measured.detail += f" ({recorded} processes killed)"
     return measured
+
+
+@case("processes", "answered after the drain window; the child still holding its stdout is killed")
+def child_holding_stdout_after_exit(root: PanelRoot) -> Measured:
+    child = f"import os, time; {RECORD_PID}; time.sleep(600)"
+    body = f"import subprocess\nsubprocess.Popen([sys.executable, '-c', {child!r}])\nsys.stdout.write(sys.stdin.read())"
+    python_handler(root, "leaves.py", body, '<event name="user" after="yes"/>')
+    try:
+        result, seconds = exec_timed(root, "user", "--out", "text")
+        left = leftover(root)
+    finally:
+        kill_recorded(root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert seconds < DRAIN + GRACE + SLACK, seconds
+    assert left == 0, f"{left} process(es) left"
+    assert "'leaves.py' exited; killed what still held its output 0.5s later" in root.log()
+    return Measured(seconds, left, detail="the handler's answer kept; its child killed after the drain window")
+
+
+@case("processes", "a daemon that detached properly (new session, streams on /dev/null) is left running")
+def detached_daemon(root: PanelRoot) -> Measured:
+    body = """if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        open('var/daemon.pid', 'w').write(str(os.getpid()))
+        time.sleep(600)
+    os._exit(0)
+os.wait()
+while not os.path.exists('var/daemon.pid'):
+    time.sleep(0.01)
+sys.stdout.write(sys.stdin.read())"""
+    python_handler(root, "daemon.py", body, '<event name="user" after="yes"/>')
+    result, seconds = exec_timed(root, "user", "--out", "text")
+    daemon = int(root.read("var/daemon.pid"))
+    try:
+        running = psutil.Process(daemon).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        running = False
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(daemon, signal.SIGKILL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert running, "the daemon was killed"
+    assert seconds < DRAIN + SLACK, seconds
+    return Measured(seconds, leftover(root), detail="the daemon still ran after the call (then stopped by the test)")
 
 
 # --- output -----------------------------------------------------------------------------
@@ -891,8 +941,11 @@ def concurrent_user_add(root: PanelRoot) -> Measured:
     return Measured(seconds, rows_lost=200 - len(set(created)), detail=f"{len(created)} users, 0 failed calls")
 
 
-def killed_mid_call(root: PanelRoot, stage: str) -> tuple[Measured, list[str]]:
-    python_handler(root, "slow.py", "time.sleep(600)", f'<event name="user.add" {stage}="yes"/>')
+def killed_mid_call(
+    root: PanelRoot, stage: str, body: str = "time.sleep(600)", processes: int = 1
+) -> tuple[Measured, list[str]]:
+    """Kill the runner once the handler's ``processes`` (its own included) recorded their pids."""
+    python_handler(root, "slow.py", body, f'<event name="user.add" {stage}="yes"/>')
     runner = subprocess.Popen(
         root.argv("exec", "user.add", "name=al", "passwd=x", "sok=ok"),
         stdout=subprocess.DEVNULL,
@@ -900,8 +953,9 @@ def killed_mid_call(root: PanelRoot, stage: str) -> tuple[Measured, list[str]]:
     )
     pids = root.path / "var/pids"
     deadline = time.monotonic() + 20
-    while not pids.exists() and time.monotonic() < deadline:
+    while (not pids.exists() or len(pids.read_text().split()) < processes) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert len(pids.read_text().split()) == processes
     started = time.monotonic()
     runner.kill()
     runner.wait()
@@ -970,6 +1024,20 @@ def runner_killed_with_a_spilled_password(root: PanelRoot) -> Measured:
     assert result.returncode == 0 and remaining == [], remaining
     assert list(tmp.iterdir()) == []
     return Measured(seconds, left, detail=f"{len(left_behind)} file(s) with the password, removed by the next call")
+
+
+@case("crashes", "runner SIGKILLed while a handler's setsid child runs: the handler and the child gone")
+def runner_killed_with_a_setsid_child(root: PanelRoot) -> Measured:
+    body = f"""if os.fork() == 0:
+    os.setsid()
+    {RECORD_PID}
+    time.sleep(600)
+    os._exit(0)
+time.sleep(600)"""
+    measured, created = killed_mid_call(root, "before", body, processes=2)
+    assert created == []
+    measured.detail = "the guardian killed the handler, and the child in a session of its own"
+    return measured
 
 
 @case("crashes", "a handler calling itself through mgrctl is stopped at depth 8")

@@ -3,7 +3,10 @@ with its own, start, guard and stop only their own handlers (real processes thro
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -125,3 +128,59 @@ def test_the_process_modules_keep_no_state_of_their_own() -> None:
         values = [(key, value) for key, value in vars(module).items() if key not in ("TYPE_CHECKING", "__builtins__")]
         kept = [key for key, value in values if isinstance(value, set | list | dict | bytearray | bool)]
         assert kept == [], f"mgrhooks.process.{name} keeps {kept}"
+
+
+#: two Processes in two threads, each running a handler (the program given) until killed
+TWO_GUARDED = """
+import os, sys, threading
+from mgrhooks.process import Processes
+from mgrhooks.process.runner import RunRequest
+
+def run(program):
+    with Processes(adopt_orphans=True, seal=True) as processes:
+        request = RunRequest((program,), os.path.dirname(program), {"PATH": os.environ["PATH"]}, b"", timeout=600)
+        processes.run(request)
+
+for program in sys.argv[1:]:
+    threading.Thread(target=run, args=(program,)).start()
+"""
+
+
+def test_each_guardian_kills_its_own_handler_and_its_setsid_child_when_the_process_dies(tmp_path: Path) -> None:
+    """Two Processes in one process, each with its own guardian: SIGKILL of that process
+    mid-handler ends both handlers and the child each moved to a session of its own."""
+    programs = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        program = tmp_path / name / "handler"
+        program.write_text(
+            f"""{PYTHON_SHEBANG}import os, time
+if os.fork() == 0:
+    os.setsid()
+    open('child.pid', 'w').write(str(os.getpid()))
+    time.sleep(600)
+    os._exit(0)
+open('handler.pid', 'w').write(str(os.getpid()))
+time.sleep(600)
+"""
+        )
+        program.chmod(0o700)
+        programs.append(str(program))
+    driver = subprocess.Popen([sys.executable, "-c", TWO_GUARDED, *programs])
+    pids = [tmp_path / name / pid for name in ("first", "second") for pid in ("handler.pid", "child.pid")]
+    try:
+        assert all(wait_for(path, 30) for path in pids)
+        time.sleep(0.2)  # the pid files are written before the files' writers sleep
+        driver.kill()
+        driver.wait()
+        running = [int(path.read_text()) for path in pids]
+        ends = time.monotonic() + 10
+        while any(alive(pid) for pid in running) and time.monotonic() < ends:
+            time.sleep(0.05)
+        assert [pid for pid in running if alive(pid)] == []
+    finally:
+        driver.kill()
+        for path in pids:
+            if path.exists():
+                with contextlib.suppress(OSError):
+                    os.kill(int(path.read_text()), signal.SIGKILL)

@@ -159,23 +159,91 @@ time.sleep(600)
     assert elapsed < 1.0 + 2 * 0.5 + 1.0  # timeout + the two grace periods, with slack
 
 
-def test_grandchild_holding_stdout_does_not_hang_and_may_outlive(tmp_path: Path, run) -> None:
+def test_a_child_still_holding_stdout_is_killed_after_the_drain_window(tmp_path: Path, run) -> None:
+    """A background child that keeps the handler's stdout after the handler exited is part
+    of the handler: the output is read for drain_grace, then the child is stopped; the run
+    is the handler's (ok, its output kept)."""
     script = """
 import os, subprocess, sys
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # inherits stdout
 open(os.environ["READY"], "w").write(str(child.pid))
 print("<doc/>", flush=True)
 """
-    outcome = run(request(tmp_path, script, drain_grace=0.3))
+    outcome = run(request(tmp_path, script, drain_grace=0.3, kill_grace=0.5))
+    (grandchild,) = wait_for_pids(tmp_path / "ready")
     try:
         assert outcome.ok and outcome.stdout == b"<doc/>\n"
-        assert outcome.duration < 5
-        (grandchild,) = wait_for_pids(tmp_path / "ready")
-        assert psutil.pid_exists(grandchild)  # a background child may outlive its handler
+        assert outcome.duration < 0.3 + 0.5 + 3  # drain, grace (SIGTERM is enough here), slack
+        assert grandchild in outcome.killed
+        assert not alive(grandchild)
     finally:
-        for pid in wait_for_pids(tmp_path / "ready"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(grandchild, 9)
+
+
+def test_a_new_session_still_holding_stderr_and_ignoring_sigterm_is_killed(tmp_path: Path, run) -> None:
+    """Leaving the session is not detaching: a child in a session of its own that keeps the
+    handler's stderr, and ignores SIGTERM, gets SIGKILL after kill_grace."""
+    script = """
+import os, signal, sys, time
+if os.fork() == 0:
+    os.setsid()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.close(1)  # stdout closed; stderr kept
+    open(os.environ["READY"], "w").write(str(os.getpid()))
+    time.sleep(30)
+    os._exit(0)
+while not os.path.exists(os.environ["READY"]):
+    time.sleep(0.01)
+print("<doc/>")
+"""
+    outcome = run(request(tmp_path, script, drain_grace=0.2, kill_grace=0.3))
+    (child,) = wait_for_pids(tmp_path / "ready")
+    try:
+        assert outcome.ok and outcome.stdout == b"<doc/>\n"
+        assert outcome.killed == (child,)
+        assert not alive(child)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, 9)
+
+
+def test_a_daemon_that_detached_properly_is_left_alone(tmp_path: Path, run) -> None:
+    """A daemon in a new session with its standard streams on /dev/null (as daemon(3)
+    leaves them) is no part of the handler: the run ends as the handler exits, and the
+    daemon goes on."""
+    script = """
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        open(os.environ["READY"], "w").write(str(os.getpid()))
+        time.sleep(30)
+    os._exit(0)
+os.wait()
+while not os.path.exists(os.environ["READY"]):
+    time.sleep(0.01)
+print("<doc/>")
+"""
+    outcome = run(request(tmp_path, script, drain_grace=0.3))
+    (daemon,) = wait_for_pids(tmp_path / "ready")
+    try:
+        assert outcome.ok and outcome.killed == ()
+        assert outcome.duration < 0.3 + 3
+        assert alive(daemon)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, 9)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def test_output_over_the_limit_is_cut_and_the_handler_stopped(tmp_path: Path, run) -> None:

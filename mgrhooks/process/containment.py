@@ -15,6 +15,9 @@ tree, and not leaving it behind when mgrhooks itself is killed. I/O.
 * :func:`kill_tree` stops a handler: SIGTERM to its group and every descendant, then,
   after a grace period, SIGKILL in repeated sweeps until nothing of it runs (a process
   bomb keeps forking while it is being killed).
+* :func:`kill_holders` stops what still holds a handler's stdout or stderr once the
+  handler exited and the drain window is over: such a process is part of the handler. A
+  daemon that detached properly (its standard streams closed or redirected) is not.
 * :class:`Guardian` is a tiny ``sh`` process, in a session of its own, that holds the
   process group of the handler running now (in a memfd it shares) and a pipe from us. If
   mgrhooks dies mid-handler (even by SIGKILL) the pipe ends and the guardian kills that
@@ -40,12 +43,50 @@ if TYPE_CHECKING:  # psutil loads when needed, not at start-up
 
 _PR_SET_CHILD_SUBREAPER = 36
 #: the guardian: waits for the end of its stdin (a pipe nobody writes to, so: our death or
-#: close()), then reads the process group written to its stdout (a memfd, read from offset
-#: 0) and kills that group if its leader (the handler) has not been reaped
-_GUARDIAN = (
-    "read -r _; current=; read -r current <&1; "
-    '[ -n "$current" ] && kill -0 "$current" 2>/dev/null && kill -9 -"$current"; exit 0'
-)
+#: close()), then reads the handler's pid written to its stdout (a memfd, read from offset
+#: 0). If that handler still runs (and leads its session, as every handler does), it
+#: stops (SIGSTOP: no more forks) every process in the handler's session, every
+#: descendant of one found (a ``setsid`` child too), and every process in a session one
+#: of them leads, scanning ``/proc/*/stat`` until a pass finds no more; then SIGKILLs
+#: them all and the handler's group. Plain ``sh``: it starts in a millisecond, and it
+#: only works when mgrhooks is gone.
+_GUARDIAN = """\
+read -r _
+current=
+read -r current <&1
+[ -n "$current" ] && kill -0 "$current" 2>/dev/null || exit 0
+line=
+{ read -r line < /proc/"$current"/stat; } 2>/dev/null
+set -- ${line##*) }
+[ "$4" = "$current" ] || { kill -9 -"$current" 2>/dev/null; exit 0; }
+sessions=" $current "
+found=" "
+grew=1
+rounds=0
+while [ "$grew" = 1 ] && [ "$rounds" -lt 50 ]; do
+    grew=0
+    rounds=$((rounds + 1))
+    for stat in /proc/[0-9]*/stat; do
+        line=
+        { read -r line < "$stat"; } 2>/dev/null
+        [ -n "$line" ] || continue
+        pid=${line%% *}
+        case "$found" in *" $pid "*) continue ;; esac
+        set -- ${line##*) }
+        case "$sessions$found" in
+            *" $4 "* | *" $2 "*) ;;
+            *) continue ;;
+        esac
+        kill -STOP "$pid" 2>/dev/null
+        found="$found$pid "
+        grew=1
+        [ "$4" = "$pid" ] && sessions="$sessions$pid "
+    done
+done
+kill -9 -"$current" 2>/dev/null
+for pid in $found; do kill -9 "$pid" 2>/dev/null; done
+exit 0
+"""
 #: bytes of the guardian's record: a process group, padded (a shorter number overwrites all)
 _RECORD = 24
 #: the environment variable that marks the processes of one Processes' handlers (when
@@ -129,6 +170,83 @@ def kill_tree(proc: Child, grace: float, run_id: str | None = None) -> tuple[int
     return (proc.pid, *sorted(signalled - {proc.pid}))
 
 
+def kill_holders(pipes: tuple[int, ...], grace: float) -> tuple[int, ...]:
+    """Stop every other process that holds the write end of one of ``pipes`` (our read
+    ends of an exited handler's stdout and stderr): SIGTERM, then SIGKILL sweeps after
+    ``grace`` seconds until none holds one. Adopted ones are reaped here.
+
+    :returns: the pids signalled, in order
+    """
+    inodes = {os.fstat(fd).st_ino for fd in pipes}
+    victims = _processes(holders(inodes))
+    signalled = {p.pid for p in victims}
+    _signal_each(victims, signal.SIGTERM)
+    _wait_gone(victims, grace)
+    for _ in range(_SWEEPS):
+        found = _processes(holders(inodes))
+        if not found:
+            break
+        signalled.update(p.pid for p in found)
+        _signal_each(found, signal.SIGKILL)
+        _wait_gone(found, 0.05)
+    _reap(signalled)
+    return tuple(sorted(signalled))
+
+
+def holders(inodes: set[int]) -> list[int]:
+    """The pids of the processes, other than this one, that hold one of the pipes
+    ``inodes`` open for writing (found in ``/proc/*/fd``; none without ``/proc``). Costs a
+    look at every descriptor of every process this user may see: only done when a
+    handler left something behind."""
+    links = {f"pipe:[{inode}]" for inode in inodes}
+    found = []
+    me = str(os.getpid())
+    with contextlib.suppress(OSError), os.scandir("/proc") as processes:
+        for process in processes:
+            if process.name.isdigit() and process.name != me and _holds(process.path, links):
+                found.append(int(process.name))
+    return found
+
+
+def _holds(path: str, links: set[str]) -> bool:
+    """Whether the process at ``path`` (``/proc/PID``) has one of ``links`` open for writing."""
+    try:
+        with os.scandir(f"{path}/fd") as fds:
+            return any(_link(fd.path) in links and _writes(f"{path}/fdinfo/{fd.name}") for fd in fds)
+    except OSError:  # gone, or not ours to look at
+        return False
+
+
+def _link(path: str) -> str:
+    """What the descriptor ``path`` (``/proc/PID/fd/N``) points to; ``""`` once it is closed."""
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def _writes(fdinfo: str) -> bool:
+    """Whether the descriptor described by ``fdinfo`` is open for writing (O_WRONLY or O_RDWR)."""
+    try:
+        with open(fdinfo) as file:
+            for line in file:
+                if line.startswith("flags:"):
+                    return int(line.split()[1], 8) & (os.O_WRONLY | os.O_RDWR) != 0
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _processes(pids: list[int]) -> list[psutil.Process]:
+    import psutil
+
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            found.append(psutil.Process(pid))
+    return found
+
+
 def _created_after(process: psutil.Process, since: float) -> bool:
     import psutil
 
@@ -191,7 +309,8 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 class Guardian:
-    """Kills the running handler's process group if this process dies mid-handler.
+    """Kills the running handler, its session and its descendants (a ``setsid`` child
+    too) if this process dies mid-handler.
 
     :param fast: start it through ``posix_spawn`` (see :func:`mgrhooks.process.spawn.start`)
 
@@ -214,8 +333,8 @@ class Guardian:
         self._send(pgid)
 
     def release(self) -> None:
-        """Nothing to guard now. Not needed after each handler (a reaped handler is not
-        killed); :meth:`close` sends it, so that no later process can reuse the number."""
+        """Nothing to guard now: sent after each handler (one ``pwrite``), so that a
+        process that reuses a reaped handler's number is never taken for it."""
         self._send(None)
 
     def close(self) -> None:

@@ -64,7 +64,11 @@ class Processes:
         handler that misbehaves; its failure is in the outcome."""
         if not self._ready:
             self._prepare()
-        return self._run(request, self)
+        try:
+            return self._run(request, self)
+        finally:
+            if self._guardian is not None:
+                self._guardian.release()
 
     def close(self) -> None:
         """End the guardian (waited for up to 1 s). The object can run handlers again

@@ -99,8 +99,11 @@ def run(request: RunRequest, owner: Owner) -> RunOutcome:
 
     On timeout or output overflow the handler's whole process tree is stopped by
     ``owner.kill`` (SIGTERM, then SIGKILL after ``kill_grace`` seconds). When the handler
-    exits while a background child still holds stdout, reading stops after
-    ``drain_grace`` seconds and the child is left running (real addons start daemons that way).
+    exits while other processes still hold its stdout or stderr, reading goes on for
+    ``drain_grace`` seconds; then those processes are part of the handler and are stopped
+    the same way (:func:`~mgrhooks.process.containment.kill_holders`); the run's outcome is
+    still the handler's own, with their pids in ``killed``. A daemon that detached (its
+    standard streams closed or redirected) holds neither and is left alone (our choice).
 
     :param owner: starts the program and stops its tree (see :class:`Owner`)
     """
@@ -170,6 +173,10 @@ class _Session:
         killed: tuple[int, ...] = ()
         if failure is not None:
             killed = self.owner.kill(self.proc, self.request.kill_grace)
+        elif self.open:  # exited, and the drain window is over: what holds its output is its
+            from .containment import kill_holders
+
+            killed = kill_holders(tuple(self.open), self.request.kill_grace)
         returncode = self.proc.wait()
         if failure is None and returncode != 0:
             failure = Failure.EXIT
