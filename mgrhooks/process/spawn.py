@@ -94,8 +94,7 @@ class PosixSpawn:
 
         self._ctypes = ctypes
         void_p = ctypes.c_void_p
-        self._spawn = libc.posix_spawn
-        self._spawn.argtypes = [ctypes.POINTER(ctypes.c_int), void_p, void_p, void_p, void_p, void_p]
+        self._spawn = libc.posix_spawn  # no argtypes: given ctypes objects only, nothing to convert
         self._init = libc.posix_spawn_file_actions_init
         self._dup2 = libc.posix_spawn_file_actions_adddup2
         self._chdir = libc.posix_spawn_file_actions_addchdir_np
@@ -172,8 +171,8 @@ class PosixSpawn:
 
 class _Strings:
     """``texts`` as C strings in one buffer, and the NULL-terminated array of pointers to
-    them that ``execve`` takes (``pointers``, an address; ``first``, the first string's
-    address). One encoding and a few C-level passes: a list of ``c_char_p`` built per
+    them that ``execve`` takes (``pointers``; ``first``, the first string; both
+    ``c_void_p``). One encoding and a few C-level passes: a list of ``c_char_p`` built per
     string took twice as long (bench row "per handler | slope: mgrhooks").
 
     :raises ValueError: a text holds a NUL byte
@@ -189,11 +188,12 @@ class _Strings:
         if data.count(0) != len(texts):
             raise ValueError("embedded null byte")
         self.buffer = ctypes.create_string_buffer(data, len(data))
-        self.first = ctypes.addressof(self.buffer)
+        first = ctypes.addressof(self.buffer)
         # "L": unsigned long, the size of a pointer on Linux (LP64 and ILP32 alike)
-        self.array = array.array("L", accumulate(map(operator.add, sizes, repeat(1)), initial=self.first))
+        self.array = array.array("L", accumulate(map(operator.add, sizes, repeat(1)), initial=first))
         self.array[-1] = 0
-        self.pointers = self.array.buffer_info()[0]
+        self.first = ctypes.c_void_p(first)
+        self.pointers = ctypes.c_void_p(self.array.buffer_info()[0])
 
 
 def posix_spawner() -> PosixSpawn | None:
