@@ -81,12 +81,13 @@ class PosixSpawn:
     ``os.posix_spawn`` lacks: a child starts in its own directory and this process's stays
     where it is, so calls for different roots can run side by side.
 
-    Why not ``subprocess.Popen``: its Python machinery costs ~0.1 ms of our CPU a handler
-    more (docs/performance.md; bench row "per handler | slope: mgrhooks"). For the same
-    row, the C form of the last environment and of the last file actions is kept and used
-    again while they stay the same (consecutive handlers of a stage get equal ones):
-    building them took ~40 us a handler. Made by :func:`posix_spawner`, one for each
-    :class:`mgrhooks.process.Processes`; not for two threads at once.
+    Why not ``subprocess.Popen``: its Python machinery costs ~90 us of our CPU a handler
+    more (docs/performance.md, "Calls side by side"; bench row "per handler | slope:
+    mgrhooks"). For the same row, the C form of the last environment and of the last file
+    actions is kept and used again while they stay the same (consecutive handlers of a
+    stage get equal ones): building them anew took ~15 us a handler more. Made by
+    :func:`posix_spawner`, one for each :class:`mgrhooks.process.Processes`; not for two
+    threads at once.
     """
 
     def __init__(self, libc: ctypes.CDLL) -> None:
