@@ -28,7 +28,10 @@ _WIDE = 1024 * 1024
 
 
 class RunRequest(NamedTuple):
-    """What to run: ``argv[0]`` is an absolute program path; ``timeout`` in seconds."""
+    """What to run: ``argv[0]`` is an absolute program path, run in directory ``cwd`` with
+    exactly ``env`` and ``stdin`` (bytes) as its input; ``timeout``, ``kill_grace`` and
+    ``drain_grace`` in seconds, ``output_limit`` in bytes of stdout; ``description``
+    names it in messages."""
 
     argv: tuple[str, ...]
     cwd: str
@@ -59,7 +62,9 @@ class RunOutcome(NamedTuple):
     ``duration`` in seconds.
 
     ``failure`` is ``None`` for success, else a :class:`Failure`; ``reason`` says it in
-    words. ``killed``: the pids signalled to stop the handler and what it started.
+    words. ``killed``: the pids signalled to stop the handler and what it started (after a
+    timeout or an overflow, the handler first), or, when it exited by itself, the
+    processes that still held its output after the drain window.
     """
 
     request: RunRequest
@@ -74,6 +79,7 @@ class RunOutcome(NamedTuple):
 
     @property
     def ok(self) -> bool:
+        """Whether the handler ran and exited with status 0 in time, within the output limit."""
         return self.failure is None
 
 

@@ -267,9 +267,12 @@ class Spawned:
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
+        """The exit status (negative: the signal) if the child ended, reaping it; else ``None``."""
         return self._reap(os.WNOHANG)
 
     def wait(self, timeout: float | None = None) -> int:
+        """Wait for the child to end (at most ``timeout`` seconds) and return its status.
+        :raises subprocess.TimeoutExpired: it still runs after ``timeout`` seconds"""
         if timeout is None:
             code = self._reap(0)
             assert code is not None
@@ -284,6 +287,7 @@ class Spawned:
         return code
 
     def kill(self) -> None:
+        """SIGKILL the child, unless it was reaped already (its number may be reused)."""
         if self.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, 9)
