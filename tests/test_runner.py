@@ -401,3 +401,31 @@ def test_each_run_gets_its_own_environment_directory_and_bytes(tmp_path: Path, r
         [str(other), "кириллица".encode().hex()],
         [str(other), "fffe"],
     ]
+
+
+def test_a_nul_byte_in_the_environment_is_refused_as_os_posix_spawn_does(tmp_path: Path, run) -> None:
+    """The C strings the fast path builds would silently cut a value at a NUL byte; it
+    refuses it, as Popen does (the dispatcher spills such values to files first)."""
+    req = request(tmp_path, "print('<doc/>')\n")
+    with pytest.raises(ValueError, match="embedded null byte"):
+        run(req._replace(env={**req.env, "V": "a\0b"}))
+
+
+def test_without_glibc_handlers_start_through_popen(tmp_path: Path, monkeypatch) -> None:
+    """Where the C library is not glibc (no posix_spawn_file_actions_addchdir_np to rely
+    on), a sealed Processes starts handlers through subprocess.Popen, correctly."""
+    import subprocess
+
+    started: list[object] = []
+    original = subprocess.Popen.__init__
+
+    def spy(self, *args, **kwargs):
+        started.append(args[0])
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(os, "confstr", lambda name: None)
+    monkeypatch.setattr(subprocess.Popen, "__init__", spy)
+    with Processes(guard=False, seal=True) as processes:
+        outcome = processes.run(request(tmp_path, "import os\nprint(os.getcwd())\n"))
+    assert outcome.ok and outcome.stdout.decode().strip() == str(tmp_path)
+    assert len(started) == 1
