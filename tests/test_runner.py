@@ -429,3 +429,12 @@ def test_without_glibc_handlers_start_through_popen(tmp_path: Path, monkeypatch)
         outcome = processes.run(request(tmp_path, "import os\nprint(os.getcwd())\n"))
     assert outcome.ok and outcome.stdout.decode().strip() == str(tmp_path)
     assert len(started) == 1
+
+
+def test_a_handler_that_cannot_start_starts_no_guardian(tmp_path: Path, start) -> None:
+    """The guardian starts with the first handler that runs, not for one that cannot."""
+    before = {p.pid for p in psutil.Process().children()}
+    with Processes(guard=True, seal=start == "posix_spawn") as processes:
+        outcome = processes.run(RunRequest((str(tmp_path / "missing"),), str(tmp_path), {}, b""))
+        started = [p for p in psutil.Process().children() if p.pid not in before]
+    assert outcome.failure == "spawn" and started == []

@@ -334,8 +334,10 @@ class Guardian:
 
     def release(self) -> None:
         """Nothing to guard now: sent after each handler (one ``pwrite``), so that a
-        process that reuses a reaped handler's number is never taken for it."""
-        self._send(None)
+        process that reuses a reaped handler's number is never taken for it. Starts
+        nothing: a guardian that never watched has nothing to forget."""
+        if self._proc is not None:
+            self._send(None)
 
     def close(self) -> None:
         """End the guardian: it finds nothing to kill and exits (waited for up to 1 s)."""
