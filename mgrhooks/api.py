@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Concatenate, Generic, ParamSpec, TypeVar, over
 
 from .core import Core
 from .dispatch import Options, Response, call, nesting, reachable
+from .env import with_group_ids
 from .errors import UsageError
 from .functions import Function, Functions, PythonFunction, builtin_core
 from .model import InternalHandler, Level, Plan, Problem, Request
@@ -136,6 +137,7 @@ class Panel:
         options: Options | None = None,
     ) -> Response:
         """Call ``func`` and return the response (see :func:`mgrhooks.dispatch.call`).
+        A group operation gets ``elids`` beside ``elid`` (:func:`mgrhooks.env.with_group_ids`).
 
         :param params: request parameters, a mapping or ``(key, value)`` pairs in order
             (a ``func`` among them is dropped)
@@ -152,6 +154,7 @@ class Panel:
         problem = request.problem()
         if problem is not None:
             raise UsageError(problem)
+        request = with_group_ids(request)  # PARAM_elids, as the panel gives group operations
         options = options if options is not None else Options()
         if options.depth == 1 and not options.chain:
             depth, chain = nesting(os.environ)
