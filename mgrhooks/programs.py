@@ -4,6 +4,9 @@ A program is refused unless it is a regular, executable file inside ``addon/`` (
 absolute name, no ``..`` or symlink leading out), not writable by group or others, not
 set-user-ID or set-group-ID, and believed by :mod:`mgrhooks.trust` (owned by root or the
 root's owner, and so is each folder up to the root, none writable by group or others).
+A script whose ``#!`` line names an interpreter that is missing or cannot be run (or, through
+``/usr/bin/env``, a command not found in ``PATH``) is refused naming the interpreter: the
+system's own error (ENOENT) would name the script.
 Readable or runnable by others is a warning (the vendor asks for mode 750 or 700).
 """
 
@@ -11,11 +14,13 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import NamedTuple
 
 from . import trust
+from .env import DEFAULT_PATH
 
 
 class Program(NamedTuple):
@@ -29,10 +34,13 @@ class Program(NamedTuple):
     warnings: tuple[str, ...] = ()
 
 
-def inspect(addon_dir: str | Path, name: str) -> Program:
+def inspect(addon_dir: str | Path, name: str, path: str | None = None) -> Program:
     """Resolve handler ``name`` inside ``addon_dir`` and check it.
 
     Messages follow the panel's log wording (``Addon 'addon/x' is not executable``).
+
+    :param path: the ``PATH`` a ``#!/usr/bin/env NAME`` line is looked up in: the
+        handler's (``$PATH`` of this process, else :data:`mgrhooks.env.DEFAULT_PATH`)
     """
     folder = os.path.basename(addon_dir)
     shown = f"{folder}/{name}"
@@ -54,6 +62,8 @@ def inspect(addon_dir: str | Path, name: str) -> Program:
             return Program(name, shown, None, (f"Addon '{shown}' leads outside {folder}/ (to {real})",))
     errors, warnings = _mode_problems(shown, info)
     errors += _trust_problems(addon_dir, name, shown, info)
+    if not errors:
+        errors += _interpreter_problems(real, shown, os.path.dirname(addon_dir), path)
     return Program(name, shown, None if errors else real, tuple(errors), tuple(warnings))
 
 
@@ -78,6 +88,56 @@ def _mode_problems(shown: str, info: os.stat_result) -> tuple[list[str], list[st
         mode = f"{stat.S_IMODE(info.st_mode):o}"
         warnings.append(f"Addon '{shown}' may be read or run by others (mode {mode}; 750 advised)")
     return errors, warnings
+
+
+#: how much of a program is read for its ``#!`` line (Linux reads 256 bytes: BINPRM_BUF_SIZE)
+SHEBANG_BYTES = 256
+
+
+def _interpreter_problems(program: str, shown: str, root: str, path: str | None) -> list[str]:
+    """The interpreter a script's ``#!`` line names, when the kernel could not run it
+    (``interpreter '/usr/bin/python' is missing, needed by 'addon/samba.py'``); for
+    ``/usr/bin/env NAME``, also NAME when it is not found in ``path``. A relative
+    interpreter is taken from the root (the handler's working directory). A program that
+    is no script, or cannot be read, is left to the system."""
+    try:
+        with open(program, "rb") as file:
+            head = file.read(SHEBANG_BYTES)
+    except OSError:
+        return []
+    if not head.startswith(b"#!"):
+        return []
+    line = os.fsdecode(head[2:].split(b"\n", 1)[0]).lstrip(" \t")
+    interpreter, _, argument = line.partition(" ")
+    interpreter, argument = interpreter.partition("\t")[0], argument.strip(" \t")
+    if interpreter.endswith("\r") or argument.endswith("\r"):
+        return [f"the #! line of '{shown}' ends in a carriage return (Windows line ends): it names {line!r}"]
+    problem = _not_runnable(os.path.join(root, interpreter))
+    if problem is not None:
+        return [f"interpreter '{interpreter}' {problem}, needed by '{shown}' (its #! line)"]
+    command = argument.split(" ", 1)[0] if argument else ""
+    if os.path.basename(interpreter) == "env" and command and not command.startswith("-") and "=" not in command:
+        search = path if path is not None else os.environ.get("PATH", DEFAULT_PATH)
+        if "/" in command:
+            problem = _not_runnable(os.path.join(root, command))
+        elif shutil.which(command, path=search) is None:
+            problem = f"is not found in PATH ({search})"
+        if problem is not None:
+            return [f"interpreter '{command}' {problem}, needed by '{shown}' (its #! line: {line})"]
+    return []
+
+
+def _not_runnable(program: str) -> str | None:
+    """Why the kernel could not run ``program`` as an interpreter, else ``None``."""
+    try:
+        info = os.stat(program)
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as exc:
+        return f"cannot be looked at ({exc.strerror})"
+    if not stat.S_ISREG(info.st_mode) or not os.access(program, os.X_OK):
+        return "is not an executable file"
+    return None
 
 
 def _trust_problems(addon_dir: str | Path, name: str, shown: str, info: os.stat_result) -> list[str]:
