@@ -482,19 +482,54 @@ def init_command(directory: str) -> None:
         click.echo(f"created {path}")
 
 
-@click.command("mgrctl", cls=_Handled, context_settings={"help_option_names": ["-h", "--help"]})
+#: the functions ``mgrctl`` takes as a restart of the panel (``mgrctl -m ispmgr exit``)
+RESTART_FUNCS = ("exit",)
+#: what ``mgrctl`` says to an install script asking for a restart
+RESTARTED = (
+    "mgrctl: no resident panel to restart: mgrhooks reads plugin descriptions and addons anew "
+    "on every call, so they are in force already"
+)
+
+
+class _Mgrctl(_Handled):
+    """``mgrctl``'s own command: an unknown option is a usage error naming it and the
+    options there are (click's says only ``No such option``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            known = "-m MGR, -o FORMAT, -i, -R/--restart, -h/--help"
+            raise click.UsageError(f"unknown option '{exc.option_name}' (mgrctl takes {known})", ctx) from None
+
+
+@click.command("mgrctl", cls=_Mgrctl, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", "root_dir", envvar="MGRHOOKS_ROOT", default=".")
 @click.option("-m", "mgr", envvar="MGR", default=DEFAULT_MGR, show_default=True, help="The product.")
 @click.option("-o", "fmt", type=click.Choice(FORMATS), default="text", show_default=True, help="Output format.")
 @click.option("-i", "info", is_flag=True, help="List the functions, or FUNC's parameters.")
+@click.option(
+    "-R",
+    "--restart",
+    is_flag=True,
+    help="Restart the panel: accepted and does nothing (there is no resident panel; see 'exit').",
+)
 @click.argument("func", required=False)
 @click.argument("pairs", nargs=-1, metavar="[KEY=VALUE]...")
-def mgrctl(root_dir: str, mgr: str, fmt: str, info: bool, func: str | None, pairs: tuple[str, ...]) -> None:
+def mgrctl(
+    root_dir: str, mgr: str, fmt: str, info: bool, restart: bool, func: str | None, pairs: tuple[str, ...]
+) -> None:
     """The panel's mgrctl: call FUNC as the super user, through mgrhooks.
 
-    Calls made from inside a handler are nested calls of the same root.
+    Without FUNC (or with -i), list the functions, one a line. Calls made from inside a
+    handler are nested calls of the same root. 'mgrctl -m MGR exit' and 'mgrctl -R', which
+    install instructions run to make the panel read new plugin files, are accepted and do
+    nothing: mgrhooks has no resident panel and reads them on every call.
     """
     panel = _open(root_dir, mgr)
+    if restart or func in RESTART_FUNCS:
+        _restart(panel, "-R" if restart else func or "")
+        return
     if info or func is None:
         for name in panel.functions(func):
             click.echo(name)
@@ -502,10 +537,20 @@ def mgrctl(root_dir: str, mgr: str, fmt: str, info: bool, func: str | None, pair
     _call_and_print(panel, func, _params(pairs), fmt)
 
 
-def run(command: click.Command = main) -> NoReturn:
+def _restart(panel: Panel, asked: str) -> None:
+    """What ``mgrctl exit`` and ``mgrctl -R`` do: nothing but say so, on stderr and in the
+    panel's log (docs/protocol.md, *Calls from handlers*)."""
+    from . import logs
+
+    click.echo(RESTARTED, err=True)
+    with panel.logging():
+        logs.ACTION.info("mgrctl %s: no resident panel to restart (nothing done)", asked)
+
+
+def run(command: click.Command = main, prog_name: str | None = None) -> NoReturn:
     """The console scripts' entry (``mgrhooks``, ``python -m mgrhooks``, ``sbin/mgrctl``):
-    ``command`` in click's standalone mode, then the process ends without tearing the
-    interpreter down.
+    ``command`` in click's standalone mode (``prog_name`` names it in usage lines), then
+    the process ends without tearing the interpreter down.
 
     Freeing every module's objects at exit took ~10 ms, a fifth of a call with no handlers
     (docs/performance.md; our choice). What an exit does that matters is still done: the
@@ -514,7 +559,7 @@ def run(command: click.Command = main) -> NoReturn:
     flush that fails makes it 120 (``ExitStatus.OUTPUT``), as in Python's own exit.
     """
     try:
-        command.main()
+        command.main(prog_name=prog_name)
         code: object = 0
     except SystemExit as exc:
         code = exc.code

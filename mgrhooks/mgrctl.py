@@ -3,4 +3,4 @@
 from mgrhooks.cli import mgrctl, run
 
 if __name__ == "__main__":
-    run(mgrctl)
+    run(mgrctl, "mgrctl")
