@@ -254,6 +254,15 @@ def _regular(info: os.stat_result) -> None:
 
 
 def _merge_into(doc: Element, supplied: Element) -> None:
+    """Merge a supplied document into ``doc`` as a cgi handler's output, its own form first:
+    a ``<metadata name=F>`` form in it takes the fields the plugin files added to ``doc``'s
+    (:func:`mgrhooks.shape.merge_form`; one the core's form has already is left out), rather
+    than replacing them."""
     from .merge import apply
+    from .shape import is_form, merge_form
 
+    for metadata in supplied.iterchildren("metadata"):
+        plugins = next((m for m in doc.iterchildren("metadata") if m.get("name") == metadata.get("name")), None)
+        if plugins is not None and is_form(metadata) and is_form(plugins):
+            merge_form(metadata, plugins)
     apply(doc, supplied, HandlerType.CGI)  # merges into doc itself

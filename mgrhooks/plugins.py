@@ -15,7 +15,20 @@ from typing import NamedTuple, TypeVar
 
 from lxml import etree
 
-from .model import Base, Event, FuncDecl, Handler, HandlerType, Placement, Problem, Registry, Severity, Source, Stage
+from .model import (
+    EMPTY,
+    Base,
+    Event,
+    FuncDecl,
+    Handler,
+    HandlerType,
+    Placement,
+    Problem,
+    Registry,
+    Severity,
+    Source,
+    Stage,
+)
 from .settings import seconds
 from .xmldoc import DocumentError, Element, parse
 
@@ -64,6 +77,8 @@ class ParsedFile(NamedTuple):
     #: ``False`` when the file as a whole could not be used (not a well-formed
     #: ``<mgrdata>`` document): its one problem says why
     well_formed: bool = True
+    #: the line of each ``<metadata>`` in ``metadata``, by function
+    metadata_lines: Mapping[str, int] = EMPTY
 
 
 def parse_plugin(data: bytes, path: str, generation: int = 5) -> ParsedFile:
@@ -75,7 +90,8 @@ def parse_plugin(data: bytes, path: str, generation: int = 5) -> ParsedFile:
     :returns: events, funcs, interface data for function addons, and every problem found
     """
     file = _File(path, generation)
-    parsed = ParsedFile([], [], file.problems, {}, {})
+    lines: dict[str, int] = {}
+    parsed = ParsedFile([], [], file.problems, {}, {}, metadata_lines=lines)
     try:
         root = parse(data, root_tag="mgrdata")
     except DocumentError as exc:
@@ -87,8 +103,9 @@ def parse_plugin(data: bytes, path: str, generation: int = 5) -> ParsedFile:
             continue  # comments, processing instructions
         if child.tag == "handler":
             index = _handler_block(child, file, parsed, index)
-        elif child.tag == "metadata" and child.get("name"):
-            parsed.metadata.setdefault(child.get("name", ""), etree.tostring(child))
+        elif child.tag == "metadata" and child.get("name") and child.get("name") not in parsed.metadata:
+            parsed.metadata[child.get("name", "")] = etree.tostring(child)
+            lines[child.get("name", "")] = child.sourceline or 0
         elif child.tag == "lang" and child.get("name"):
             for messages in child.iterchildren("messages"):
                 key = (child.get("name", ""), messages.get("name", ""))
@@ -273,7 +290,7 @@ def combine(parsed: Iterable[tuple[str, ParsedFile]]) -> Registry:
     funcs: list[FuncDecl] = []
     problems: list[Problem] = []
     files: list[str] = []
-    metadata: dict[str, bytes] = {}
+    forms = _Forms()
     messages: dict[tuple[str, str], tuple[bytes, ...]] = {}
     for path, result in parsed:
         events += result.events
@@ -281,11 +298,49 @@ def combine(parsed: Iterable[tuple[str, ParsedFile]]) -> Registry:
         problems += result.problems
         files.append(path)
         for name, element in result.metadata.items():
-            metadata.setdefault(name, element)
+            problems += forms.add(name, element, Source(path, result.metadata_lines.get(name, 0)))
         for key, elements in result.messages.items():
             messages[key] = messages.get(key, ()) + tuple(elements)
     problems += _duplicate_funcs(funcs)
-    return Registry(tuple(events), tuple(funcs), tuple(problems), tuple(files), metadata, messages)
+    return Registry(tuple(events), tuple(funcs), tuple(problems), tuple(files), forms.metadata(), messages)
+
+
+class _Forms:
+    """The ``<metadata>`` of each function, as files declare them in load order: the first
+    file's, with, for a form, every later file's fields merged in (:func:`mgrhooks.shape.merge_form`);
+    for anything else the first file's alone."""
+
+    def __init__(self) -> None:
+        self.serialised: dict[str, bytes] = {}
+        self.merged: dict[str, Element] = {}
+
+    def add(self, name: str, element: bytes, where: Source) -> list[Problem]:
+        """Take one file's ``<metadata name=NAME>`` (declared at ``where``); returns a
+        warning for each of its fields left out (the form already has one of that name)."""
+        first = self.merged.get(name)
+        if first is None and name not in self.serialised:
+            self.serialised[name] = element
+            return []
+        from .shape import is_form, merge_form
+
+        later = parse(element, root_tag="metadata")
+        if first is None:
+            first = parse(self.serialised[name], root_tag="metadata")
+            if not (is_form(first) and is_form(later)):
+                return []  # not forms: the first file's stays alone
+            self.merged[name] = first
+        elif not is_form(later):
+            return []
+        problems = []
+        for overlap in merge_form(first, later):
+            line = where.line + (overlap.elem.sourceline or 1) - 1
+            message = f"form '{name}': {overlap.tag} '{overlap.name}' is already in the form: ignored"
+            problems.append(Problem(Severity.WARNING, Source(where.path, line), message))
+        return problems
+
+    def metadata(self) -> dict[str, bytes]:
+        """Every function's ``<metadata>``, serialised."""
+        return self.serialised | {name: etree.tostring(element) for name, element in self.merged.items()}
 
 
 def _duplicate_funcs(funcs: Sequence[FuncDecl]) -> list[Problem]:

@@ -139,3 +139,118 @@ def test_mgrctl_names_an_unknown_option(panel: PanelRoot) -> None:
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("Usage: mgrctl [OPTIONS] [FUNC] [KEY=VALUE]...")
     assert "Error: unknown option '-x' (mgrctl takes -m MGR, -o FORMAT, -i, -R/--restart" in result.stderr
+
+
+#: three ISPmanager plugins extending the panel's site form (files sorted by name: a, b, c)
+FORM_PLUGINS = {
+    "a_backup": """<?xml version="1.0" encoding="UTF-8"?>
+<mgrdata>
+  <metadata name="webdomain.edit" type="form">
+    <form>
+      <page name="main">
+        <field name="backup"><input type="checkbox" name="backup"/></field>
+      </page>
+    </form>
+  </metadata>
+  <lang name="en">
+    <messages name="webdomain.edit"><msg name="backup">Daily backup</msg></messages>
+  </lang>
+  <handler name="backup.sh" type="cgi"><event name="webdomain.edit" after="yes"/></handler>
+</mgrdata>""",
+    "b_cdn": """<?xml version="1.0" encoding="UTF-8"?>
+<mgrdata>
+  <metadata name="webdomain.edit" type="form">
+    <form>
+      <page name="cdn">
+        <field name="cdn_zone"><input type="text" name="cdn_zone"/></field>
+      </page>
+      <field name="cdn"><input type="checkbox" name="cdn"/></field>
+    </form>
+  </metadata>
+  <lang name="en">
+    <messages name="webdomain.edit"><msg name="cdn">Use the CDN</msg></messages>
+  </lang>
+</mgrdata>""",
+    "c_waf": """<?xml version="1.0" encoding="UTF-8"?>
+<mgrdata>
+  <metadata name="webdomain.edit" type="form">
+    <form>
+      <page name="main">
+        <field name="waf"><select name="waf"/></field>
+        <field name="backup"><input type="text" name="backup"/></field>
+      </page>
+      <page name="cdn"><field name="cdn_purge"><input type="checkbox" name="cdn_purge"/></field></page>
+    </form>
+  </metadata>
+</mgrdata>""",
+}
+CORE_FORM = """<doc>
+  <metadata name="webdomain.edit" type="form">
+    <form>
+      <page name="main"><field name="name"><input type="text" name="name"/></field></page>
+    </form>
+  </metadata>
+  <name>example.com</name>
+</doc>"""
+
+
+def _form_fields(devel: str) -> list[tuple[str, str]]:
+    """(page, field) of each field of the response's one form, in order (page '' outside one)."""
+    import xml.etree.ElementTree as ET
+
+    forms = ET.fromstring(devel.encode()).findall("metadata")
+    assert len(forms) == 1
+    found = []
+    for child in forms[0].find("form"):
+        if child.tag == "page":
+            found += [(child.get("name", ""), field.get("name", "")) for field in child.findall("field")]
+        else:
+            found.append(("", child.get("name", "")))
+    return found
+
+
+def test_form_plugins_extend_one_form_in_a_documented_order(root: PanelRoot) -> None:
+    root.mgr = "ispmgr"
+    for name, xml in FORM_PLUGINS.items():
+        root.plugin(name, xml)
+    root.addon("backup.sh", "#!/bin/sh\ncat > var/backup.seen\necho '<doc/>'\n")
+    core = root.path / "webdomain.edit.xml"
+    core.write_text(CORE_FORM)
+    result = root.mgrhooks("exec", "webdomain.edit", "--elid", "example.com", "--core-doc", str(core), "--out", "devel")
+    assert result.returncode == 0, result.stdout
+    expected = [("main", "name"), ("main", "backup"), ("main", "waf"), ("cdn", "cdn_zone"), ("cdn", "cdn_purge")]
+    assert _form_fields(result.stdout) == [*expected, ("", "cdn")]
+    assert '<select name="waf"/>' in result.stdout and '<input type="text" name="backup"/>' not in result.stdout
+    assert '<msg name="backup">Daily backup</msg><msg name="cdn">Use the CDN</msg>' in result.stdout
+    # without a form of the core's own, the plugin files' form is the one (handlers see it too)
+    (root.path / "plain.xml").write_text("<doc><name>example.com</name></doc>")
+    plain = root.mgrhooks("exec", "webdomain.edit", "--core-doc", str(root.path / "plain.xml"), "--out", "devel")
+    assert _form_fields(plain.stdout) == [*expected[1:], ("", "cdn")]
+    assert _form_fields(root.read("var/backup.seen")) == _form_fields(plain.stdout)
+    checked = root.mgrhooks("check")
+    assert checked.stdout == (
+        "etc/xml/ispmgr_mod_c_waf.xml:7: warning: form 'webdomain.edit': field 'backup' is already in the form: ignored\n"
+    )
+
+
+def test_a_function_addon_gets_every_plugins_fields(root: PanelRoot) -> None:
+    root.mgr = "ispmgr"
+    root.plugin(
+        "a_cdn",
+        """<mgrdata>
+        <handler name="cdn.py" type="xml"><func name="cdn.settings"/></handler>
+        <metadata name="cdn.settings" type="form"><form><field name="zone"><input name="zone"/></field></form></metadata>
+        </mgrdata>""",
+    )
+    root.plugin(
+        "b_purge",
+        """<mgrdata><metadata name="cdn.settings" type="form"><form>
+        <field name="purge"><input name="purge"/></field></form></metadata></mgrdata>""",
+    )
+    root.addon(
+        "cdn.py",
+        PYTHON_SHEBANG + "import sys\ndata = sys.stdin.read()\nopen('var/cdn.seen', 'w').write(data)\nprint(data)\n",
+    )
+    result = root.mgrhooks("exec", "cdn.settings", "--out", "devel")
+    assert result.returncode == 0, result.stdout
+    assert _form_fields(root.read("var/cdn.seen")) == [("", "zone"), ("", "purge")] == _form_fields(result.stdout)
