@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from .core import Core
@@ -161,8 +162,12 @@ class Panel:
             options = options._replace(depth=depth, chain=chain)
         return call(self.root, request, self.core, options._replace(observers=self.observers))
 
-    def plan(self, func: str, level: int = Level.SUPER_USER) -> Plan:
-        """The steps a call of ``func`` by a caller of ``level`` runs, each with why.
+    def plan(self, func: str, level: int = Level.SUPER_USER, core_doc: Path | None = None) -> Plan:
+        """The steps a call of ``func`` by a caller of ``level`` runs, each with why; the
+        main logic names what answers (the core's function, a core document: ``core_doc``
+        as ``exec --core-doc`` gives it, or the root's ``etc/core/``). A function known only
+        through the handlers registered for it is planned with its main logic skipped
+        (nothing answers it until a core document does).
 
         :raises PanelError: the function is unknown, or out of the caller's reach
         :raises UsageError: ``func`` holds a control character or a byte that is not UTF-8,
@@ -174,9 +179,19 @@ class Panel:
         if problem is not None:
             raise UsageError(problem)
 
-        registry, functions = reachable(self.root, func, self.core)
+        registry, functions = reachable(self.root, func, self.core, core_doc)
         disabled = self.root.disabled_plugins()
-        return plan(registry, Request(func, level=level), functions.catalogue(), disabled, self.observers.events())
+        where = f"--core-doc FILE or etc/core/{self.root.mgr}/{func}.xml"
+        unknown = f"no main logic: nothing answers '{func}' here; give its result with {where}"
+        return plan(
+            registry,
+            Request(func, level=level),
+            functions.catalogue(),
+            disabled,
+            self.observers.events(),
+            main=functions.main_logic(func),
+            unknown=unknown,
+        )
 
     def functions(self, func: str | None = None) -> list[str]:
         """Every function a call can reach, sorted (``func`` given: that function's
@@ -198,9 +213,11 @@ class Panel:
         """Every problem of the plugin files and handler programs (:func:`mgrhooks.check.check`),
         as calls see them (a broken file's last good version in force is said so)."""
         from .check import check
+        from .functions import for_call
 
         with self.logging():  # a registry parsed anew is logged, as a call would
-            return check(self.root, self.root.registry())
+            registry = self.root.registry()
+            return check(self.root, registry, for_call(self.root, self.core, registry, {}).is_builtin)
 
     def plugins(self) -> list[PluginInfo]:
         """The plugin description files, in load order (:func:`mgrhooks.plugins.list_plugins`)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .errors import RootError
 from .model import Problem, Registry, Severity, Source
 from .programs import inspect
@@ -10,11 +12,13 @@ from .settings import SettingsError
 from .trust import audit
 
 
-def check(root: Root, registry: Registry) -> list[Problem]:
+def check(root: Root, registry: Registry, builtin: Callable[[str], bool] | None = None) -> list[Problem]:
     """The root's folders and files that are not believed (:func:`mgrhooks.trust.audit`),
     the problem of ``etc/mgrhooks.conf``, the registry's problems, then each handler
     program's, once per program (vetted as :func:`mgrhooks.programs.inspect` does:
-    PROTOCOL §7).
+    PROTOCOL §7), then the core documents in ``etc/core/<mgr>/`` of the functions
+    ``builtin`` says are built in: whether each replaces its function or is not used
+    (:func:`mgrhooks.functions.core_doc_problems`).
 
     Program problems are placed at the first ``<handler>`` that names the program, in
     file and line order, and read ``handler 'NAME': REASON``. Never raises.
@@ -30,7 +34,14 @@ def check(root: Root, registry: Registry) -> list[Problem]:
         where, label = handler.source, f"handler '{handler.name}'"
         problems += [Problem(Severity.ERROR, where, f"{label}: {e}") for e in program.errors]
         problems += [Problem(Severity.WARNING, where, f"{label}: {w}") for w in program.warnings]
-    return problems
+    from .functions import core_doc_problems
+
+    return problems + core_doc_problems(root.path, root.mgr, builtin or _none)
+
+
+def _none(func: str) -> bool:
+    """No function is built in."""
+    return False
 
 
 def _settings_problems(root: Root) -> list[Problem]:

@@ -344,12 +344,22 @@ def _read_body(name: str | None) -> bytes:
 @_root_options
 @click.argument("func")
 @_level_option
-def plan_command(panel: Panel, func: str, level: int) -> None:
-    """Print the steps a call of FUNC runs, in order, and why each is where it is."""
+@click.option(
+    "--core-doc",
+    metavar="FILE",
+    help="A <doc> file that is the main logic's result, as exec --core-doc takes it.",
+)
+def plan_command(panel: Panel, func: str, level: int, core_doc: str | None) -> None:
+    """Print the steps a call of FUNC runs, in order, and why each is where it is.
+
+    A function known only through the handlers registered for it is planned with its
+    main logic skipped.
+    """
     from .model import Stage
 
+    document = Path(core_doc).absolute() if core_doc else None
     with panel.logging():  # an unknown function: a PanelError, reported as every MgrhooksError
-        steps = panel.plan(func, level).steps
+        steps = panel.plan(func, level, document).steps
     for number, step in enumerate(steps, 1):
         stage = step.stage.value if isinstance(step.stage, Stage) else "action"
         label = f"{step.name} ({step.event.handler.type.value})" if step.event else step.name

@@ -4,9 +4,16 @@ another is given), functions written in Python (``Panel.function``), the runner'
 
 A function the built-in core does not have (``webdomain.edit``, ``payment.add``, ...) can
 still be called: its main logic's result is the ``<doc>`` in ``--core-doc FILE`` (for the
-called function only) or in ``etc/core/<mgr>/<func>.xml`` in the root. The document's
-attributes and children are merged into the response as a cgi handler's are (our choice),
-so the handlers around it run exactly as on the real panel.
+called function only), or in the root's ``etc/core/<mgr>/<func>/<elid>.xml`` for the object
+``elid`` names, else ``etc/core/<mgr>/<func>.xml``. The document's attributes and children
+are merged into the response as a cgi handler's are (our choice), so the handlers around it
+run exactly as on the real panel.
+
+A document in ``etc/core/`` never silently replaces a built-in function (the core's,
+``eventlist``, a Python one): it does so only when its ``<doc>`` says
+``mgrhooks-replace="yes"`` (:data:`REPLACE`; the attribute is not passed on); otherwise the
+built-in function runs, and ``check`` and ``plan`` say the document is not used. A
+``--core-doc`` is the caller's explicit choice and always answers. Our choice.
 
 A supplied document must be a regular file of at most :data:`CORE_DOC_LIMIT` bytes, and one
 in ``etc/core/`` must lie inside the root once symbolic links are followed (our choice): a
@@ -16,6 +23,7 @@ the system as a response.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -25,7 +33,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .core import PARAMETERS, BuiltinCore, Core, needed_level
 from .errors import PanelError
-from .model import EMPTY, HandlerType, InternalHandler, Registry, Request
+from .model import EMPTY, HandlerType, InternalHandler, Problem, Registry, Request, Severity, Source
 from .xmldoc import DocumentError, Element, Rows, add, as_rows, parse
 
 if TYPE_CHECKING:
@@ -34,6 +42,8 @@ if TYPE_CHECKING:
 EVENTLIST = "eventlist"
 #: the largest supplied document read, in bytes (our choice: a handler's default output_limit)
 CORE_DOC_LIMIT = 64 * 1024 * 1024
+#: the attribute of a core document's ``<doc>`` that lets it replace a built-in function
+REPLACE = "mgrhooks-replace"
 #: metadata elements that name a parameter
 _FIELDS = ("input", "select", "textarea", "slider", "col", "datetime", "htmldata")
 _NO_PLUGINS = Registry()
@@ -85,14 +95,17 @@ class Functions:
 
     def action(self, request: Request, doc: Element) -> None:
         """Run ``request.func``'s main logic into ``doc``: its supplied document merged in
-        as a cgi handler's output, ``eventlist``, its Python function, or the core's.
+        as a cgi handler's output (:meth:`_supplied`), ``eventlist``, its Python function,
+        or the core's.
 
         :raises PanelError: the supplied document cannot be read or parsed (``value``
-            error on ``core-doc``), or what the Python function or the core raises
+            error on ``core-doc``), none answers for the object (``missed`` on
+            ``core-doc``), or what the Python function or the core raises
         """
         python = self.python.get(request.func)
-        if request.func in self.core_docs:
-            _merge_into(doc, _load(self.core_docs[request.func]))
+        supplied = self._supplied(request)
+        if supplied is not None:
+            _merge_into(doc, supplied)
         elif request.func == EVENTLIST:
             self._eventlist(doc, request.level)
         elif python is not None:
@@ -100,14 +113,72 @@ class Functions:
         else:
             self.core.action(request, doc)
 
+    def is_builtin(self, func: str) -> bool:
+        """Whether ``func`` is a built-in function: ``eventlist``, a Python function or the
+        core's (which a document in ``etc/core/`` replaces only when it says so)."""
+        return func == EVENTLIST or func in self.python or func in self.core.catalogue()
+
+    def _supplied(self, request: Request) -> Element | None:
+        """The supplied document answering ``request``, parsed, without :data:`REPLACE`:
+        ``--core-doc``; else ``etc/core/<mgr>/<func>/<elid>.xml`` when there is one, else
+        ``etc/core/<mgr>/<func>.xml``. ``None``: no document, or the function is built in and
+        the document does not say ``mgrhooks-replace="yes"`` (or cannot be used: logged), so
+        the built-in function answers.
+
+        :raises PanelError: as :meth:`action` says
+        """
+        supplied = self.core_docs.get(request.func)
+        if supplied is None:
+            return None
+        elid = request.get("elid")
+        chosen = supplied.for_object(elid)
+        builtin = supplied.root is not None and self.is_builtin(request.func)
+        if chosen is None and supplied.objects is not None and not os.path.lexists(supplied.path):
+            if builtin:
+                return None
+            where = f"neither {supplied.objects}/{elid}.xml nor {supplied.path}" if elid else f"no {supplied.path}"
+            message = f"No core document answers for '{request.func}' object '{elid}': {where}"
+            raise PanelError("missed", "core-doc", elid, message)
+        document = supplied._replace(path=chosen or supplied.path)
+        if not builtin:
+            return _without_replace(_load(document))
+        try:
+            loaded = _load(document)
+        except PanelError as exc:
+            from . import logs
+
+            logs.ACTION.warning("%s; the built-in function '%s' answers", exc.msg, request.func)
+            return None
+        return _without_replace(loaded) if loaded.get(REPLACE) == "yes" else None
+
+    def main_logic(self, func: str) -> str | None:
+        """What answers a call of ``func``, as ``plan`` shows it (``main logic: ...``), or
+        ``None`` when nothing does."""
+        supplied = self.core_docs.get(func)
+        builtin = self.is_builtin(func)
+        if supplied is not None and (not builtin or supplied.root is None or _replaces(supplied)):
+            text = f"main logic: core document {supplied.shown}"
+            if supplied.objects is not None:
+                text += f" (for one object, {supplied.shown_objects}/<elid>.xml first)"
+            if builtin:
+                said = "--core-doc" if supplied.root is None else f'its <doc {REPLACE}="yes">'
+                text += f", in place of the built-in function ({said})"
+            return text
+        if not builtin:
+            return None
+        text = f"main logic: the core's function '{func}'"
+        if supplied is not None:
+            text += f' ({supplied.shown} is not used: its <doc> does not say {REPLACE}="yes")'
+        return text
+
     def rows(self, func: str) -> Rows | None:
         """The supplied document of ``func`` as rows of text, when it is a list that
         :func:`~mgrhooks.xmldoc.as_rows` takes; else ``None`` (also for a file that cannot
         be read or parsed: :meth:`action` reports it). A 50,000-row list takes about nine
         times its size as a tree (docs/performance.md)."""
         doc = self.core_docs.get(func)
-        if doc is None or _not_believed(doc):
-            return None
+        if doc is None or doc.objects is not None or self.is_builtin(func) or _not_believed(doc):
+            return None  # (one object's document, or the built-in function: decided by action)
         try:
             return as_rows(_read(doc))
         except (OSError, DocumentError):
@@ -119,9 +190,9 @@ class Functions:
 
     def needed_level(self, func: str) -> int:
         """The lowest caller level the core's function ``func`` accepts (0 for ``eventlist``,
-        supplied documents, Python functions (they check levels themselves), and a core
+        supplied documents of functions not built in, Python functions (they check levels themselves), and a core
         that does not say)."""
-        if func == EVENTLIST or func in self.core_docs or func in self.python:
+        if func == EVENTLIST or func in self.python or (func in self.core_docs and not self.is_builtin(func)):
             return 0
         return needed_level(self.core, func)
 
@@ -175,24 +246,99 @@ def for_call(root: Root, core: Core | None, registry: Registry, core_docs: Mappi
 
 
 class CoreDoc(NamedTuple):
-    """A supplied document: its file, and the root its real path must stay in (``None``
-    for the caller's own ``--core-doc``, read wherever it is)."""
+    """A supplied document: its file, the root its real path must stay in (``None`` for
+    the caller's own ``--core-doc``, read wherever it is), and the folder of its function's
+    documents for one object each (``etc/core/<mgr>/<func>/``; ``None``: there is none).
+    ``path`` need not exist when ``objects`` does."""
 
     path: Path
     root: Path | None = None
+    objects: Path | None = None
+
+    def for_object(self, elid: str) -> Path | None:
+        """``objects/<elid>.xml`` when there is such a file and ``elid`` is one plain file
+        name (not empty, no ``/``, not ``.`` or ``..``), else ``None``."""
+        if self.objects is None or not elid or "/" in elid or elid in (".", ".."):
+            return None
+        candidate = self.objects / f"{elid}.xml"
+        return candidate if os.path.lexists(candidate) else None
+
+    @property
+    def shown(self) -> str:
+        """``path`` as messages show it: relative to the root, when in one."""
+        return str(self.path.relative_to(self.root)) if self.root is not None else str(self.path)
+
+    @property
+    def shown_objects(self) -> str:
+        return str(self.objects.relative_to(self.root)) if self.objects and self.root else str(self.objects)
 
 
 def core_docs(root: Path, mgr: str, func: str, core_doc: Path | None) -> dict[str, CoreDoc]:
-    """Supplied documents: every ``etc/core/<mgr>/*.xml`` by function, then ``core_doc`` for ``func``."""
+    """Supplied documents: every ``etc/core/<mgr>/*.xml`` and ``etc/core/<mgr>/<func>/``
+    folder by function, then ``core_doc`` for ``func``."""
     folder = root / "etc" / "core" / mgr
     try:  # (not Path.glob: it compiles a pattern, a cost of every call)
-        names = sorted(name for name in os.listdir(folder) if name.endswith(".xml"))
+        with os.scandir(folder) as entries:
+            listed = sorted((entry.name, entry.is_dir()) for entry in entries)
     except OSError:
-        names = []
-    found = {name[: -len(".xml")]: CoreDoc(folder / name, root) for name in names}
+        listed = []
+    found: dict[str, CoreDoc] = {}
+    for name, is_folder in listed:
+        if is_folder:
+            found[name] = found.get(name, CoreDoc(folder / f"{name}.xml", root))._replace(objects=folder / name)
+        elif name.endswith(".xml"):
+            found.setdefault(name[: -len(".xml")], CoreDoc(folder / name, root))
     if core_doc is not None:
         found[func] = CoreDoc(core_doc)
     return found
+
+
+def core_doc_problems(root: Path, mgr: str, builtin: Callable[[str], bool]) -> list[Problem]:
+    """For ``check``: each document in ``etc/core/<mgr>/`` of a function ``builtin`` says is
+    built in, as a warning: it replaces that function (its ``<doc>`` says so), or it is not
+    used; an error when it cannot be read or parsed. Documents not believed are left to
+    :func:`mgrhooks.trust.audit`."""
+    problems = []
+    for func, supplied in core_docs(root, mgr, "", None).items():
+        if not builtin(func):
+            continue
+        paths = [supplied.path] if os.path.lexists(supplied.path) else []
+        if supplied.objects is not None:
+            with contextlib.suppress(OSError):
+                paths += sorted(supplied.objects / n for n in os.listdir(supplied.objects) if n.endswith(".xml"))
+        for path in paths:
+            problems += _builtin_doc_problems(supplied._replace(path=path), func)
+    return problems
+
+
+def _builtin_doc_problems(document: CoreDoc, func: str) -> list[Problem]:
+    if _not_believed(document) is not None:
+        return []
+    where = Source(document.shown)
+    try:
+        loaded = _load(document)
+    except PanelError as exc:
+        return [Problem(Severity.ERROR, where, exc.msg)]
+    if loaded.get(REPLACE) == "yes":
+        message = f"replaces the built-in function '{func}' (its <doc {REPLACE}=\"yes\">)"
+        return [Problem(Severity.WARNING, where, message)]
+    message = f"'{func}' is a built-in function: this document is not used (its <doc> does not say {REPLACE}=\"yes\")"
+    return [Problem(Severity.WARNING, where, message)]
+
+
+def _replaces(supplied: CoreDoc) -> bool:
+    """Whether the document of ``supplied`` for no object in particular says :data:`REPLACE`."""
+    if not os.path.lexists(supplied.path):
+        return False
+    try:
+        return _load(supplied).get(REPLACE) == "yes"
+    except PanelError:
+        return False
+
+
+def _without_replace(doc: Element) -> Element:
+    doc.attrib.pop(REPLACE, None)
+    return doc
 
 
 def _not_believed(doc: CoreDoc) -> str | None:

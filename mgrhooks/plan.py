@@ -84,6 +84,9 @@ def plan(
     catalogue: Catalogue,
     disabled: Collection[str] = (),
     observers: Sequence[Event] = (),
+    *,
+    main: str | None = None,
+    unknown: str | None = None,
 ) -> Plan:
     """The ordered steps of calling ``request.func`` (PROTOCOL §3).
 
@@ -94,6 +97,11 @@ def plan(
         handlers stay in the plan as skipped steps, their ``<func>``s are not offered
     :param observers: Python observers taking part in calls (see mgrhooks.observers),
         ordered with the plugin handlers by the same rule
+    :param main: why the core's function stands as the main logic (default ``main logic:
+        the core's function 'F'``; ``plan`` names a core document there)
+    :param unknown: for ``mgrhooks plan``: a function neither the core nor an addon
+        implements, but for which handlers are registered, is planned with its action
+        step skipped for this reason, instead of the ``missed`` error
     :returns: handler, internal and action steps in execution order, each with ``why``.
         Handlers whose ``minlevel`` is above the caller's level are left out.
     :raises PanelError: ``missed``/``func`` when neither the core nor an enabled addon's
@@ -107,7 +115,8 @@ def plan(
             message = f"Function '{func}' comes from plugin {addon.handler.plugin}, which is disabled"
             raise PanelError("missed", "func", func, message)
         addon = None
-    if addon is None and func not in catalogue:
+    handled = unknown is not None and any(e.func == func for e in registry.events)
+    if addon is None and func not in catalogue and not handled:
         raise PanelError("missed", "func", func, f"Unknown function '{func}'")
     if addon is not None and addon.minlevel > request.level:
         raise PanelError("access", "func", func, f"Access to '{func}' needs level {addon.minlevel}")
@@ -126,7 +135,7 @@ def plan(
         )
         keyed.append((order_key(event), step))
     if addon is None:
-        for position, internal in enumerate(catalogue[func]):
+        for position, internal in enumerate(catalogue.get(func, ())):
             base = internal.base.value
             why = (
                 f"{internal.stage.value} stage, internal handler of {base}: after handlers with"
@@ -134,7 +143,11 @@ def plan(
             )
             step = Step(StepKind.INTERNAL, internal.stage, internal.name, why, internal=internal)
             keyed.append((_internal_key(internal, position), step))
-        action = Step(StepKind.ACTION, None, func, f"main logic: the core's function '{func}'")
+        known = func in catalogue
+        default = f"main logic: the core's function '{func}'" if known else f"main logic: unknown function '{func}'"
+        why = main or default
+        skipped = "" if known else unknown or ""
+        action = Step(StepKind.ACTION, None, func, why, skipped=skipped)
     else:
         why = f"main logic: <func> of handler '{addon.handler.name}' ({addon.source})"
         action = Step(StepKind.ACTION, None, addon.handler.name, why, func=addon)

@@ -259,18 +259,15 @@ FILES = ("etc/mgrhooks.conf", "etc/mgrhooks.disabled")
 
 def audit(root: str, mgr: str) -> list[Problem]:
     """Every folder of :data:`FOLDERS`, file of :data:`FILES` and core document
-    (``etc/core/<mgr>/*.xml``) of ``root`` that exists and is not believed, as errors
+    (``etc/core/<mgr>/*.xml``, ``etc/core/<mgr>/<func>/*.xml``) of ``root`` that exists and
+    is not believed, as errors
     for ``mgrhooks check``; a problem shared by several (a folder they are all in) once."""
     try:
         examiner = Examiner(root)
     except OSError:
         return []
     wanted = [folder.format(mgr=mgr) for folder in FOLDERS] + list(FILES)
-    try:
-        documents = sorted(n for n in os.listdir(os.path.join(root, "etc/core", mgr)) if n.endswith(".xml"))
-    except OSError:
-        documents = []
-    wanted += [f"etc/core/{mgr}/{name}" for name in documents]
+    wanted += [f"etc/core/{mgr}/{name}" for name in _core_documents(os.path.join(root, "etc/core", mgr))]
     problems: dict[str, Problem] = {}
     for relative in wanted:
         try:
@@ -280,3 +277,22 @@ def audit(root: str, mgr: str) -> list[Problem]:
         if found is not None and str(found) not in problems:
             problems[str(found)] = Problem(Severity.ERROR, Source(found.shown), f"not trusted: {found}; {RULE}")
     return list(problems.values())
+
+
+def _core_documents(folder: str) -> list[str]:
+    """The core documents under ``folder`` (``etc/core/<mgr>``), relative to it: ``*.xml``
+    and, in each subfolder (one function's documents for one object each), its ``*.xml``."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        if name.endswith(".xml"):
+            found.append(name)
+        elif os.path.isdir(os.path.join(folder, name)):
+            try:
+                found += [f"{name}/{n}" for n in sorted(os.listdir(os.path.join(folder, name))) if n.endswith(".xml")]
+            except OSError:
+                continue
+    return found

@@ -254,3 +254,106 @@ def test_a_function_addon_gets_every_plugins_fields(root: PanelRoot) -> None:
     result = root.mgrhooks("exec", "cdn.settings", "--out", "devel")
     assert result.returncode == 0, result.stdout
     assert _form_fields(root.read("var/cdn.seen")) == [("", "zone"), ("", "purge")] == _form_fields(result.stdout)
+
+
+def test_plan_works_for_functions_known_from_handlers_or_a_core_document(root: PanelRoot) -> None:
+    root.mgr = "ispmgr"
+    root.handler("vhost.sh", "#!/bin/sh\ncat\n", '<event name="webdomain.edit" after="yes"/>')
+    planned = root.mgrhooks("plan", "webdomain.edit")
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.splitlines()[0] == (
+        "  1. action  action    webdomain.edit  [skipped: no main logic: nothing answers 'webdomain.edit' here;"
+        " give its result with --core-doc FILE or etc/core/ispmgr/webdomain.edit.xml]"
+    )
+    assert planned.stdout.splitlines()[2] == "  2. after   handler   vhost.sh (xml)"
+    assert root.mgrhooks("exec", "webdomain.edit").returncode == 1  # a call still needs a main logic
+    page = root.path / "page.xml"
+    page.write_text("<doc><name>example.com</name></doc>")
+    supplied = root.mgrhooks("plan", "webdomain.edit", "--core-doc", str(page))
+    assert supplied.stdout.splitlines()[:2] == [
+        "  1. action  action    webdomain.edit",
+        f"     why: main logic: core document {page}",
+    ]
+    alone = root.mgrhooks("plan", "site.backup", "--core-doc", str(page))  # known only from the document
+    assert alone.returncode == 0 and f"why: main logic: core document {page}" in alone.stdout
+    assert root.mgrhooks("plan", "no.such").returncode == 1  # no handler, no document: unknown
+
+
+def test_a_document_for_one_object_answers_before_the_functions_own(panel: PanelRoot) -> None:
+    panel.mgr = "ispmgr"
+    core = panel.path / "etc/core/ispmgr"
+    (core / "webdomain.edit").mkdir(parents=True)
+    (core / "webdomain.edit/a.example.xml").write_text("<doc><name>a.example</name><php>8.2</php></doc>")
+    (core / "webdomain.edit/b.example.xml").write_text("<doc><name>b.example</name><php>7.4</php></doc>")
+    # an addon that loops over the selected sites, reading each one's form through mgrctl
+    panel.plugin(
+        "php_report", '<mgrdata><handler name="php_report.sh" type="cgi"><func name="php.report"/></handler></mgrdata>'
+    )
+    panel.addon(
+        "php_report.sh",
+        """#!/bin/bash
+        echo "<doc>"
+        IFS=',' read -ra sites <<< "${PARAM_elid//, /,}"
+        for site in "${sites[@]}"; do
+          php=$(sbin/mgrctl -m ispmgr -o text webdomain.edit elid="$site" | sed -n 's/^php=//p')
+          echo "<elem><name>$site</name><php>$php</php></elem>"
+        done
+        echo "</doc>"
+        """,
+    )
+    env = {**os.environ, "MGRHOOKS_PYTHON": sys.executable}
+    report = panel.mgrhooks("exec", "php.report", "--elid", "a.example, b.example", "--out", "text", env=env)
+    assert (report.returncode, report.stdout) == (0, "name=a.example php=8.2\nname=b.example php=7.4\n")
+    missing = panel.mgrhooks("exec", "webdomain.edit", "--elid", "c.example", "--out", "text")
+    assert missing.returncode == 1
+    assert missing.stdout == (
+        "ERROR missed(core-doc,c.example): No core document answers for 'webdomain.edit' object 'c.example':"
+        f" neither {core}/webdomain.edit/c.example.xml nor {core}/webdomain.edit.xml\n"
+    )
+    (core / "webdomain.edit.xml").write_text("<doc><php>8.3</php></doc>")  # every other object
+    assert panel.mgrhooks("exec", "webdomain.edit", "--elid", "c.example", "--out", "text").stdout == "php=8.3\n"
+    assert (
+        panel.mgrhooks("exec", "webdomain.edit", "--elid", "../webdomain.edit", "--out", "text").stdout == "php=8.3\n"
+    )
+    planned = panel.mgrhooks("plan", "webdomain.edit").stdout
+    assert "why: main logic: core document etc/core/ispmgr/webdomain.edit.xml (for one object," in planned
+    # the trust rule holds for the folder and its documents
+    (core / "webdomain.edit").chmod(0o777)
+    refused = panel.mgrhooks("exec", "webdomain.edit", "--elid", "a.example", "--out", "text")
+    assert (
+        refused.returncode == 1
+        and "is not trusted: folder etc/core/ispmgr/webdomain.edit/ is writable" in refused.stdout
+    )
+    assert "etc/core/ispmgr/webdomain.edit/: error: not trusted" in panel.mgrhooks("check").stdout
+
+
+def test_a_core_document_replaces_a_built_in_function_only_when_it_says_so(root: PanelRoot) -> None:
+    _add_users(root, "alice")
+    (root.path / "etc/core/billmgr").mkdir(parents=True)
+    document = root.path / "etc/core/billmgr/user.xml"
+    document.write_text("<doc><elem><name>from-file</name></elem></doc>")
+    assert root.mgrhooks("exec", "user", "--out", "text").stdout == "name=alice level=16 state=active\n"
+    assert root.mgrhooks("plan", "user").stdout.splitlines()[1] == (
+        "     why: main logic: the core's function 'user'"
+        ' (etc/core/billmgr/user.xml is not used: its <doc> does not say mgrhooks-replace="yes")'
+    )
+    checked = root.mgrhooks("check")
+    assert (checked.returncode, checked.stdout) == (
+        0,
+        "etc/core/billmgr/user.xml: warning: 'user' is a built-in function: this document is not used"
+        ' (its <doc> does not say mgrhooks-replace="yes")\n',
+    )
+    document.write_text('<doc mgrhooks-replace="yes"><elem><name>from-file</name></elem></doc>')
+    replaced = root.mgrhooks("exec", "user", "--out", "xml")
+    assert "<name>from-file</name>" in replaced.stdout and "mgrhooks-replace" not in replaced.stdout
+    assert root.mgrhooks("plan", "user").stdout.splitlines()[1] == (
+        "     why: main logic: core document etc/core/billmgr/user.xml, in place of the built-in function"
+        ' (its <doc mgrhooks-replace="yes">)'
+    )
+    assert root.mgrhooks("check").stdout == (
+        "etc/core/billmgr/user.xml: warning: replaces the built-in function 'user'"
+        ' (its <doc mgrhooks-replace="yes">)\n'
+    )
+    supplied = root.path / "other.xml"  # the caller's own --core-doc answers, as asked
+    supplied.write_text("<doc><elem><name>asked</name></elem></doc>")
+    assert root.mgrhooks("exec", "user", "--core-doc", str(supplied), "--out", "text").stdout == "name=asked\n"

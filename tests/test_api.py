@@ -307,7 +307,10 @@ def test_python_functions_eventlist_and_core_documents_are_one_core_wrapper(root
     assert other.call("user").doc.find("nobody") is not None
     (root.path / "etc/core/billmgr").mkdir(parents=True)
     (root.path / "etc/core/billmgr/user.xml").write_text("<doc><from>file</from></doc>")
-    assert panel.call("user").doc.findtext("from") == "file"  # a supplied document comes first
+    assert panel.call("user").doc.find("nobody") is not None  # not silently replaced (issue 16)
+    (root.path / "etc/core/billmgr/user.xml").write_text('<doc mgrhooks-replace="yes"><from>file</from></doc>')
+    replaced = panel.call("user").doc
+    assert replaced.findtext("from") == "file" and "mgrhooks-replace" not in replaced.attrib  # when it says so
 
 
 def test_queue_and_deliver_answer_named_records(root: PanelRoot, panel: Panel) -> None:
