@@ -39,6 +39,10 @@ _SHAPES = ";".join(
     for record in (Registry, Event, FuncDecl, Handler, Problem, Source)
 )
 
+#: what the records hold, where their shapes stay the same: raised when it changes (2: a
+#: function's ``<metadata>`` form merges every plugin file's fields, not the first file's alone)
+_MEANING = "2"
+
 
 def fingerprint(files: list[PluginFile], stat_of: Callable[[str], os.stat_result] = os.stat) -> str:
     """The cache key for plugin files (see :func:`~mgrhooks.plugins.plugin_files`); raises
@@ -46,7 +50,7 @@ def fingerprint(files: list[PluginFile], stat_of: Callable[[str], os.stat_result
 
     :param stat_of: gives a file's ``stat`` by its path (one already known may be reused)
     """
-    parts = [__version__, _SHAPES]
+    parts = [__version__, _SHAPES, _MEANING]
     for shown, path, _ in files:
         try:
             info = stat_of(path)
