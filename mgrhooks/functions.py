@@ -136,9 +136,11 @@ class Functions:
         if chosen is None and supplied.objects is not None and not os.path.lexists(supplied.path):
             if builtin:
                 return None
-            where = f"neither {supplied.objects}/{elid}.xml nor {supplied.path}" if elid else f"no {supplied.path}"
-            message = f"No core document answers for '{request.func}' object '{elid}': {where}"
-            raise PanelError("missed", "core-doc", elid, message)
+            if elid:
+                where = f"object '{elid}': neither {supplied.objects}/{elid}.xml nor {supplied.path}"
+            else:
+                where = f"no object (no elid): no {supplied.path}"
+            raise PanelError("missed", "core-doc", elid, f"No core document answers for '{request.func}' {where}")
         document = supplied._replace(path=chosen or supplied.path)
         if not builtin:
             return _without_replace(_load(document))
@@ -156,10 +158,14 @@ class Functions:
         ``None`` when nothing does."""
         supplied = self.core_docs.get(func)
         builtin = self.is_builtin(func)
+        general = supplied is not None and (supplied.root is None or os.path.lexists(supplied.path))
+        objects = f"{supplied.shown_objects}/<elid>.xml" if supplied is not None and supplied.objects else ""
         if supplied is not None and (not builtin or supplied.root is None or _replaces(supplied)):
+            if not general:
+                return f"main logic: core documents {objects}, one for each object (none for others)"
             text = f"main logic: core document {supplied.shown}"
-            if supplied.objects is not None:
-                text += f" (for one object, {supplied.shown_objects}/<elid>.xml first)"
+            if objects:
+                text += f" ({objects} first, for one object)"
             if builtin:
                 said = "--core-doc" if supplied.root is None else f'its <doc {REPLACE}="yes">'
                 text += f", in place of the built-in function ({said})"
@@ -167,8 +173,10 @@ class Functions:
         if not builtin:
             return None
         text = f"main logic: the core's function '{func}'"
-        if supplied is not None:
+        if supplied is not None and general:
             text += f' ({supplied.shown} is not used: its <doc> does not say {REPLACE}="yes")'
+        elif supplied is not None:
+            text += f' ({objects} answers for its object only when its <doc> says {REPLACE}="yes")'
         return text
 
     def rows(self, func: str) -> Rows | None:

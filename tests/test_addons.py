@@ -310,13 +310,20 @@ def test_a_document_for_one_object_answers_before_the_functions_own(panel: Panel
         "ERROR missed(core-doc,c.example): No core document answers for 'webdomain.edit' object 'c.example':"
         f" neither {core}/webdomain.edit/c.example.xml nor {core}/webdomain.edit.xml\n"
     )
+    assert panel.mgrhooks("plan", "webdomain.edit").stdout.splitlines()[1] == (
+        "     why: main logic: core documents etc/core/ispmgr/webdomain.edit/<elid>.xml, one for each object"
+        " (none for others)"
+    )
     (core / "webdomain.edit.xml").write_text("<doc><php>8.3</php></doc>")  # every other object
     assert panel.mgrhooks("exec", "webdomain.edit", "--elid", "c.example", "--out", "text").stdout == "php=8.3\n"
     assert (
         panel.mgrhooks("exec", "webdomain.edit", "--elid", "../webdomain.edit", "--out", "text").stdout == "php=8.3\n"
     )
     planned = panel.mgrhooks("plan", "webdomain.edit").stdout
-    assert "why: main logic: core document etc/core/ispmgr/webdomain.edit.xml (for one object," in planned
+    assert (
+        "why: main logic: core document etc/core/ispmgr/webdomain.edit.xml"
+        " (etc/core/ispmgr/webdomain.edit/<elid>.xml first, for one object)"
+    ) in planned
     # the trust rule holds for the folder and its documents
     (core / "webdomain.edit").chmod(0o777)
     refused = panel.mgrhooks("exec", "webdomain.edit", "--elid", "a.example", "--out", "text")
