@@ -30,6 +30,7 @@ from .model import (
     Stage,
 )
 from .settings import seconds
+from .shape import is_form, merge_form
 from .xmldoc import DocumentError, Element, parse
 
 #: the priority of a handler without priority="hi" (Zotonic's default, too); "hi" is 0
@@ -321,8 +322,6 @@ class _Forms:
         if first is None and name not in self.serialised:
             self.serialised[name] = element
             return []
-        from .shape import is_form, merge_form
-
         later = parse(element, root_tag="metadata")
         if first is None:
             first = parse(self.serialised[name], root_tag="metadata")
