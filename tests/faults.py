@@ -433,6 +433,29 @@ def core_document_linked_out_of_the_root(root: PanelRoot) -> Measured:
     return measured
 
 
+@case("core documents", "an elid climbing out of etc/core/<mgr>/<func>/: the function's own document answers")
+def core_document_elid_climbing_out(root: PanelRoot) -> Measured:
+    (root.path / "etc/core/billmgr/site.edit").mkdir(parents=True)
+    (root.path / "etc/core/billmgr/site.edit.xml").write_text("<doc><page>own</page></doc>")
+    (root.path / "etc/core/billmgr/site.edit/a.example.xml").write_text("<doc><page>a</page></doc>")
+    for elid in ("../../../../../../etc/passwd", "..", ".", "a.example/../a.example"):
+        result, seconds = exec_timed(root, "site.edit", "--elid", elid, "--out", "text", timeout=30)
+        assert (result.returncode, result.stdout) == (0, "page=own\n"), (elid, result.stdout)
+    return Measured(seconds, leftover(root), detail=result.stdout.strip())
+
+
+@case("core documents", "a document for one object linked out of the root: refused, the file not shown")
+def core_document_for_one_object_linked_out(root: PanelRoot) -> Measured:
+    (root.path / "etc/core/billmgr/site").mkdir(parents=True)
+    link = root.path / "etc/core/billmgr/site/alice.xml"
+    link.symlink_to("/etc/passwd")
+    measured = refused_core_doc(
+        root, str(link), "a symbolic link leading out of the root (to /etc/passwd)", "--elid", "alice"
+    )
+    assert "root:" not in root.log()
+    return measured
+
+
 # --- plugin files and programs ----------------------------------------------------------
 
 
