@@ -355,14 +355,14 @@ def plan_command(panel: Panel, func: str, level: int, core_doc: str | None) -> N
     A function known only through the handlers registered for it is planned with its
     main logic skipped.
     """
-    from .model import Stage
+    from .model import HandlerStep, Stage
 
     document = Path(core_doc).absolute() if core_doc else None
     with panel.logging():  # an unknown function: a PanelError, reported as every MgrhooksError
         steps = panel.plan(func, level, document).steps
     for number, step in enumerate(steps, 1):
         stage = step.stage.value if isinstance(step.stage, Stage) else "action"
-        label = f"{step.name} ({step.event.handler.type.value})" if step.event else step.name
+        label = f"{step.name} ({step.event.handler.type.value})" if isinstance(step, HandlerStep) else step.name
         skipped = f"  [skipped: {step.skipped}]" if step.skipped else ""
         click.echo(f"{number:>3}. {stage:<7} {step.kind.value:<9} {label}{skipped}")
         click.echo(f"     why: {step.why}")

@@ -21,7 +21,21 @@ from .core import Core
 from .env import Facts, Spilled, call_environment, query_string, stage_environment
 from .errors import PanelError, RootError
 from .functions import EVENTLIST, Functions, core_docs, for_call
-from .model import Event, FuncDecl, Handler, HandlerRun, HandlerType, Plan, Registry, Request, Stage, Step, StepKind
+from .model import (
+    ActionStep,
+    Event,
+    FuncDecl,
+    Handler,
+    HandlerRun,
+    HandlerStep,
+    HandlerType,
+    InternalStep,
+    Plan,
+    Registry,
+    Request,
+    RunStatus,
+    Stage,
+)
 from .observers import Observers
 from .plan import plan
 from .root import Root
@@ -266,8 +280,7 @@ class _Call:
         if _has_error(doc):
             return doc
         for step in self.plan.stage(Stage.AFTER):
-            if step.kind is StepKind.INTERNAL:
-                assert step.internal is not None
+            if isinstance(step, InternalStep):
                 doc = _tree(doc)
                 self.core.internal(step.internal, self.request, doc)
                 self._known = None
@@ -277,7 +290,7 @@ class _Call:
                 return doc
         return doc
 
-    def _action(self, step: Step, doc: Doc) -> Doc:
+    def _action(self, step: ActionStep, doc: Doc) -> Doc:
         if step.func is None:
             self._known = None
             rows = self.core.rows(self.request.func)
@@ -295,10 +308,10 @@ class _Call:
         outcome = self._spawn(func.handler, "action", doc, postdata=False, why=str(func.source))
         return self._apply(func.handler, "action", doc, outcome)[0]
 
-    def _handler(self, step: Step, doc: Doc) -> tuple[Doc, bool, bool]:
+    def _handler(self, step: HandlerStep | InternalStep, doc: Doc) -> tuple[Doc, bool, bool]:
         """Run one before/after handler step: (new doc, stop the call?, skipaction?)."""
-        event: Event | None = step.event
-        assert event is not None
+        assert isinstance(step, HandlerStep)
+        event = step.event
         if event.handler.type is HandlerType.PYTHON:
             return self._observe(event, _tree(doc))
         outcome = self._spawn(event.handler, event.stage.value, doc, event.postdata, str(event.source))
@@ -337,12 +350,12 @@ class _Call:
         try:
             answer = callback(self.request, doc) if callback is not None else None
         except PanelError as exc:
-            self._ran(event.handler, stage, time.monotonic() - started, "error")
+            self._ran(event.handler, stage, time.monotonic() - started, RunStatus.ERROR)
             return _panel_error(self.request, exc), True, False
         except Exception as exc:  # noqa: BLE001 (an observer's failure is a handler's failure)
-            self._ran(event.handler, stage, time.monotonic() - started, "exception")
+            self._ran(event.handler, stage, time.monotonic() - started, RunStatus.EXCEPTION)
             return self._failed(event.handler, stage, doc, f"raised {type(exc).__name__}: {exc}")
-        self._ran(event.handler, stage, time.monotonic() - started, "ok")
+        self._ran(event.handler, stage, time.monotonic() - started, RunStatus.OK)
         self._known = None
         if answer is not None and not (isinstance(answer, etree._Element) and answer.tag == "doc"):
             return self._failed(event.handler, stage, doc, f"returned {type(answer).__name__}, not a <doc> or None")
@@ -351,7 +364,7 @@ class _Call:
         merged = apply(doc, answer if answer is not None else doc, HandlerType.XML)
         return merged.doc, merged.error, merged.skipaction and event.stage is Stage.BEFORE
 
-    def _ran(self, handler: Handler, stage: str, seconds: float, status: str) -> None:
+    def _ran(self, handler: Handler, stage: str, seconds: float, status: RunStatus) -> None:
         """Note a handler's part in the call, for the event record."""
         self._runs.append(HandlerRun(handler.name, stage, round(seconds * 1000, 1), status))
 
@@ -362,7 +375,7 @@ class _Call:
 
                 work(self.root, self.settings.notifiers, only=self._record_id, cap=INLINE_TIMEOUT)
             for step in self.plan.stage(Stage.FINAL):
-                assert step.event is not None
+                assert isinstance(step, HandlerStep)
                 handler = step.event.handler
                 if handler.type is HandlerType.PYTHON:  # a copy: it cannot change the response
                     import copy
@@ -406,7 +419,7 @@ class _Call:
         if logs.EXTERNAL.enabled(logs.TRACE):
             logs.EXTERNAL.log(logs.TRACE, "'%s' stdout: %s", handler.name, outcome.stdout[: logs.DUMP_BYTES])
         self._log_outcome(handler, outcome)
-        self._ran(handler, stage, outcome.duration, "ok" if outcome.ok else outcome.failure or "failed")
+        self._ran(handler, stage, outcome.duration, RunStatus(outcome.failure or RunStatus.OK))
         return outcome
 
     def _refused(self, shown: str, why: str, message: str) -> RunOutcome:

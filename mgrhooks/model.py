@@ -247,13 +247,30 @@ class Request(NamedTuple):
         return (("func", self.func), *self.params)
 
 
+class RunStatus(enum.StrEnum):
+    """How a handler's run went, as event records give it (``status``).
+
+    ``ok``; for a program, the runner's failure kind (``spawn``, ``timeout``, ``output``,
+    ``exit``: :attr:`mgrhooks.runner.RunOutcome.failure`); for a Python observer, ``error``
+    (it raised :class:`~mgrhooks.errors.PanelError`) or ``exception`` (anything else).
+    """
+
+    OK = "ok"
+    SPAWN = "spawn"
+    TIMEOUT = "timeout"
+    OUTPUT = "output"
+    EXIT = "exit"
+    ERROR = "error"
+    EXCEPTION = "exception"
+
+
 class HandlerRun(NamedTuple):
     """One handler's part in a call (for event records); ``ms`` in milliseconds."""
 
     name: str
     stage: str
     ms: float
-    status: str
+    status: RunStatus
 
 
 class StepKind(enum.StrEnum):
@@ -264,21 +281,84 @@ class StepKind(enum.StrEnum):
     ACTION = "action"
 
 
-class Step(NamedTuple):
-    """One entry of a plan, with the reason it stands where it does.
+class HandlerStep(NamedTuple):
+    """A plan step that runs a registered handler (a plugin's or a Python observer's).
 
     ``skipped`` says why a step that would run does not (its plugin is disabled); such
     steps are shown by ``plan`` and left out by :meth:`Plan.stage`.
     """
 
-    kind: StepKind
-    stage: Stage | None
+    event: Event
+    why: str
+    skipped: str = ""
+
+    @property
+    def kind(self) -> StepKind:
+        """``handler``."""
+        return StepKind.HANDLER
+
+    @property
+    def stage(self) -> Stage:
+        """The stage it runs in."""
+        return self.event.stage
+
+    @property
+    def name(self) -> str:
+        """The handler's name."""
+        return self.event.handler.name
+
+
+class InternalStep(NamedTuple):
+    """A plan step that runs one of the core's internal handlers."""
+
+    internal: InternalHandler
+    why: str
+
+    @property
+    def kind(self) -> StepKind:
+        """``internal``."""
+        return StepKind.INTERNAL
+
+    @property
+    def stage(self) -> Stage:
+        """The stage it runs in."""
+        return self.internal.stage
+
+    @property
+    def name(self) -> str:
+        """The internal handler's name."""
+        return self.internal.name
+
+    @property
+    def skipped(self) -> str:
+        """Always ``""``: internal handlers cannot be switched off."""
+        return ""
+
+
+class ActionStep(NamedTuple):
+    """The plan step that runs the function's main logic: the core's function of that
+    ``name`` (``func`` ``None``), or the handler of an addon's ``<func>``. ``skipped``:
+    why ``mgrhooks plan`` shows it not running (a function known only through its
+    handlers)."""
+
     name: str
     why: str
-    event: Event | None = None
     func: FuncDecl | None = None
-    internal: InternalHandler | None = None
     skipped: str = ""
+
+    @property
+    def kind(self) -> StepKind:
+        """``action``."""
+        return StepKind.ACTION
+
+    @property
+    def stage(self) -> None:
+        """``None``: the main logic stands between the before and after stages."""
+        return None
+
+
+#: one entry of a plan, with the reason it stands where it does (``why``)
+Step = HandlerStep | InternalStep | ActionStep
 
 
 class Plan(NamedTuple):
@@ -287,11 +367,11 @@ class Plan(NamedTuple):
     func: str
     steps: tuple[Step, ...] = ()
 
-    def stage(self, stage: Stage) -> tuple[Step, ...]:
+    def stage(self, stage: Stage) -> tuple[HandlerStep | InternalStep, ...]:
         """The handler and internal steps of one stage that run, in order."""
-        return tuple(s for s in self.steps if s.stage is stage and not s.skipped)
+        return tuple(s for s in self.steps if not isinstance(s, ActionStep) and s.stage is stage and not s.skipped)
 
     @property
-    def action(self) -> Step:
+    def action(self) -> ActionStep:
         """The step that runs the function's main logic."""
-        return next(s for s in self.steps if s.kind is StepKind.ACTION)
+        return next(s for s in self.steps if isinstance(s, ActionStep))

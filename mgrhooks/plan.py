@@ -9,17 +9,19 @@ from collections.abc import Collection, Mapping, Sequence
 
 from .errors import PanelError
 from .model import (
+    ActionStep,
     Base,
     Event,
+    HandlerStep,
     HandlerType,
     InternalHandler,
+    InternalStep,
     Placement,
     Plan,
     Registry,
     Request,
     Stage,
     Step,
-    StepKind,
 )
 
 #: the core's functions and, for each, its internal handlers (a :class:`Catalogue`)
@@ -130,10 +132,7 @@ def plan(
             continue
         seen.add(identity)
         skipped = "plugin disabled" if event.handler.plugin in disabled else ""
-        step = Step(
-            StepKind.HANDLER, event.stage, event.handler.name, _handler_why(event), event=event, skipped=skipped
-        )
-        keyed.append((order_key(event), step))
+        keyed.append((order_key(event), HandlerStep(event, _handler_why(event), skipped)))
     if addon is None:
         for position, internal in enumerate(catalogue.get(func, ())):
             base = internal.base.value
@@ -141,16 +140,15 @@ def plan(
                 f"{internal.stage.value} stage, internal handler of {base}: after handlers with"
                 f' proirity="before" base="{base}", before those with base="{base}"'
             )
-            step = Step(StepKind.INTERNAL, internal.stage, internal.name, why, internal=internal)
-            keyed.append((_internal_key(internal, position), step))
+            keyed.append((_internal_key(internal, position), InternalStep(internal, why)))
         known = func in catalogue
         default = f"main logic: the core's function '{func}'" if known else f"main logic: unknown function '{func}'"
         why = main or default
         skipped = "" if known else unknown or ""
-        action = Step(StepKind.ACTION, None, func, why, skipped=skipped)
+        action = ActionStep(func, why, skipped=skipped)
     else:
         why = f"main logic: <func> of handler '{addon.handler.name}' ({addon.source})"
-        action = Step(StepKind.ACTION, None, addon.handler.name, why, func=addon)
+        action = ActionStep(addon.handler.name, why, func=addon)
     keyed.append(((_ACTION_RANK, 0, 0, b"", 0), action))
     keyed.sort(key=lambda pair: pair[0])
     return Plan(func, tuple(step for _, step in keyed))
