@@ -1,4 +1,10 @@
-"""Delivering spooled event records: the drivers and one pass of the worker. I/O.
+"""Event records of calls: spooling them, and delivering them (the drivers and one pass
+of the worker). I/O.
+
+:class:`Notifications` follows a call through its monitor (:mod:`mgrhooks.monitor`): it
+collects the handlers' run records and, when the call committed a change that notifiers
+want, spools its record and delivers it inline at the start of the final stage (after
+the response is out) within :data:`INLINE_TIMEOUT`; the worker does the rest.
 
 Drivers (``driver =`` in a ``[notify.NAME]`` section):
 
@@ -21,12 +27,17 @@ from __future__ import annotations
 import base64
 import os
 import time
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import logs
+from .monitor import Later, Monitor, StepEnd
 from .root import Root
 from .settings import MAX_SECONDS, Notifier
 from .spool import Delivery, Spool
+
+if TYPE_CHECKING:
+    from .document import Document
+    from .model import HandlerRun, Request
 
 #: seconds an inline attempt, made right after the call, may take
 INLINE_TIMEOUT = 1.0
@@ -48,6 +59,51 @@ class Pass(NamedTuple):
 def spool_of(root: Root) -> Spool:
     """The spool of ``root``: ``var/<mgr>.spool.db`` (not created until a record is added)."""
     return Spool(root.var_dir / f"{root.mgr}.spool.db")
+
+
+class Notifications(Monitor):
+    """The event notifications of one call (a monitor subscriber, made per call).
+
+    :param notifiers: the root's notifiers (``[notify.NAME]`` sections); each gets the
+        record of a call whose function matches its ``events``
+    """
+
+    def __init__(self, root: Root, notifiers: tuple[Notifier, ...]) -> None:
+        self.root = root
+        self.notifiers = notifiers
+        self.runs: list[HandlerRun] = []
+
+    def after(self, end: StepEnd) -> None:
+        """Keep the run record of a handler that ran (for the event record)."""
+        if end.result.run is not None:
+            self.runs.append(end.result.run)
+
+    def committed(self, request: Request, document: Document) -> Later | None:
+        """Spool the record of a successful change (:mod:`mgrhooks.notify`) for the
+        notifiers that want it. A spool that fails is logged (the record is lost: the
+        call has committed, it does not fail). :returns: the inline delivery, or ``None``"""
+        from .notify import is_change, record, wanted
+
+        if document.has_error() or not is_change(request):
+            return None
+        names = [n.name for n in self.notifiers if wanted(n.events, request.func)]
+        if not names:
+            return None
+        import json
+        from datetime import UTC, datetime
+
+        record_id = os.urandom(16).hex()
+        body = record(request, self.root.mgr, document.tree(), self.runs, record_id, datetime.now(UTC))
+        try:
+            spool_of(self.root).add(record_id, request.func, json.dumps(body), names, time.time())
+        except Exception as exc:  # noqa: BLE001 (the call has committed: report, do not fail it)
+            logs.ACTION.error("event record of '%s' could not be spooled, so it is lost: %s", request.func, exc)
+            return None
+
+        def deliver() -> None:  # inline, when quick; the worker does the rest
+            work(self.root, self.notifiers, only=record_id, cap=INLINE_TIMEOUT)
+
+        return deliver
 
 
 def work(root: Root, notifiers: tuple[Notifier, ...], only: str | None = None, cap: float | None = None) -> Pass:

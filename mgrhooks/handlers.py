@@ -1,0 +1,157 @@
+"""Running one handler's step: its program vetted, the call's environment and parameter
+files, its protocol's request and answer, the run itself, each told to the monitor. I/O.
+
+The walk (:mod:`mgrhooks.dispatch`) decides which steps run and when the call stops; a
+handler's protocol (:mod:`mgrhooks.protocol`) what it gets and what its answer does; this
+module runs it. A handler whose program is refused (:func:`mgrhooks.programs.inspect`) or
+whose parameter files cannot be written fails without starting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from . import spill
+from .document import Document
+from .env import Facts, Spilled, call_environment
+from .model import ActionStep, HandlerStep, Request, Stage, Step
+from .monitor import Monitor, StepEnd, StepStart
+from .version import __version__
+
+if TYPE_CHECKING:
+    from .dispatch import Options
+    from .process import Processes
+    from .process.runner import RunOutcome, RunRequest
+    from .protocol import Call, InProcess, Spawned, Turn
+    from .root import Root
+    from .settings import Settings
+    from .step import StepResult
+    from .xmldoc import Element
+
+#: runs one handler: :meth:`mgrhooks.process.Processes.run` unless a test or an application swaps it
+Runner = Callable[["RunRequest"], "RunOutcome"]
+
+
+class Handlers:
+    """The handlers of one call.
+
+    :param runner: runs each program instead of ``options.processes`` (or the call's own
+        :class:`~mgrhooks.process.Processes`)
+    :param initial: makes the document a call starts from
+    """
+
+    def __init__(
+        self,
+        root: Root,
+        request: Request,
+        settings: Settings,
+        options: Options,
+        monitor: Monitor,
+        runner: Runner | None,
+        initial: Callable[[], Element],
+    ) -> None:
+        self.root, self.request, self.settings, self.options = root, request, settings, options
+        self.monitor, self.initial = monitor, initial
+        self.runner = runner  # else set at the first program (see _run)
+        self.processes: Processes | None = None  # the call's own, when the options bring none
+        self.spilled: Spilled | None = None  # written with the first program that starts
+        self._call: Call | None = None  # what handlers share, made with the first one
+
+    def close(self) -> None:
+        """Release what the call's handlers held: the call's own Processes, its spilled
+        parameter files, and those calls that were killed left (:func:`mgrhooks.spill.release`)."""
+        if self.processes is not None:
+            self.processes.close()
+        spill.release(self.spilled)
+
+    def run(self, step: HandlerStep | ActionStep, document: Document) -> StepResult:
+        """Run the handler of ``step`` (a registered one, or an addon's ``<func>``) by its
+        protocol, given ``document``. In the final stage a program gets the response
+        (``sessiondata="yes"``) or the starting document, an observer a copy: neither can
+        change the response."""
+        from . import protocol
+
+        turn = protocol.turn(step)
+        adapter = protocol.adapter(turn.handler)
+        final = turn.stage == Stage.FINAL
+        if isinstance(adapter, protocol.InProcess):
+            return self._observe(step, turn, adapter, Document.of(document.copy()) if final else document)
+        if final and not (isinstance(step, HandlerStep) and step.event.sessiondata):
+            document = Document.of(self.initial())
+        return self._spawn(step, turn, adapter, document)
+
+    def _observe(self, step: Step, turn: Turn, adapter: InProcess, document: Document) -> StepResult:
+        """Call a Python observer as a handler."""
+        start = StepStart(step, turn.handler)
+        self.monitor.before(start)
+        observers = self.options.observers
+        answer = adapter.invoke(observers.callback(turn.handler) if observers else None, self.request, document)
+        return self._ended(start, adapter.result(turn, self._shared(), answer, document))
+
+    def _spawn(self, step: Step, turn: Turn, adapter: Spawned, document: Document) -> StepResult:
+        """Run a handler's program, unless it is refused or its parameter files cannot be
+        written (it fails then, not started)."""
+        from . import protocol
+        from .programs import inspect
+
+        program = inspect(str(self.root.addon_dir), turn.handler.name)
+        start = StepStart(step, turn.handler, program.shown, program.warnings)
+        refusal = "; ".join(program.errors) if program.path is None else self._prepare()
+        if program.path is None or refusal:
+            self.monitor.before(start)
+            return self._ended(start, protocol.refused(turn, self._shared(), document, refusal))
+        request = adapter.request(turn, program.path, self._shared(), document)
+        start = start._replace(request=request)
+        self.monitor.before(start)
+        outcome = self._run(request)
+        if turn.stage == Stage.FINAL:  # its output is not read
+            result = protocol.final(turn, outcome, document)
+        else:
+            result = adapter.result(turn, self._shared(), outcome, document)
+        return self._ended(start, result, outcome)
+
+    def _ended(self, start: StepStart, result: StepResult, outcome: RunOutcome | None = None) -> StepResult:
+        """Tell the monitor a step ran; its result."""
+        self.monitor.after(StepEnd(start, result, outcome))
+        return result
+
+    def _shared(self) -> Call:
+        """What the call's handlers share (made at the first handler)."""
+        if self._call is None:
+            from .protocol import Call
+
+            self._call = Call(self.request, str(self.root.path), self.settings, self.options.timeout)
+        return self._call
+
+    def _run(self, request: RunRequest) -> RunOutcome:
+        """Run one program: the one place that says how. Through the runner the call was
+        given, else the caller's ``options.processes``, else Processes of the call's own,
+        made at its first program and closed at its end (:meth:`close`)."""
+        if self.runner is None:
+            processes = self.options.processes
+            if processes is None:
+                from .process import Processes
+
+                processes = self.processes = Processes()
+            self.runner = processes.run
+        return self.runner(request)
+
+    def _prepare(self) -> str:
+        """Make the call's environment for programs, once, its parameter files written
+        first (:func:`mgrhooks.spill.write`): ``""``, or why it cannot be made (tried again
+        for the next handler)."""
+        if not self._shared().environment:
+            options, root = self.options, self.root
+            environ = options.environ if options.environ is not None else os.environ
+            chain = (*options.chain, self.request.func)
+            facts = Facts(root.mgr, str(root.path), __version__, depth=options.depth, chain=chain)
+            passed = self.settings.pass_env
+            try:
+                self.spilled = spill.write(self.request, environ, facts, passed)
+            except OSError as exc:  # a full /tmp, an environment too large even without parameters
+                return spill.failure(exc)
+            environment = call_environment(environ, self.request, facts, spilled=self.spilled, passed=passed)
+            self._call = self._shared()._replace(environment=environment)
+        return ""
