@@ -15,12 +15,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from . import logs
+from . import logs, spill
 from .core import Core
 from .document import Document
 from .errors import PanelError, RootError
 from .functions import EVENTLIST, Functions, core_docs, for_call
-from .handlers import Handlers, Runner
 from .model import ActionStep, HandlerStep, InternalStep, Plan, Registry, Request, Stage, Step
 from .monitor import Later, Monitor, StepEnd, StepStart, standard
 from .observers import Observers
@@ -31,9 +30,13 @@ from .step import StepResult, panel_error
 from .xmldoc import error_doc
 
 if TYPE_CHECKING:
+    from .handlers import Handlers
     from .process import Processes
+    from .process.runner import RunOutcome, RunRequest
     from .xmldoc import Element
 
+#: runs one handler: :meth:`mgrhooks.process.Processes.run` unless a test or an application swaps it
+Runner = Callable[["RunRequest"], "RunOutcome"]
 #: how deep calls made from handlers (``sbin/mgrctl``) may nest (our choice)
 MAX_DEPTH = 8
 
@@ -161,7 +164,8 @@ class _Walk:
         self.plan = plan(self.registry, request, self.core.catalogue(), root.disabled_plugins(), observed)
         self.settings = root.settings()
         self.monitor = standard(root, self.settings, options.monitors)
-        self.handlers = Handlers(root, request, self.settings, options, self.monitor, runner, self._initial)
+        self.runner = runner
+        self.handlers: Handlers | None = None  # made at the first handler step
 
     def run(self) -> Response:
         """Walk the plan: the response, final handlers run or deferred to ``finish``."""
@@ -214,13 +218,28 @@ class _Walk:
             self._end()
 
     def _end(self) -> None:
-        """Release what the call's handlers held (see :meth:`Handlers.close`)."""
-        self.handlers.close()
+        """Release what the call's handlers held (:meth:`~mgrhooks.handlers.Handlers.close`);
+        a call without handlers still removes what killed calls left (:func:`mgrhooks.spill.release`)."""
+        if self.handlers is not None:
+            self.handlers.close()
+        else:
+            spill.release(None)
+
+    def _handlers(self) -> Handlers:
+        """The call's handlers, made at the first handler step (a call without handlers
+        imports none of what running them needs)."""
+        if self.handlers is None:
+            from .handlers import Handlers
+
+            self.handlers = Handlers(
+                self.root, self.request, self.settings, self.options, self.monitor, self.runner, self._initial
+            )
+        return self.handlers
 
     def _step(self, step: Step, document: Document) -> StepResult:
         """Run one step, telling the monitor before and after it."""
         if isinstance(step, HandlerStep) or (isinstance(step, ActionStep) and step.func is not None):
-            return self.handlers.run(step, document)
+            return self._handlers().run(step, document)
         start = StepStart(step)
         self.monitor.before(start)
         if isinstance(step, InternalStep):  # one of the final stage sees a copy: it cannot change the response

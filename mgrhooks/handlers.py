@@ -5,6 +5,9 @@ The walk (:mod:`mgrhooks.dispatch`) decides which steps run and when the call st
 handler's protocol (:mod:`mgrhooks.protocol`) what it gets and what its answer does; this
 module runs it. A handler whose program is refused (:func:`mgrhooks.programs.inspect`) or
 whose parameter files cannot be written fails without starting.
+
+Imported by the walk at its first handler step: a call without handlers needs none of
+this (nor the runner, the protocols, ``merge``, ``programs``: bench/run.py's cold start).
 """
 
 from __future__ import annotations
@@ -13,25 +16,23 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import spill
+from . import protocol, spill
 from .document import Document
 from .env import Facts, Spilled, call_environment
 from .model import ActionStep, HandlerStep, Request, Stage, Step
 from .monitor import Monitor, StepEnd, StepStart
+from .process import Processes
+from .programs import inspect
+from .protocol import Call, InProcess, Spawned, Turn
 from .version import __version__
 
 if TYPE_CHECKING:
-    from .dispatch import Options
-    from .process import Processes
+    from .dispatch import Options, Runner
     from .process.runner import RunOutcome, RunRequest
-    from .protocol import Call, InProcess, Spawned, Turn
     from .root import Root
     from .settings import Settings
     from .step import StepResult
     from .xmldoc import Element
-
-#: runs one handler: :meth:`mgrhooks.process.Processes.run` unless a test or an application swaps it
-Runner = Callable[["RunRequest"], "RunOutcome"]
 
 
 class Handlers:
@@ -52,8 +53,9 @@ class Handlers:
         runner: Runner | None,
         initial: Callable[[], Element],
     ) -> None:
-        self.root, self.request, self.settings, self.options = root, request, settings, options
+        self.request, self.settings, self.options = request, settings, options
         self.monitor, self.initial = monitor, initial
+        self.root, self.cwd, self.addon_dir = root, str(root.path), str(root.addon_dir)
         self.runner = runner  # else set at the first program (see _run)
         self.processes: Processes | None = None  # the call's own, when the options bring none
         self.spilled: Spilled | None = None  # written with the first program that starts
@@ -71,8 +73,6 @@ class Handlers:
         protocol, given ``document``. In the final stage a program gets the response
         (``sessiondata="yes"``) or the starting document, an observer a copy: neither can
         change the response."""
-        from . import protocol
-
         turn = protocol.turn(step)
         adapter = protocol.adapter(turn.handler)
         final = turn.stage == Stage.FINAL
@@ -93,10 +93,7 @@ class Handlers:
     def _spawn(self, step: Step, turn: Turn, adapter: Spawned, document: Document) -> StepResult:
         """Run a handler's program, unless it is refused or its parameter files cannot be
         written (it fails then, not started)."""
-        from . import protocol
-        from .programs import inspect
-
-        program = inspect(str(self.root.addon_dir), turn.handler.name)
+        program = inspect(self.addon_dir, turn.handler.name)
         start = StepStart(step, turn.handler, program.shown, program.warnings)
         refusal = "; ".join(program.errors) if program.path is None else self._prepare()
         if program.path is None or refusal:
@@ -120,9 +117,7 @@ class Handlers:
     def _shared(self) -> Call:
         """What the call's handlers share (made at the first handler)."""
         if self._call is None:
-            from .protocol import Call
-
-            self._call = Call(self.request, str(self.root.path), self.settings, self.options.timeout)
+            self._call = Call(self.request, self.cwd, self.settings, self.options.timeout)
         return self._call
 
     def _run(self, request: RunRequest) -> RunOutcome:
@@ -132,8 +127,6 @@ class Handlers:
         if self.runner is None:
             processes = self.options.processes
             if processes is None:
-                from .process import Processes
-
                 processes = self.processes = Processes()
             self.runner = processes.run
         return self.runner(request)
@@ -143,10 +136,10 @@ class Handlers:
         first (:func:`mgrhooks.spill.write`): ``""``, or why it cannot be made (tried again
         for the next handler)."""
         if not self._shared().environment:
-            options, root = self.options, self.root
+            options = self.options
             environ = options.environ if options.environ is not None else os.environ
             chain = (*options.chain, self.request.func)
-            facts = Facts(root.mgr, str(root.path), __version__, depth=options.depth, chain=chain)
+            facts = Facts(self.root.mgr, self.cwd, __version__, depth=options.depth, chain=chain)
             passed = self.settings.pass_env
             try:
                 self.spilled = spill.write(self.request, environ, facts, passed)
