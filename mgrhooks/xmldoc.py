@@ -143,13 +143,6 @@ def is_empty_doc(data: bytes) -> bool:
     return len(data) <= 128 and _pattern(_EMPTY_DOC).fullmatch(data) is not None
 
 
-class Checked(NamedTuple):
-    """A ``<doc>`` kept as the text a handler printed, no tree built (:func:`checked` said
-    it may be); :func:`parse` it when a tree is needed."""
-
-    data: bytes
-
-
 def checked(data: bytes) -> bool:
     """Whether ``data`` may stand for its document as it is, without a tree.
 
