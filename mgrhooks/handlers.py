@@ -59,7 +59,7 @@ class Handlers:
         self.runner = runner  # else set at the first program (see _run)
         self.processes: Processes | None = None  # the call's own, when the options bring none
         self.spilled: Spilled | None = None  # written with the first program that starts
-        self._call: Call | None = None  # what handlers share, made with the first one
+        self.call = Call(request, self.cwd, settings, options.timeout)  # the environment added at the first program
 
     def close(self) -> None:
         """Release what the call's handlers held: the call's own Processes, its spilled
@@ -88,37 +88,31 @@ class Handlers:
         self.monitor.before(start)
         observers = self.options.observers
         answer = adapter.invoke(observers.callback(turn.handler) if observers else None, self.request, document)
-        return self._ended(start, adapter.result(turn, self._shared(), answer, document))
+        return self._ended(start, adapter.result(turn, self.call, answer, document))
 
     def _spawn(self, step: Step, turn: Turn, adapter: Spawned, document: Document) -> StepResult:
         """Run a handler's program, unless it is refused or its parameter files cannot be
         written (it fails then, not started)."""
         program = inspect(self.addon_dir, turn.handler.name)
-        start = StepStart(step, turn.handler, program.shown, program.warnings)
         refusal = "; ".join(program.errors) if program.path is None else self._prepare()
         if program.path is None or refusal:
+            start = StepStart(step, turn.handler, program.shown, program.warnings)
             self.monitor.before(start)
-            return self._ended(start, protocol.refused(turn, self._shared(), document, refusal))
-        request = adapter.request(turn, program.path, self._shared(), document)
-        start = start._replace(request=request)
+            return self._ended(start, protocol.refused(turn, self.call, document, refusal))
+        request = adapter.request(turn, program.path, self.call, document)
+        start = StepStart(step, turn.handler, program.shown, program.warnings, request)
         self.monitor.before(start)
         outcome = self._run(request)
         if turn.stage == Stage.FINAL:  # its output is not read
             result = protocol.final(turn, outcome, document)
         else:
-            result = adapter.result(turn, self._shared(), outcome, document)
+            result = adapter.result(turn, self.call, outcome, document)
         return self._ended(start, result, outcome)
 
     def _ended(self, start: StepStart, result: StepResult, outcome: RunOutcome | None = None) -> StepResult:
         """Tell the monitor a step ran; its result."""
         self.monitor.after(StepEnd(start, result, outcome))
         return result
-
-    def _shared(self) -> Call:
-        """What the call's handlers share (made at the first handler)."""
-        if self._call is None:
-            self._call = Call(self.request, self.cwd, self.settings, self.options.timeout)
-        return self._call
 
     def _run(self, request: RunRequest) -> RunOutcome:
         """Run one program: the one place that says how. Through the runner the call was
@@ -135,7 +129,7 @@ class Handlers:
         """Make the call's environment for programs, once, its parameter files written
         first (:func:`mgrhooks.spill.write`): ``""``, or why it cannot be made (tried again
         for the next handler)."""
-        if not self._shared().environment:
+        if not self.call.environment:
             options = self.options
             environ = options.environ if options.environ is not None else os.environ
             chain = (*options.chain, self.request.func)
@@ -146,5 +140,5 @@ class Handlers:
             except OSError as exc:  # a full /tmp, an environment too large even without parameters
                 return spill.failure(exc)
             environment = call_environment(environ, self.request, facts, spilled=self.spilled, passed=passed)
-            self._call = self._shared()._replace(environment=environment)
+            self.call = self.call._replace(environment=environment)
         return ""

@@ -101,9 +101,10 @@ class Monitors(Monitor):
         return run_all
 
 
-def standard(root: Root, settings: Settings, extra: Sequence[Monitor] = ()) -> Monitors:
+def standard(root: Root, settings: Settings, extra: Sequence[Monitor] = ()) -> Monitor:
     """A call's subscribers: the panel log, event notifications when the root's
-    ``etc/mgrhooks.conf`` configures notifiers, then ``extra``."""
+    ``etc/mgrhooks.conf`` configures notifiers, then ``extra`` (the panel log alone when
+    there are no others: no fan-out per step)."""
     from .runlog import PanelLog
 
     subscribers: list[Monitor] = [PanelLog()]
@@ -111,4 +112,5 @@ def standard(root: Root, settings: Settings, extra: Sequence[Monitor] = ()) -> M
         from .delivery import Notifications
 
         subscribers.append(Notifications(root, settings.notifiers))
-    return Monitors([*subscribers, *extra])
+    subscribers += extra
+    return subscribers[0] if len(subscribers) == 1 else Monitors(subscribers)
