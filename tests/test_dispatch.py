@@ -3,6 +3,7 @@ root, handler programs answered by a fake runner (no process starts)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 
 import pytest
@@ -189,3 +190,21 @@ def test_a_monitor_is_told_of_every_step_and_of_the_committed_response(walk: Pan
         ("before", "f1.sh"),
         ("after", "f1.sh ok"),
     ]
+
+
+def test_calls_nested_too_deep_are_refused_before_anything_runs(walk: PanelRoot) -> None:
+    core = Core()
+    options = Options(depth=9, chain=("a", "b"))
+    response = call(Root.open(walk.path), Request("thing"), core, options, runner=Runner(core))
+    assert core.ran == [] and response.plan is None
+    assert response.doc.find("error").get("type") == "nesting" and "a > b > thing" in response.doc.findtext("error/msg")
+
+
+def test_parameter_files_are_written_once_for_the_call_and_removed_after_it(walk: PanelRoot) -> None:
+    core = Core()
+    runner = Runner(core, b2_sh=lambda r: r.stdin)
+    big = "x" * (70 * 1024)  # beyond what goes into the environment
+    call(Root.open(walk.path), Request("thing", (("note", big),)), core, runner=runner)
+    files = {r.env["PARAM_note_FILE"] for r in runner.requests}
+    assert len(files) == 1 and "PARAM_note" not in runner.requests[0].env
+    assert not os.path.exists(files.pop())  # the call's end removed it

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mgrhooks import protocol
 from mgrhooks.document import Document
 from mgrhooks.errors import PanelError
 from mgrhooks.logs import ERROR, INFO, WARNING
-from mgrhooks.model import Handler, HandlerType, Request, RunStatus, Source
+from mgrhooks.model import ActionStep, Handler, HandlerType, Request, RunStatus, Source
 from mgrhooks.process.runner import RunOutcome, RunRequest
 from mgrhooks.protocol import Call, Turn, cgi, observer, old, xml
 from mgrhooks.protocol.observer import Answer
@@ -227,3 +229,26 @@ def test_invoking_an_observer_never_raises_for_its_exception() -> None:
     assert isinstance(answer.error, KeyError) and answer.value is None
     unregistered = observer.invoke(None, REQUEST, document())  # unregistered meanwhile: answers None
     assert unregistered.value is None and unregistered.error is None
+
+
+def test_an_old_handlers_failure_and_broken_answer_name_it() -> None:
+    given = document()
+    old_xml = turn(HandlerType.XML, generation=4)
+    request = old.request(old_xml, "/p", CALL, given)
+    failed = old.result(old_xml, CALL, outcome(request, b"", "spawn", "cannot start /p: Permission denied"), given)
+    assert failed.stop and failed.notes[0].text.endswith("failed: cannot start /p: Permission denied")
+    assert failed.run.status is RunStatus.SPAWN
+    broken = old.result(old_xml, CALL, outcome(request, b"<doc>"), given)
+    assert broken.stop and "failed: invalid output: invalid XML" in broken.notes[0].text
+
+
+def test_text_before_the_xml_that_is_no_header_block_is_left_for_the_parser() -> None:
+    given = document()
+    request = cgi.request(turn(), "/p", CALL, given)
+    result = cgi.result(turn(), CALL, outcome(request, b"hello\n\n<doc/>"), given)
+    assert result.stop and "invalid output" in result.notes[0].text
+
+
+def test_the_cores_own_action_is_no_handlers_turn() -> None:
+    with pytest.raises(ValueError, match="runs no handler"):
+        protocol.turn(ActionStep("user.edit", "main logic"))
