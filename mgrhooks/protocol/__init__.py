@@ -1,4 +1,5 @@
-"""The handler protocols, one small module each (after pre-commit's ``languages/``). Pure.
+"""The handler protocols, one small module each (after pre-commit's ``languages/``). Pure,
+but for :func:`.observer.invoke`, which calls the observer.
 
 =================  =====================================================================
 module             handlers
