@@ -48,6 +48,8 @@ class SpillPlan(NamedTuple):
 
     @property
     def any(self) -> bool:
+        """Whether anything leaves the environment (a file, a pair out of ``QUERY_STRING``,
+        a variable left out): then the call writes parameter files."""
         return bool(self.files or self.unqueried or self.left_out)
 
 

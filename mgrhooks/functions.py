@@ -278,6 +278,8 @@ class CoreDoc(NamedTuple):
 
     @property
     def shown_objects(self) -> str:
+        """The folder of per-object documents (``etc/core/<mgr>/<func>/``) as messages show
+        it: relative to the root, when in one."""
         return str(self.objects.relative_to(self.root)) if self.objects and self.root else str(self.objects)
 
 

@@ -30,13 +30,22 @@ class Child(Protocol):
     ``wait(timeout)`` raises ``subprocess.TimeoutExpired`` when the time (seconds) runs out."""
 
     @property
-    def pid(self) -> int: ...
+    def pid(self) -> int:
+        """The process id (also its process group and session: it leads both)."""
+        ...
 
-    def poll(self) -> int | None: ...
+    def poll(self) -> int | None:
+        """The exit status once it ended (negative: the signal), else ``None``; never waits."""
+        ...
 
-    def wait(self, timeout: float | None = None) -> int: ...
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait (at most ``timeout`` seconds) and return the exit status.
+        :raises subprocess.TimeoutExpired: the time ran out first"""
+        ...
 
-    def kill(self) -> None: ...
+    def kill(self) -> None:
+        """SIGKILL the process itself (not its group), unless it was reaped already."""
+        ...
 
 
 def seal_descriptors() -> bool:
