@@ -15,6 +15,7 @@ import click
 
 from .errors import ExitStatus, MgrhooksError, out_of_resources
 from .model import Level, Severity
+from .printable import printable
 from .root import DEFAULT_MGR
 from .settings import MAX_SECONDS
 from .version import __version__
@@ -94,31 +95,52 @@ class _Command(click.Command):
             )
 
 
+def _say(message: str) -> None:
+    """One line on stderr, its control characters escaped (:mod:`mgrhooks.printable`): the
+    values in it (a function, a user, a file name) cannot add lines or drive the terminal."""
+    click.echo(printable(message), err=True)
+
+
+def _escaped(exc: click.ClickException) -> click.ClickException:
+    """``exc`` as click will show it, its message escaped (a caller's value in it)."""
+    message = printable(exc.format_message())  # (the exit status goes with the class: 2 for usage, else 1)
+    return click.UsageError(message, exc.ctx) if isinstance(exc, click.UsageError) else click.ClickException(message)
+
+
 class _Handled(_Command):
     """Maps what no command handled to an exit status (STYLE: pre-commit's error_handler):
     a MgrhooksError to ``Error: ...`` on stderr and its own status, the system refusing a
-    resource to 71, anything else to 4 (a bug)."""
+    resource to 71, anything else to 4 (a bug). Every message goes out escaped
+    (:func:`_say`; click's usage errors too)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:  # noqa: ANN401 (click's own signature)
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as exc:  # an unknown option, a bad value: shown by click
+            raise _escaped(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:  # noqa: ANN401 (whatever the command returns)
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            click.echo("Interrupted", err=True)
+            _say("Interrupted")
             sys.exit(ExitStatus.INTERRUPTED)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except click.ClickException as exc:
+            raise _escaped(exc) from None
+        except (click.exceptions.Exit, click.Abort):
             raise
         except MgrhooksError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            _say(f"Error: {exc}")
             sys.exit(exc.exit_status)
         except Exception as exc:
             if os.environ.get("MGRHOOKS_DEBUG"):
                 raise
             exhausted = out_of_resources(exc)
             if exhausted:
-                click.echo(f"mgrhooks: the system refused a resource: {exhausted}", err=True)
+                _say(f"mgrhooks: the system refused a resource: {exhausted}")
                 sys.exit(ExitStatus.OSERR)
-            click.echo(f"mgrhooks: internal error: {type(exc).__name__}: {exc}", err=True)
-            click.echo("This is a bug in mgrhooks; MGRHOOKS_DEBUG=1 shows where it happened.", err=True)
+            _say(f"mgrhooks: internal error: {type(exc).__name__}: {exc}")
+            _say("This is a bug in mgrhooks; MGRHOOKS_DEBUG=1 shows where it happened.")
             sys.exit(ExitStatus.INTERNAL)
 
 
@@ -208,7 +230,7 @@ def _write(response: bytes) -> bool:
         click.echo(response, nl=False)
     except OSError as exc:
         if not isinstance(exc, BrokenPipeError):
-            click.echo(f"mgrhooks: cannot write the response: {exc.strerror or exc}", err=True)
+            _say(f"mgrhooks: cannot write the response: {exc.strerror or exc}")
         return False
     return True
 

@@ -2,7 +2,14 @@
 
 Line shape, after the panel's: ``Nov 21 08:45:16 [1234:1] external INFO Executing: ...``
 (date, ``[pid:thread]``, module, level, message). Modules are the last part of the logger
-name: ``action`` (registration, calls) and ``external`` (handler runs).
+name: ``action`` (registration, calls) and ``external`` (handler runs). A record is one
+line whatever the values in it: the formatter escapes control characters in the whole
+line (:mod:`mgrhooks.printable`), so a newline in a value cannot forge a line of its own
+and an ANSI escape is shown, not run by the terminal that reads the log.
+
+The file is opened without following a link and created with mode 600; a log that is a
+FIFO, a device or a link, or whose folder leads out of the root, is refused as a log that
+cannot be opened is: one line on stderr, the call goes on (:func:`open_log`).
 
 Levels come from ``etc/debug.conf`` as on the panel: lines ``PRODUCT.MODULE LEVEL`` where
 PRODUCT is the ``--mgr`` name or ``*`` and MODULE a module or ``*`` (``*.external 9``);
@@ -23,7 +30,9 @@ own set-up is never changed.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 import threading
 import time
@@ -33,6 +42,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from .printable import printable
 
 if TYPE_CHECKING:
     import logging
@@ -52,8 +63,9 @@ class _Target:
     """Where one :func:`to_file` block writes: ``path`` (and stderr with ``echo``) at the
     module ``levels``; its handlers are made at its first record, closed at its end."""
 
-    def __init__(self, path: Path, levels: dict[str, int], echo: bool) -> None:
+    def __init__(self, path: Path, levels: dict[str, int], echo: bool, root: Path | None) -> None:
         self.path = path
+        self.root = root
         self.levels = levels
         self.echo = echo
         self.handlers: list[logging.Handler] = []
@@ -78,7 +90,7 @@ class _Target:
         with self._lock:
             if self.handlers or self.closed:
                 return
-            handlers = [_LineFile(self.path)]
+            handlers = [_LineFile(self.path, self.root)]
             if self.echo:
                 import logging
 
@@ -186,8 +198,12 @@ def _PanelFormatter() -> logging.Formatter:  # noqa: N802 (a class, made on dema
         """Formats records as the panel's log lines (the module docstring), the date made
         once a second.
 
-        Written out rather than through ``Formatter.format``'s %-style machinery: a record
-        is written for every handler run, and this is most of what it costs.
+        The whole line goes through :func:`mgrhooks.printable.printable` here, so no record
+        can forget it: a newline or an ANSI escape in a function name, a user name, a value
+        or a handler's stderr is shown as ``\\n`` or ``\\x1b`` and never starts a line of
+        its own (a traceback too is one line). Written out rather than through
+        ``Formatter.format``'s %-style machinery: a record is written for every handler
+        run, and this is most of what it costs.
         """
 
         def __init__(self) -> None:
@@ -204,12 +220,12 @@ def _PanelFormatter() -> logging.Formatter:  # noqa: N802 (a class, made on dema
             line = f"{self._date} [{record.process}:{thread}] {module} {record.levelname} {record.getMessage()}"
             if record.exc_info:
                 line += "\n" + self.formatException(record.exc_info)
-            return line
+            return printable(line)  # one line whatever the values: the record's own end is the writer's
 
     return PanelFormatter()
 
 
-def _LineFile(path: Path) -> logging.Handler:  # noqa: N802 (a class, made on demand)
+def _LineFile(path: Path, root: Path | None) -> logging.Handler:  # noqa: N802 (a class, made on demand)
     import logging
 
     class LineFile(logging.Handler):
@@ -217,9 +233,10 @@ def _LineFile(path: Path) -> logging.Handler:  # noqa: N802 (a class, made on de
         is in the file before the call goes on (before the next handler starts), with no
         buffered text stream to flush.
 
-        A log that cannot be opened or written (a directory, a full disk, no permission)
-        never fails or stops the call: one line on stderr per process names the file and
-        the reason, and writing is tried again with each record (our choice)."""
+        The file is opened by :func:`open_log` (no link followed, created with mode 600).
+        A log that cannot be opened or written (a directory, a FIFO, a link, a full disk,
+        no permission) never fails or stops the call: one line on stderr per process names
+        the file and the reason, and writing is tried again with each record (our choice)."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -229,7 +246,7 @@ def _LineFile(path: Path) -> logging.Handler:  # noqa: N802 (a class, made on de
 
         def reopen(self) -> bool:
             try:
-                self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                self.fd = open_log(path, root)
             except OSError as exc:
                 self.complain(exc)
             return self.fd >= 0
@@ -252,7 +269,8 @@ def _LineFile(path: Path) -> logging.Handler:  # noqa: N802 (a class, made on de
                 return
             self.complained = True
             with suppress(AttributeError, OSError, ValueError):  # stderr closed, or none
-                sys.stderr.write(f"mgrhooks: cannot write the log {path}: {exc.strerror}; its records are lost\n")
+                line = f"mgrhooks: cannot write the log {path}: {exc.strerror}; its records are lost"
+                sys.stderr.write(printable(line) + "\n")
                 sys.stderr.flush()
 
         def close(self) -> None:
@@ -280,8 +298,51 @@ def _ModuleLevels(levels: dict[str, int]) -> logging.Filter:  # noqa: N802 (a cl
     return ModuleLevels()
 
 
+#: the mode a new log is created with (less the umask): the log holds user names, values
+#: and handlers' stderr, so only its owner reads it (our choice; an existing log keeps its own)
+LOG_MODE = 0o600
+#: what a file that is not a regular one is, by its ``S_IFMT`` bits
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+_KINDS |= {stat.S_IFDIR: "a directory", stat.S_IFSOCK: "a socket", stat.S_IFLNK: "a symbolic link (never followed)"}
+
+
+def open_log(path: Path, root: Path | None = None) -> int:
+    """A descriptor appending to the log ``path`` (created with :data:`LOG_MODE`), when it
+    is a regular file, or none yet: never through a symbolic link in its last name
+    (``O_NOFOLLOW``), and never waiting on a FIFO or touching a device (``O_NONBLOCK``,
+    then ``fstat``: the file opened is the file checked).
+
+    :param root: the root directory the log must stay in: a folder on the
+        way that is a link leading out of it is refused (``None``: not checked)
+    :raises OSError: its ``strerror`` says why (``"not a regular file but a FIFO"``,
+        ``"a symbolic link leading out of the root (to /tmp/x)"``, ``"Permission denied"``)
+    """
+    if root is not None:
+        folder, top = os.path.realpath(path.parent), os.path.realpath(root)
+        if os.path.commonpath((folder, top)) != top:
+            raise OSError(errno.EACCES, f"a symbolic link leading out of the root (to {folder})")
+    with suppress(FileNotFoundError):
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode):  # (a folder: open says "Is a directory")
+            _regular(info)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    fd = os.open(path, flags, LOG_MODE)
+    try:
+        _regular(os.fstat(fd))  # replaced between the lstat and the open
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _regular(info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "something else")
+        raise OSError(errno.EINVAL, f"not a regular file but {kind}")
+
+
 @contextmanager
-def to_file(path: Path, levels: dict[str, int], echo: bool = False) -> Iterator[None]:
+def to_file(path: Path, levels: dict[str, int], echo: bool = False, root: Path | None = None) -> Iterator[None]:
     """Write mgrhooks' records made in this context to ``path`` (and stderr with ``echo``)
     meanwhile; other threads, and contexts not copied from this one, keep their own.
 
@@ -290,8 +351,9 @@ def to_file(path: Path, levels: dict[str, int], echo: bool = False) -> Iterator[
     until the block ends; afterwards their records go to the ``mgrhooks.*`` loggers.
 
     :param levels: per-module levels, from :func:`read_debug_conf`
+    :param root: the root directory the log must stay in (see :func:`open_log`)
     """
-    target = _Target(path, levels, echo)
+    target = _Target(path, levels, echo, root)
     token = _target.set(target)
     try:
         yield

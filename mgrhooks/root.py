@@ -218,7 +218,7 @@ class Root(NamedTuple):
             conf = (self.path / "etc" / "debug.conf").read_text(errors="replace")
         except OSError:
             conf = ""
-        with logs.to_file(self.log_file, logs.read_debug_conf(conf, self.mgr), echo):
+        with logs.to_file(self.log_file, logs.read_debug_conf(conf, self.mgr), echo, root=self.path):
             yield
 
     def _log_registration(self, registry: Registry) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 import psutil
 import pytest
 
-from conftest import PanelRoot, need
+from conftest import PanelRoot, need, unmeasured
 
 PERL_CGI_ECHO = r"""
 #!/usr/bin/perl
@@ -682,21 +682,42 @@ def test_a_closed_stdout_or_stderr_is_no_error(root: PanelRoot) -> None:
 
 @pytest.mark.parametrize(
     ("log", "reason"),
-    [("directory", "Is a directory"), ("/dev/full", "No space left on device")],
-    ids=["cannot-open", "disk-full"],
+    [
+        ("directory", "Is a directory"),
+        ("full", "File too large"),
+        ("fifo", "not a regular file but a FIFO"),
+        ("/dev/full", "not a regular file but a symbolic link (never followed)"),
+    ],
+    ids=["cannot-open", "disk-full", "fifo", "link-to-a-device"],
 )
 def test_a_log_that_cannot_be_written_costs_one_stderr_line_and_never_the_call(
     root: PanelRoot, log: str, reason: str
 ) -> None:
     """The panel log's failures never fail or stop a call (the before-handler and the core's
-    change both happen, exit status 0): one line on stderr names the file and the reason."""
+    change both happen, exit status 0): one line on stderr names the file and the reason.
+    A FIFO is never waited on, and a link never followed (here to a device)."""
+    import resource
+
     path = root.path / "var/billmgr.log"
+    limit = resource.RLIM_INFINITY
     if log == "directory":
         path.mkdir()
+    elif log == "full":  # a file size limit the log has reached: its next write fails, as on a full disk
+        limit = 1 << 20
+        path.write_bytes(b"x\n" * (limit // 2))
+    elif log == "fifo":
+        os.mkfifo(path)
     else:
         path.symlink_to(log)
     root.handler("first.sh", "#!/bin/sh\necho ran > var/first.ran\ncat\n", '<event name="user.add" before="yes"/>')
-    result = root.mgrhooks("exec", "user.add", "name=ann", "passwd=x", "sok=ok", "--out", "text")
+    result = subprocess.run(
+        root.argv("exec", "user.add", "name=ann", "passwd=x", "sok=ok", "--out", "text"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=unmeasured(),
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
     assert result.returncode == 0 and result.stdout == "OK\nid=ann\n", result
     assert result.stderr == f"mgrhooks: cannot write the log {path}: {reason}; its records are lost\n"
     assert root.read("var/first.ran") == "ran\n"
