@@ -20,17 +20,14 @@ shown (no ``sok``). Record shape::
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from .model import HandlerRun, Request
+from .secret import masked
 from .xmldoc import Element
 
-#: parameter names whose values are replaced by "***" in records
-SECRET = re.compile(r"pass|secret|token|key|auth", re.IGNORECASE)
-REDACTED = "***"
 _FORMS = (".add", ".edit")
 
 
@@ -48,8 +45,9 @@ def wanted(patterns: Sequence[str], func: str) -> bool:
 
 def redact(params: Sequence[tuple[str, str]]) -> dict[str, str]:
     """The parameters as a dict (a repeated key: its last value), values of keys that
-    look secret (:data:`SECRET`: ``passwd``, ``token``, ...) replaced by ``***``."""
-    return {key: REDACTED if SECRET.search(key) else value for key, value in params}
+    look secret (:func:`mgrhooks.secret.is_secret`: ``passwd``, ``confirm``, ``token``,
+    ...) replaced by ``***``."""
+    return dict(masked(params))
 
 
 def record(

@@ -3,7 +3,8 @@
 * ``xml``: the document's data, UTF-8, with a declaration and ``</doc>`` on its own line.
   The interface parts (``<metadata>``, ``<messages>``) are left out of every format but:
 * ``devel``: the whole document, plus ``<tparams>`` holding the request's parameters
-  (``func`` first, then ``out``), as the panel's developer output.
+  (``func`` first, then ``out``), as the panel's developer output; a secret one
+  (``passwd``, ``confirm``: :func:`mgrhooks.secret.is_secret`) is echoed as ``***``.
 * ``json``: ``{"doc": {...}}``: attributes as ``"$name"``, element text as ``"$"``,
   children by tag, a tag that repeats under one parent as an array (COREmanager's form).
 * ``sjson``: as ``json``, but shaped for programs that do not want to test for arrays
@@ -13,7 +14,10 @@
   ``ERROR type(object,value): message`` (numeric errors ``ERROR code N: text``);
   ``<ok/>`` is ``OK``; each ``<elem>`` row is one line of space-separated ``key=value``
   pairs; any other element with text is a ``key=value`` line, nested ones with a dotted
-  path (``user.name=alice``).
+  path (``user.name=alice``). One record is one line whatever the values: control
+  characters in keys and values are escaped (``\\n``, ``\\x1b``:
+  :mod:`mgrhooks.printable`), so a value with a newline cannot make a record of its own,
+  nor an ANSI escape drive the terminal.
 
 Comments and processing instructions are left out of ``json``, ``sjson`` and ``text``; the
 text on both sides of one is kept, as one text (``<name>a<!-- x -->b</name>`` is ``ab``).
@@ -24,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .printable import printable
+from .secret import masked
 from .shape import INTERFACE, is_xml_name
 from .xmldoc import Element, add, error_text, find_error, parse, serialise
 
@@ -99,7 +105,7 @@ def _with_tparams(doc: Element, params: Sequence[tuple[str, str]]) -> Element:
 
     devel = copy.deepcopy(doc)
     tparams = add(devel, "tparams")
-    for key, value in (*params, ("out", "devel")):
+    for key, value in (*masked(params), ("out", "devel")):
         if is_xml_name(key):
             add(tparams, key, value)
         else:
@@ -144,7 +150,7 @@ def to_text(doc: Element) -> str:
     """The document as mgrctl's text output (see the module docstring)."""
     error = find_error(doc)
     if error is not None:
-        return _error_line(error) + "\n"
+        return printable(_error_line(error)) + "\n"
     lines: list[str] = []
     for child in doc:
         if not isinstance(child.tag, str):
@@ -155,7 +161,7 @@ def to_text(doc: Element) -> str:
             lines.append(" ".join(f"{k}={v}" for k, v in _leaves(child, "")))
         else:
             lines += [f"{k}={v}" for k, v in _leaves(child, "", top=True)]
-    return "".join(line + "\n" for line in lines)
+    return "".join(printable(line) + "\n" for line in lines)
 
 
 def _leaves(elem: Element, prefix: str, top: bool = False) -> list[tuple[str, str]]:

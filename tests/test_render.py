@@ -93,3 +93,29 @@ def test_text_keeps_the_text_after_a_comment_or_processing_instruction() -> None
     assert render(parse(typed), "text") == "ERROR value(o): bad value\n"
     numeric = b'<doc><error code="9">no<!-- c --> access</error></doc>'
     assert render(parse(numeric), "text") == "ERROR code 9: no access\n"
+
+
+def test_text_keeps_one_record_a_line_whatever_the_values() -> None:
+    """A value with a newline cannot make a record of its own, nor an escape reach the terminal."""
+    doc = parse(
+        "<doc><elem><name>a&#10;name=forged</name><note>\u202ex\u0085y</note></elem><id>x&#13;y</id></doc>".encode()
+    )
+    assert render(doc, "text") == "name=a\\nname=forged note=\\u202ex\\u0085y\nid=x\\ry\n"
+    error = error_doc("user.add", "exists", "user", "a\nb", "User 'a\nERROR forged' already exists")
+    assert render(error, "text") == "ERROR exists(user,a\\nb): User 'a\\nERROR forged' already exists\n"
+
+
+def test_devel_echoes_no_secret_parameter() -> None:
+    doc = parse(b'<doc func="user.add"><ok/></doc>')
+    params = (("func", "user.add"), ("name", "ann"), ("passwd", "s3cret"), ("confirm", "s3cret"), ("api_key", "k"))
+    devel = render(doc, "devel", params)
+    assert "s3cret" not in devel and ">k<" not in devel
+    tparams = parse(devel.encode()).find("tparams")
+    assert [(e.tag, e.text) for e in tparams] == [
+        ("func", "user.add"),
+        ("name", "ann"),
+        ("passwd", "***"),
+        ("confirm", "***"),
+        ("api_key", "***"),
+        ("out", "devel"),
+    ]

@@ -1,0 +1,80 @@
+"""Which parameters are secret, and keeping their values out of what mgrhooks writes. Pure.
+
+The rule is one function, :func:`is_secret`: a parameter is secret when its name holds
+``pass``, ``secret``, ``token``, ``key``, ``auth`` or ``confirm``, in any case
+(``passwd``, ``confirm``, the panel's repeated password, ``authinfo``, ``api_key``; our
+choice, broad on purpose: a name wrongly taken for secret costs a ``***`` in a record).
+Every writer uses it:
+
+* the event records (:func:`mgrhooks.notify.redact`) and ``--out devel``'s ``<tparams>``
+  (:mod:`mgrhooks.render`) show such a value as :data:`MASK`;
+* the panel log's dumps of what handlers get and give (``*.external 9``: the environment,
+  stdin: the document, a POST body, the old generation's ``<params>``; stdout; and every
+  stderr line at any level) pass through :meth:`Hider.hide`, which replaces each secret value
+  wherever it appears, in the forms mgrhooks hands it on: as it is (``PARAM_passwd``),
+  percent-encoded (``QUERY_STRING``, the POST body) and XML-escaped (``<params>``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+#: the parameter names whose values are secret (see the module docstring)
+SECRET = re.compile(r"pass|secret|token|key|auth|confirm", re.IGNORECASE)
+#: what a secret value is shown as
+MASK = "***"
+#: variables mgrhooks itself sets whose names match the rule but hold no secret
+_PROTOCOL = frozenset({"AUTH_USER", "AUTH_LEVEL", "AUTHID"})
+
+
+def is_secret(name: str) -> bool:
+    """Whether the parameter ``name`` holds a secret (the rule of the module docstring)."""
+    return SECRET.search(name) is not None
+
+
+def masked(params: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``params`` in order, the value of each secret one replaced by :data:`MASK`."""
+    return [(key, MASK if is_secret(key) else value) for key, value in params]
+
+
+class Hider:
+    """Hides the secret values of one call's parameters in text (:meth:`hide`).
+
+    Made once per call; a call without secret values hides nothing and costs nothing.
+    """
+
+    __slots__ = ("_pattern",)
+
+    def __init__(self, params: Iterable[tuple[str, str]]) -> None:
+        forms = {form for key, value in params if value and is_secret(key) for form in _forms(value)}
+        longest_first = sorted(forms, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, longest_first))) if forms else None
+
+    def hide(self, text: str) -> str:
+        """``text`` with every occurrence of a secret value, in each of its forms, replaced
+        by :data:`MASK` (a very short value hides every place it appears: the price of
+        never showing it)."""
+        return text if self._pattern is None else self._pattern.sub(MASK, text)
+
+    def environment(self, env: Mapping[str, str]) -> list[tuple[str, str]]:
+        """``env``'s variables sorted by name, each value hidden; a variable whose name the
+        rule calls secret (``PARAM_passwd``, a ``pass_env`` variable ``API_TOKEN``) shown
+        as :data:`MASK` whatever its value (mgrhooks' own ``AUTH_USER``, ``AUTH_LEVEL`` and
+        ``AUTHID`` are not secrets)."""
+        return [
+            (name, MASK if name not in _PROTOCOL and is_secret(name) else self.hide(value))
+            for name, value in sorted(env.items())
+        ]
+
+
+def _forms(value: str) -> set[str]:
+    """``value`` as mgrhooks hands it to handlers: as it is, percent-encoded as
+    :func:`urllib.parse.urlencode` does (``QUERY_STRING``, a POST body) and with
+    ``%20`` for a space, and escaped as XML text (lxml writes ``&amp;``, ``&lt;``,
+    ``&gt;``, ``&#13;``)."""
+    from urllib.parse import quote, quote_plus
+
+    encoded = {f(value, safe="", encoding="utf-8", errors="surrogateescape") for f in (quote, quote_plus)}
+    xml = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+    return {value, xml, *encoded}
