@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -1249,3 +1251,173 @@ def password_on_the_command_line(root: PanelRoot) -> Measured:
     shown = int(root.read("var/shown"))
     assert shown >= 1  # given as passwd=..., it is on mgrhooks' own command line
     return Measured(seconds, rows_lost=2 - len(users(root)), detail=f"0 command lines (as passwd=: {shown})")
+
+
+# --- logs -------------------------------------------------------------------------------
+
+#: a panel log line: date, [pid:thread], module, level
+LOG_LINE = re.compile(r"[A-Z][a-z]{2} [ 0-3]\d \d\d:\d\d:\d\d \[\d+:\d+\] (action|external|notify) [A-Z]+ ")
+FORGED = "\n2026-01-01 00:00:00 [1:1] action ERROR forged line"
+
+
+def log_lines_are_the_logs_own(text: str) -> int:
+    """Every line of ``text`` is a record of the log's own; no control character in any.
+    :returns: how many lines hold the forged text (escaped)"""
+    for line in text.splitlines():
+        assert LOG_LINE.match(line), f"a line the log did not write: {line!r}"
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in line), f"a control character: {line!r}"
+    return sum("forged line" in line for line in text.splitlines())
+
+
+@case("logs", "one record a line: the newline shown as \\n, the ANSI escape and CR as \\x1b, \\r; on stderr too")
+def value_forging_a_log_line(root: PanelRoot) -> Measured:
+    root.handler(
+        "noisy.sh",
+        "#!/bin/sh\nprintf 'name: %s\\rover \\033[2J\\033[31m\\n' \"$PARAM_name\" | tr '\\n' ' ' >&2\ncat\n",
+        '<event name="user.add" before="yes"/>',
+    )
+    name = f"a{FORGED}\x1b[31m"
+    result, seconds = exec_timed(root, "user.add", f"name={name}", "passwd=x", "sok=ok", "--verbose")
+    assert result.returncode == 1, result.stderr
+    assert log_lines_are_the_logs_own(root.log()) == 2  # the handler's stderr line, the core's error
+    stderr = [line for line in result.stderr.splitlines() if line.startswith("Error") is False]
+    assert log_lines_are_the_logs_own("\n".join(stderr)) == 2
+    (failed,) = [line for line in root.log().splitlines() if "'user.add' failed" in line]
+    return Measured(seconds, detail=failed.split("failed: ", 1)[1][:80] + "...")
+
+
+@case("logs", "*.external 9: the password is in no dump, as it is, percent-encoded or XML-escaped")
+def password_at_debug_level_9(root: PanelRoot) -> Measured:
+    (root.path / "etc/debug.conf").write_text("*.* 9\n")
+    password = f"pw&<{os.urandom(4).hex()}> é/+"
+    root.handler(
+        "post.sh",
+        "#!/bin/sh\ncat >&2\nenv >&2\necho '<doc/>'\n",
+        '<event name="user.add" before="yes"/>',
+        type="cgi",
+        attrs='postdata="yes"',
+    )
+    root.handler("env.sh", "#!/bin/sh\nenv >&2\ncat\n", '<event name="user.add" after="yes"/>')
+    root.plugin(
+        "old",
+        '<mgrdata><handler name="old.sh" type="xml"><event after="yes">user.add</event></handler></mgrdata>',
+        directory="etc",
+    )
+    root.addon("old.sh", "#!/bin/sh\ntee /dev/stderr\n")
+    argv = root.argv("exec", "user.add", "name=al", "sok=ok", "--stdin", "passwd", "--stdin", "confirm")
+    started = time.monotonic()
+    result = subprocess.run(argv, input=f"{password}\n{password}\n".encode(), capture_output=True)
+    seconds = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    log = (root.path / "var/billmgr.log").read_bytes()
+    assert b"<params>" in log and b"PARAM_passwd" in log and b"QUERY_STRING" in log, log[-2000:]
+    forms = {
+        password.encode(),
+        urllib.parse.quote_plus(password).encode(),
+        urllib.parse.quote(password, safe="").encode(),
+        password.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").encode(),
+        password[4:12].encode(),  # its random middle, whatever surrounds it
+    }
+    found = [form for form in forms if form in log]
+    assert not found, found
+    return Measured(seconds, rows_lost=1 - len(users(root)), detail=f"{len(log)} bytes of log, 0 occurrences")
+
+
+@case("logs", "refused, never followed: one stderr line, the call goes on; the link's target unchanged")
+def log_that_is_a_link(root: PanelRoot) -> Measured:
+    target = root.path / "etc/passwd-like"
+    target.write_text("root:x:0:0\n")
+    (root.path / "var/billmgr.log").symlink_to(target)
+    guard(root)
+    result, seconds = exec_timed(root, "user")
+    assert result.returncode == 0 and root.read("var/ran") == "ran\n", result.stderr
+    assert result.stderr.endswith("not a regular file but a symbolic link (never followed); its records are lost\n")
+    assert target.read_text() == "root:x:0:0\n"
+    return Measured(seconds, detail=result.stderr.strip().split(": ", 2)[2])
+
+
+@case("logs", "refused at once, never waited on: one stderr line, the call goes on")
+def log_that_is_a_fifo(root: PanelRoot) -> Measured:
+    os.mkfifo(root.path / "var/billmgr.log")
+    guard(root)
+    result, seconds = exec_timed(root, "user", timeout=30)
+    assert result.returncode == 0 and root.read("var/ran") == "ran\n", result.stderr
+    assert result.stderr.endswith("not a regular file but a FIFO; its records are lost\n"), result.stderr
+    return Measured(seconds, detail=result.stderr.strip().split(": ", 2)[2])
+
+
+@case("logs", "var/ linked out of the root: no log written there; one stderr line, the call goes on")
+def log_folder_linked_out_of_the_root(root: PanelRoot) -> Measured:
+    import tempfile
+
+    guard(root)
+    with tempfile.TemporaryDirectory() as elsewhere:
+        (root.path / "var").rmdir()
+        (root.path / "var").symlink_to(elsewhere)
+        result, seconds = exec_timed(root, "user")
+        assert result.returncode == 0 and root.read("var/ran") == "ran\n", result.stderr
+        assert f"a symbolic link leading out of the root (to {elsewhere})" in result.stderr, result.stderr
+        assert not os.path.exists(f"{elsewhere}/billmgr.log")
+    return Measured(seconds, detail=result.stderr.strip().split(": ", 2)[2])
+
+
+@case("logs", "a new log is made with mode 600, whatever the umask")
+def mode_of_a_new_log(root: PanelRoot) -> Measured:
+    guard(root)
+    started = time.monotonic()
+    result = subprocess.run(root.argv("exec", "user"), capture_output=True, preexec_fn=lambda: os.umask(0))
+    seconds = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    mode = stat.S_IMODE((root.path / "var/billmgr.log").stat().st_mode)
+    assert mode == 0o600, oct(mode)
+    return Measured(seconds, detail=f"mode {mode:o} with umask 0")
+
+
+# --- cgi output (RFC 3875 §6.3) ---------------------------------------------------------
+
+
+@case("cgi output", "a Status other than 2xx (CGI.pm's header(-status => '403 Forbidden')): the handler failed")
+def cgi_status_403(root: PanelRoot) -> Measured:
+    root.handler(
+        "deny.pl",
+        "#!/usr/bin/perl\nuse CGI;\nmy $q = CGI->new;\nprint $q->header(-status => '403 Forbidden');\n"
+        "print qq(<doc><ok/></doc>\\n);\n",
+        '<event name="user.add" before="yes"/>',
+        type="cgi",
+    )
+    result, seconds = exec_timed(root, "user.add", "name=al", "passwd=x", "sok=ok", "--out", "text")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Handler 'deny.pl' (before user.add" in result.stdout, result.stdout
+    assert result.stdout.rstrip().endswith('failed: answered "Status: 403 Forbidden"'), result.stdout
+    assert users(root) == []
+    return Measured(seconds, detail=result.stdout.strip().split("failed: ", 1)[1])
+
+
+@case("cgi output", "charset=koi8-r in Content-Type: the body decoded into the UTF-8 document")
+def cgi_body_in_koi8_r(root: PanelRoot) -> Measured:
+    body = "<doc><banner>Привет, мир</banner></doc>\n"  # no declaration: only the header names its charset
+    (root.path / "addon/body.koi8").write_bytes(body.encode("koi8-r"))
+    root.handler(
+        "koi.sh",
+        "#!/bin/bash\nprintf 'Content-Type: text/xml; charset=koi8-r\\r\\n\\r\\n'\ncat addon/body.koi8\n",
+        '<event name="desktop" after="yes"/>',
+        type="cgi",
+    )
+    result, seconds = exec_timed(root, "desktop", "--out", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["doc"]["banner"] == {"$": "Привет, мир"}, result.stdout
+    return Measured(seconds, detail="banner 'Привет, мир'")
+
+
+@case("cgi output", "an unknown charset: the handler failed, the charset named")
+def cgi_body_in_an_unknown_charset(root: PanelRoot) -> Measured:
+    root.handler(
+        "odd.sh",
+        "#!/bin/sh\nprintf 'Content-Type: text/xml; charset=x-martian\\n\\n<doc/>\\n'\n",
+        '<event name="desktop" after="yes"/>',
+        type="cgi",
+    )
+    result, seconds = exec_timed(root, "desktop", "--out", "text")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith('failed: an unknown charset "x-martian" in its Content-Type'), result.stdout
+    return Measured(seconds, detail=result.stdout.strip().split("failed: ", 1)[1])
