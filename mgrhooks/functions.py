@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -377,11 +376,6 @@ def _load(doc: CoreDoc) -> Element:
         raise PanelError("value", "core-doc", str(path), f"Core document {where}: {exc.reason}") from None
 
 
-#: what a file that is not a regular one is, by its ``S_IFMT`` bits
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
-_KINDS |= {stat.S_IFDIR: "a directory", stat.S_IFSOCK: "a socket"}
-
-
 def _read(doc: CoreDoc) -> bytes:
     """The bytes of a supplied document, when it is a regular file of at most
     :data:`CORE_DOC_LIMIT` bytes (inside ``doc.root``, if given). Nothing but such a file is
@@ -402,9 +396,9 @@ def _read(doc: CoreDoc) -> bytes:
 
 
 def _regular(info: os.stat_result) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "something else")
-        raise OSError(errno.EINVAL, f"not a regular file but {kind}")
+    from .files import require_regular
+
+    require_regular(info)
     if info.st_size > CORE_DOC_LIMIT:
         raise OSError(errno.EFBIG, f"larger than the limit of {CORE_DOC_LIMIT // 2**20} MiB")
 

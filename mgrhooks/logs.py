@@ -43,6 +43,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .files import require_regular
 from .printable import printable
 
 if TYPE_CHECKING:
@@ -301,9 +302,6 @@ def _ModuleLevels(levels: dict[str, int]) -> logging.Filter:  # noqa: N802 (a cl
 #: the mode a new log is created with (less the umask): the log holds user names, values
 #: and handlers' stderr, so only its owner reads it (our choice; an existing log keeps its own)
 LOG_MODE = 0o600
-#: what a file that is not a regular one is, by its ``S_IFMT`` bits
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
-_KINDS |= {stat.S_IFDIR: "a directory", stat.S_IFSOCK: "a socket", stat.S_IFLNK: "a symbolic link (never followed)"}
 
 
 def open_log(path: Path, root: Path | None = None) -> int:
@@ -323,22 +321,18 @@ def open_log(path: Path, root: Path | None = None) -> int:
             raise OSError(errno.EACCES, f"a symbolic link leading out of the root (to {folder})")
     with suppress(FileNotFoundError):
         info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            raise OSError(errno.ELOOP, "not a regular file but a symbolic link (never followed)")
         if not stat.S_ISDIR(info.st_mode):  # (a folder: open says "Is a directory")
-            _regular(info)
+            require_regular(info)
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
     fd = os.open(path, flags, LOG_MODE)
     try:
-        _regular(os.fstat(fd))  # replaced between the lstat and the open
+        require_regular(os.fstat(fd))  # replaced between the lstat and the open
     except OSError:
         os.close(fd)
         raise
     return fd
-
-
-def _regular(info: os.stat_result) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "something else")
-        raise OSError(errno.EINVAL, f"not a regular file but {kind}")
 
 
 @contextmanager

@@ -44,12 +44,15 @@ class Hider:
     Made once per call; a call without secret values hides nothing and costs nothing.
     """
 
-    __slots__ = ("_pattern",)
+    __slots__ = ("_pattern", "longest")
 
     def __init__(self, params: Iterable[tuple[str, str]]) -> None:
         forms = {form for key, value in params if value and is_secret(key) for form in _forms(value)}
         longest_first = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, longest_first))) if forms else None
+        #: the length in UTF-8 bytes of the longest form hidden (0: nothing to hide), so
+        #: that a text cut after N bytes is hidden whole when N + longest bytes are read
+        self.longest = max((len(form.encode("utf-8", "surrogateescape")) for form in forms), default=0)
 
     def hide(self, text: str) -> str:
         """``text`` with every occurrence of a secret value, in each of its forms, replaced
