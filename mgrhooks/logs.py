@@ -14,8 +14,9 @@ cannot be opened is: one line on stderr, the call goes on (:func:`open_log`).
 Levels come from ``etc/debug.conf`` as on the panel: lines ``PRODUCT.MODULE LEVEL`` where
 PRODUCT is the ``--mgr`` name or ``*`` and MODULE a module or ``*`` (``*.external 9``);
 later lines win. Panel levels map onto ours (our choice): 0 nothing, 1 ERROR, 2 WARNING,
-3 INFO, 4 EXTINFO (the default), 5 to 8 DEBUG (handler environments and stdin sizes),
-9 TRACE (also the first 4 KiB of every handler's stdin and stdout).
+3 INFO, 4 EXTINFO (the default), 5 to 8 DEBUG (handler environments' names and stdin
+sizes), 9 TRACE (also every handler's environment and the first 4 KiB of its stdin and
+stdout, the call's secret values hidden: :mod:`mgrhooks.secret`).
 
 The ``logging`` package (with ``traceback`` and friends, several milliseconds) is only
 imported when a record is going to be written: most calls write none. Outside
