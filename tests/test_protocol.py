@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mgrhooks import protocol
@@ -252,3 +254,64 @@ def test_text_before_the_xml_that_is_no_header_block_is_left_for_the_parser() ->
 def test_the_cores_own_action_is_no_handlers_turn() -> None:
     with pytest.raises(ValueError, match="runs no handler"):
         protocol.turn(ActionStep("user.edit", "main logic"))
+
+
+# --- the CGI response header block (RFC 3875 §6.3) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("output", "body"),
+    [
+        (b"<doc/>", b"<doc/>"),
+        (b"", b""),
+        (b"  \n<doc/>", b"  \n<doc/>"),
+        (b"Content-Type: text/xml\r\n\r\n<doc/>", b"<doc/>"),
+        (b"Status: 200 OK\nContent-Type: text/xml; charset=utf-8\n\n<doc/>", b"<doc/>"),
+        (b"Status: 204\n\n", b""),
+        (b"X-Note: one\n  folded\nContent-Type: text/html; charset=ISO-8859-1\n\n<doc/>", b"<doc/>"),
+        (b"no header: <doc/>\n\n", b"no header: <doc/>\n\n"),
+    ],
+    ids=["bare", "empty", "leading-space", "crlf", "status-200", "status-204", "folded", "not-a-header-line"],
+)
+def test_a_body_under_a_2xx_status_or_none_is_taken_as_it_is(output: bytes, body: bytes) -> None:
+    assert cgi.xml_body(output) == body
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        (b"Status: 403 Forbidden\r\n\r\n", 'answered "Status: 403 Forbidden"'),
+        (b"Content-Type: text/xml\nStatus: 500 Oops\n\n<doc/>", 'answered "Status: 500 Oops"'),
+        (b"Status: OK\n\n<doc/>", 'an invalid CGI header line "Status: OK"'),
+        (b"Location: /elsewhere\n\n", 'answered a redirect "Location: /elsewhere", not a document'),
+        (b"Content-Type: text/xml; charset=x-martian\n\n<doc/>", 'an unknown charset "x-martian" in its Content-Type'),
+        (b"Content-Type: text/xml; charset=base64\n\n<doc/>", 'an unknown charset "base64" in its Content-Type'),
+        (b"Content-Type: text/xml; charset=us-ascii\n\n<doc>\xd0</doc>", "a body that is not us-ascii"),
+    ],
+    ids=["403", "500-after-type", "not-a-status", "redirect", "unknown-charset", "not-a-text-codec", "bad-byte"],
+)
+def test_a_failing_status_or_a_charset_that_cannot_decode_the_body_is_a_failure(output: bytes, reason: str) -> None:
+    with pytest.raises(cgi.ResponseError, match=re.escape(reason)):
+        cgi.xml_body(output)
+
+
+def test_an_xml_content_types_charset_decodes_the_body_and_its_declaration_follows() -> None:
+    body = '<?xml version="1.0" encoding="windows-1251"?>\n<doc><name>Пётр</name></doc>\n'
+    output = b"Content-Type: application/xml; charset=windows-1251\r\n\r\n" + body.encode("cp1251")
+    assert cgi.xml_body(output) == body.replace("windows-1251", "UTF-8").encode()
+    koi8 = "<doc><name>Пётр</name></doc>".encode("koi8-r")
+    assert (
+        cgi.xml_body(b'Content-Type: text/xml; charset="KOI8-R"\n\n' + koi8) == "<doc><name>Пётр</name></doc>".encode()
+    )
+
+
+def test_another_media_types_charset_says_nothing_about_the_xml_body() -> None:
+    """CGI.pm's ``header()`` sends ``text/html; charset=ISO-8859-1`` whatever the script prints."""
+    body = "<doc><name>Пётр</name></doc>".encode()
+    assert cgi.xml_body(b"Content-Type: text/html; charset=ISO-8859-1\r\n\r\n" + body) == body
+
+
+def test_a_failing_status_fails_the_handler_naming_the_status_line() -> None:
+    request = cgi.request(turn(), "/root/addon/x.sh", CALL, document())
+    result = cgi.result(turn(), CALL, outcome(request, b"Status: 403 Forbidden\r\n\r\n"), document())
+    assert result.stop and result.notes[0].text.endswith('failed: answered "Status: 403 Forbidden"')

@@ -38,7 +38,11 @@ def result(turn: Turn, call: Call, outcome: RunOutcome, document: Document) -> S
     if not outcome.ok:
         return failed(turn, call, document, outcome.reason, run)
     if turn.handler.type is HandlerType.CGI:
-        return cgi.merge(turn, call, cgi.without_headers(outcome.stdout), document, run, without_old_generation)
+        try:
+            output = cgi.xml_body(outcome.stdout)
+        except cgi.ResponseError as exc:
+            return failed(turn, call, document, str(exc), run)
+        return cgi.merge(turn, call, output, document, run, without_old_generation)
     try:
         tree = without_old_generation(parse(outcome.stdout))
     except DocumentError as exc:
