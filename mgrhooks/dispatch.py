@@ -163,7 +163,7 @@ class _Walk:
         observed = options.observers.events() if options.observers is not None else ()
         self.plan = plan(self.registry, request, self.core.catalogue(), root.disabled_plugins(), observed)
         self.settings = root.settings()
-        self.monitor = standard(root, self.settings, options.monitors)
+        self.monitor = standard(root, self.settings, request, options.monitors)
         self.runner = runner
         self.handlers: Handlers | None = None  # made at the first handler step
 

@@ -101,13 +101,14 @@ class Monitors(Monitor):
         return run_all
 
 
-def standard(root: Root, settings: Settings, extra: Sequence[Monitor] = ()) -> Monitor:
-    """A call's subscribers: the panel log, event notifications when the root's
-    ``etc/mgrhooks.conf`` configures notifiers, then ``extra`` (the panel log alone when
-    there are no others: no fan-out per step)."""
+def standard(root: Root, settings: Settings, request: Request, extra: Sequence[Monitor] = ()) -> Monitor:
+    """A call's subscribers: the panel log (hiding the secrets of ``request``'s
+    parameters), event notifications when the root's ``etc/mgrhooks.conf`` configures
+    notifiers, then ``extra`` (the panel log alone when there are no others: no fan-out
+    per step)."""
     from .runlog import PanelLog
 
-    subscribers: list[Monitor] = [PanelLog()]
+    subscribers: list[Monitor] = [PanelLog(request.params)]
     if settings.notifiers:
         from .delivery import Notifications
 
