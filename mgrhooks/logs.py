@@ -132,6 +132,8 @@ def read_debug_conf(text: str, mgr: str) -> dict[str, int]:
 
 
 def level_of(levels: dict[str, int], module: str) -> int:
+    """The logging level (``logging``'s numbers) of ``module`` in ``levels`` (from
+    :func:`read_debug_conf`), else the level of ``"*"``."""
     return levels.get(module, levels["*"])
 
 
@@ -151,6 +153,10 @@ class Channel:
         return bool(self._logger_of().isEnabledFor(level))
 
     def log(self, level: int, message: str, *args: Any) -> None:  # noqa: ANN401 (format arguments)
+        """Write ``message % args`` at ``level`` (``logging``'s numbers, :data:`EXTINFO` and
+        :data:`TRACE` included) to the panel log of this call's context (:func:`to_file`),
+        else through the application's ``mgrhooks.<module>`` logger. Never raises for a
+        log that cannot be written (its writer says so on stderr, once)."""
         target = _target.get()
         if target is not None and not target.closed:
             if level < level_of(target.levels, self.module):
@@ -167,15 +173,19 @@ class Channel:
         return self._logger
 
     def error(self, message: str, *args: Any) -> None:  # noqa: ANN401
+        """:meth:`log` at :data:`ERROR`."""
         self.log(ERROR, message, *args)
 
     def warning(self, message: str, *args: Any) -> None:  # noqa: ANN401
+        """:meth:`log` at :data:`WARNING`."""
         self.log(WARNING, message, *args)
 
     def info(self, message: str, *args: Any) -> None:  # noqa: ANN401
+        """:meth:`log` at :data:`INFO`."""
         self.log(INFO, message, *args)
 
     def debug(self, message: str, *args: Any) -> None:  # noqa: ANN401
+        """:meth:`log` at :data:`DEBUG`."""
         self.log(DEBUG, message, *args)
 
 
