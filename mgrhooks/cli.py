@@ -256,6 +256,30 @@ def _number(_: click.Context, param: click.Parameter, value: float | None) -> fl
     return value
 
 
+def _panel_path_option(command: F) -> F:
+    """``--panel-path PATH``, for the commands that run handlers."""
+    return click.option(
+        "--panel-path",
+        metavar="PATH",
+        help="Run the handlers in a private mount namespace where the root is also at PATH "
+        "(e.g. /usr/local/mgr5), for addons that hard-code the panel's path. Needs root or "
+        "unprivileged user namespaces; the host is not changed.",
+    )(command)
+
+
+def _at_panel_path(panel: Panel, panel_path: str | None) -> Panel:
+    """``panel``, or, with ``--panel-path``, the same root opened at that path once this
+    process sees it there (:func:`mgrhooks.panelpath.enter`): handlers then run there, as
+    on the panel. :raises UsageError, RootError: see ``enter``"""
+    if panel_path is None:
+        return panel
+    from .panelpath import enter
+
+    if not enter(panel.root.path, panel_path):
+        return panel
+    return _open(panel_path, panel.root.mgr)
+
+
 @main.command("exec")
 @_root_options
 @click.argument("func")
@@ -293,6 +317,7 @@ def _number(_: click.Context, param: click.Parameter, value: float | None) -> fl
     metavar="FILE",
     help="A <doc> file that is the main logic's result (for functions of other products).",
 )
+@_panel_path_option
 @click.option("-v", "--verbose", is_flag=True, help="Also print the log lines of this call on stderr.")
 def exec_command(
     panel: Panel,
@@ -310,12 +335,14 @@ def exec_command(
     body: str | None,
     stdin_keys: tuple[str, ...],
     core_doc: str | None,
+    panel_path: str | None,
     verbose: bool,
 ) -> None:
     """Call FUNC with mgrctl-style KEY=VALUE parameters and print the response.
 
     Exit status 0 when the response holds no <error>, 1 when it does.
     """
+    panel = _at_panel_path(panel, panel_path)
     if stdin_keys and body == "-":
         raise click.BadParameter("standard input cannot carry both --body - and --stdin", param_hint="'--stdin'")
     named: dict[str, str | None] = {"elid": elid, "plid": plid, "sok": sok, **_read_stdin(stdin_keys)}
