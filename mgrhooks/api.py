@@ -45,6 +45,8 @@ from .root import DEFAULT_MGR, Root
 
 if TYPE_CHECKING:
     from .delivery import Pass
+    from .modules import ModuleAnswer, ModuleCall
+    from .process import Processes
     from .spool import Queued
 
 __all__ = ["Function", "Panel", "PluginInfo"]
@@ -206,6 +208,29 @@ class Panel:
         """Write log records to ``var/<mgr>.log`` (and stderr with ``echo``) meanwhile."""
         with self.root.logging(echo):
             yield
+
+    def module(self, call: ModuleCall, processes: Processes | None = None) -> ModuleAnswer:
+        """Run a BILLmanager processing or payment module of this root the way the panel
+        starts it (``processing/pmX --command open --item 5``; see
+        :func:`mgrhooks.modules.run_module`): never raises for a module that misbehaves,
+        its failure is an ``<error type="module">`` in the answer.
+
+        :param processes: runs it (:class:`mgrhooks.process.Processes`); ``None``: one of
+            its own, closed at the end. Its ``sbin/mgrctl`` calls are nested calls, one
+            deeper than this one.
+        """
+        from .env import Facts
+        from .modules import run_module
+        from .process import Processes
+        from .version import __version__
+
+        depth, chain = nesting(os.environ)
+        shown = f"{call.program} --command {call.command}"
+        facts = Facts(self.root.mgr, str(self.root.path), __version__, depth=depth, chain=(*chain, shown))
+        if processes is not None:
+            return run_module(self.root, call, processes, facts)
+        with Processes() as own:
+            return run_module(self.root, call, own, facts)
 
     # --- plugins ------------------------------------------------------------------------
 

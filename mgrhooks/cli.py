@@ -257,7 +257,7 @@ def _number(_: click.Context, param: click.Parameter, value: float | None) -> fl
 
 
 def _panel_path_option(command: F) -> F:
-    """``--panel-path PATH``, for the commands that run handlers."""
+    """``--panel-path PATH``, for the commands that run handlers (``exec``, ``module``)."""
     return click.option(
         "--panel-path",
         metavar="PATH",
@@ -387,6 +387,55 @@ def _read_body(name: str | None) -> bytes:
             return file.read()
     except OSError as exc:
         raise click.BadParameter(f"cannot read {name}: {exc.strerror}", param_hint="'--body'") from None
+
+
+@main.command("module")
+@_root_options
+@click.argument("program")
+@click.argument("extra", nargs=-1, metavar="[-- ARG]...")
+@click.option("--command", "command", required=True, help="The module's command (open, suspend, pmvalidate, ...).")
+@click.option("--item", help="The service id (processing modules: --item N).")
+@click.option("--payment", help="The payment id (payment modules: --payment N).")
+@click.option("--out", "fmt", type=click.Choice(FORMATS), default="xml", show_default=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_SECONDS),
+    callback=_number,
+    help="Seconds the module may run (at most a day).",
+)
+@_panel_path_option
+@click.option("-v", "--verbose", is_flag=True, help="Also print the log lines of this run on stderr.")
+def module_command(
+    panel: Panel,
+    program: str,
+    extra: tuple[str, ...],
+    command: str,
+    item: str | None,
+    payment: str | None,
+    fmt: str,
+    timeout: float | None,
+    panel_path: str | None,
+    verbose: bool,
+) -> None:
+    """Run a BILLmanager processing or payment module as the panel starts it:
+    PROGRAM --command CMD [--item N] [--payment N] [ARG]..., with stdin (when it is not a
+    terminal) as its input document, and print its answer.
+
+    PROGRAM is relative to the root (processing/pmX, paymethods/pmX). Exit status 0 when
+    the answer holds no <error>, 1 when it does or the module failed.
+    """
+    from .modules import ModuleCall
+    from .process import Processes
+    from .render import render_bytes
+
+    stdin = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
+    panel = _at_panel_path(panel, panel_path)
+    call = ModuleCall(program, command, item, payment, extra, stdin, timeout)
+    with Processes(adopt_orphans=True, seal=True) as processes, panel.logging(echo=verbose):
+        answer = panel.module(call, processes)
+    if not _write(render_bytes(answer.doc, fmt, (("command", command),))):
+        sys.exit(ExitStatus.OUTPUT)
+    sys.exit(ExitStatus.ERROR if answer.error else ExitStatus.OK)
 
 
 @main.command("plan")
