@@ -4,6 +4,7 @@ mount namespace, and the host's /usr/local/mgr5 is left as it was."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -121,3 +122,40 @@ def test_layout_covers_the_nearest_existing_folder() -> None:
         "/usr/local/a/b", "/usr/local", ("/usr/local/a", "/usr/local/a/b")
     )
     assert layout("/usr/local", present.__contains__) == Layout("/usr/local")
+
+
+def _unprivileged(*outer: str) -> list[str]:
+    """The command line prefix that runs a program as an unprivileged user (nobody, no
+    capabilities) through util-linux's unshare, after ``outer`` (shell) in a user
+    namespace of root's; skipped where unshare cannot map a user."""
+    probe = subprocess.run(["unshare", "--user", "--map-user=65534", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("util-linux unshare cannot map a user here")
+    inner = ["unshare", "--user", "--map-user=65534", "--map-group=65534"]
+    if not outer:
+        return inner
+    return ["unshare", "--user", "--map-root-user", "sh", "-c", f'{" ".join(outer)} && exec "$@"', "sh", *inner]
+
+
+@as_root
+def test_an_unprivileged_user_gets_a_user_namespace_of_its_own(paths_root: PanelRoot) -> None:
+    """As nobody, without capabilities (the root's files are its own in the namespace)."""
+    argv = _unprivileged() + paths_root.argv("exec", "paths.show", "--panel-path", PANEL, "--out", "text")
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "greeting=hello from etc" in result.stdout.splitlines()
+
+
+@as_root
+def test_a_refused_namespace_is_an_error_naming_the_reason(paths_root: PanelRoot) -> None:
+    """No user namespace left to make (the limit reached): exit status 3, the reason, what is needed."""
+    argv = _unprivileged("echo 1 > /proc/sys/user/max_user_namespaces") + paths_root.argv(
+        "exec", "paths.show", "--panel-path", PANEL
+    )
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        f"Error: --panel-path {PANEL}: cannot make a private mount namespace: No space left on device (ENOSPC); "
+        "a private mount namespace needs root, or unprivileged user namespaces"
+    )
