@@ -25,7 +25,8 @@ from .monitor import Later, Monitor, StepEnd, StepStart, standard
 from .observers import Observers
 from .plan import plan
 from .root import Root
-from .shape import initial_document
+from .runlog import log_request
+from .shape import initial_document, panel_attributes
 from .step import StepResult, panel_error
 from .xmldoc import error_doc
 
@@ -121,15 +122,17 @@ def call(
     """
     options = options if options is not None else Options()
     request = request if request.call_id else request._replace(call_id=os.urandom(16).hex())
+    log_request(request)
     if options.depth > MAX_DEPTH:
         message = f"Calls nested deeper than {MAX_DEPTH}: {' > '.join((*options.chain, request.func))}"
         logs.ACTION.error("%s", message)
-        return Response(Document.of(error_doc(request.func, "nesting", "func", request.func, message)), None)
+        error = Document.of(error_doc(request.func, "nesting", "func", request.func, message))
+        return Response(error.with_attributes(panel_attributes(request, root.mgr)), None)
     try:
         walk = _Walk(root, request, core, options, runner)
     except PanelError as exc:  # an unknown function, or one out of the caller's reach
         logs.ACTION.info("'%s' failed: %s", request.func, exc.msg)
-        return Response(panel_error(request, exc).document, None)
+        return Response(panel_error(request, exc).document.with_attributes(panel_attributes(request, root.mgr)), None)
     return walk.run()
 
 
@@ -166,6 +169,7 @@ class _Walk:
         self.monitor = standard(root, self.settings, request, options.monitors)
         self.runner = runner
         self.handlers: Handlers | None = None  # made at the first handler step
+        self.attributes = panel_attributes(request, root.mgr)
 
     def run(self) -> Response:
         """Walk the plan: the response, final handlers run or deferred to ``finish``."""
@@ -237,6 +241,14 @@ class _Walk:
         return self.handlers
 
     def _step(self, step: Step, document: Document) -> StepResult:
+        """Run one step (:meth:`_run`); the response after it keeps the panel's own
+        ``<doc>`` attributes (:func:`~mgrhooks.shape.panel_attributes`: put back when an
+        xml handler's answer or an error document lacks one)."""
+        result = self._run(step, document)
+        kept = result.document.with_attributes(self.attributes)
+        return result if kept is result.document else result._replace(document=kept)
+
+    def _run(self, step: Step, document: Document) -> StepResult:
         """Run one step, telling the monitor before and after it."""
         if isinstance(step, HandlerStep) or (isinstance(step, ActionStep) and step.func is not None):
             return self._handlers().run(step, document)

@@ -24,7 +24,15 @@ action, a cgi merge) take it from :meth:`Document.edit`.
 
 from __future__ import annotations
 
+import re
+
 from .xmldoc import DECLARATION, Element, checked, find_error, parse, serialise
+
+#: the start tag of ``<doc>`` in a document's first bytes, and an attribute name in it
+_DOC_TAG = re.compile(rb"<doc(?:\s[^>]*)?>")
+_NAME = re.compile(rb"\s([^\s=]+)\s*=")
+#: bytes searched for the start tag (the declaration, a comment or two)
+_HEAD = 4096
 
 
 class Document:
@@ -109,6 +117,25 @@ class Document:
     def is_text(self) -> bool:
         """Whether the document is held as text only (no tree built)."""
         return self._tree is None
+
+    def with_attributes(self, attributes: tuple[tuple[str, str], ...]) -> Document:
+        """This document when its ``<doc>`` has every attribute named in ``attributes``
+        (``(name, value)`` pairs), else one with the missing ones put back with those
+        values; an attribute it has keeps its own value. Text whose start tag has them all
+        stays text (no tree is built to tell)."""
+        if self._tree is None:
+            assert self._data is not None
+            tag = _DOC_TAG.search(self._data, 0, _HEAD)
+            if tag is not None and {n for n, _ in attributes} <= {m.decode() for m in _NAME.findall(tag.group())}:
+                return self
+        tree = self.tree()
+        missing = [(name, value) for name, value in attributes if name not in tree.attrib]
+        if not missing:
+            return self
+        tree = self.edit()
+        for name, value in missing:
+            tree.set(name, value)
+        return Document.of(tree)
 
     def has_error(self) -> bool:
         """Whether the document holds an ``<error>`` child (typed or numeric). Text never

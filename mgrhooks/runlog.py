@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from . import logs
+from .model import Request
 from .monitor import Monitor, StepEnd, StepStart
 from .secret import Hider
 
@@ -32,6 +33,27 @@ from .secret import Hider
 #: record per handler that went well and quickly, the ``Executing:`` line, as the panel)
 SLOW = 1.0
 _CHANNELS = {channel.module: channel for channel in (logs.ACTION, logs.EXTERNAL)}
+#: characters of the query a request line shows at most (our choice: a 64 KiB value is not logged whole)
+REQUEST_SHOWN = 1000
+
+
+def log_request(request: Request) -> None:
+    """The request line every call gets in the panel log, handlers or not, at INFO in
+    ``action`` (written at the default level), as the panel logs each request:
+    ``Request [USER:LEVEL] 'func=F&key=value...'``. Values of keys that look secret
+    (``passwd``, ``token``, ...: :func:`mgrhooks.notify.redact`) are ``***``; a query over
+    :data:`REQUEST_SHOWN` characters is cut there and ends in ``...`` (our choice)."""
+    if not logs.ACTION.enabled(logs.INFO):
+        return
+    from urllib.parse import urlencode
+
+    from .notify import redact
+
+    shown = redact((("func", request.func), *request.params))
+    query = urlencode(list(shown.items()), safe="*", encoding="utf-8", errors="surrogateescape")
+    if len(query) > REQUEST_SHOWN:
+        query = query[:REQUEST_SHOWN] + "..."
+    logs.ACTION.info("Request [%s:%s] '%s'", request.user, request.level, query)
 
 
 class PanelLog(Monitor):

@@ -30,6 +30,14 @@ INTERFACE = ("metadata", "messages", "tparams")
 _OLD_ATTRIBUTES = ("user", "level")
 
 
+def panel_attributes(request: Request, mgr: str) -> tuple[tuple[str, str], ...]:
+    """The ``<doc>`` attributes that are the panel's own, as ``(name, value)`` pairs: ``func``
+    (the function), ``lang`` (the request's language) and ``binary`` (``/MGR``). Every
+    response carries them, an error too, and one an xml handler printed without them gets
+    them back (:meth:`mgrhooks.document.Document.with_attributes`; our choice, docs/protocol.md)."""
+    return (("func", request.func), ("lang", request.lang), ("binary", f"/{mgr}"))
+
+
 def initial_document(request: Request, mgr: str, registry: Registry) -> Element:
     """The document a call of ``request.func`` starts from (PROTOCOL §4), a new tree each
     time: ``<doc func="FUNC" lang="LANG" binary="/MGR">``, then the plugin files'
@@ -37,7 +45,7 @@ def initial_document(request: Request, mgr: str, registry: Registry) -> Element:
     it when the registry was built: :func:`merge_form`) and one ``<messages name=FUNC>`` holding
     the children of every file's ``<messages name=FUNC>`` for ``request.lang``, or for
     ``en`` when no file has that language."""
-    doc = new_doc(request.func, request.lang, f"/{mgr}")
+    doc = new_doc(*(value for _, value in panel_attributes(request, mgr)))
     metadata = registry.metadata.get(request.func)
     if metadata is not None:
         doc.append(parse(metadata, root_tag="metadata"))

@@ -311,7 +311,7 @@ def error_doc(func: str, type: str, object: str, value: str, msg: str, **attrs: 
     Shape: ``<doc func=F><error type=T object=O value=V [attrs]><param name="object">O</param>
     <param name="value">V</param><msg>MSG</msg></error></doc>``.
     """
-    doc = new_doc(func)
+    doc = etree.Element("doc", func=func)  # the call's lang and binary are put back (shape.panel_attributes)
     err = add(doc, "error", type=type, object=object, value=value, **attrs)
     add(err, "param", object, name="object")
     add(err, "param", value, name="value")

@@ -139,7 +139,8 @@ def test_printed_text_passes_from_handler_to_handler_without_a_tree(root: PanelR
     for name in ("x1.sh", "x2.sh", "x3.sh"):
         register(root, name, "after", type="xml")
     core = Core()
-    printed = b'<?xml version="1.0" encoding="UTF-8"?>\n<doc func="thing">' + b"<elem/>" * 1000 + b"\n</doc>\n"
+    head = b'<?xml version="1.0" encoding="UTF-8"?>\n<doc func="thing" lang="en" binary="/billmgr">'  # the panel's own attributes
+    printed = head + b"<elem/>" * 1000 + b"\n</doc>\n"
     runner = Runner(core, x1_sh=lambda _: bytes(printed), x2_sh=lambda r: r.stdin, x3_sh=lambda r: r.stdin)
     response = call(Root.open(root.path), Request("thing"), core, runner=runner)
     x1, x2, x3 = runner.requests

@@ -646,7 +646,7 @@ def test_a_descriptor_the_command_inherits_never_reaches_a_handler(root: PanelRo
 def test_an_empty_cgi_answer_passes_the_document_on_as_printed(root: PanelRoot) -> None:
     """A cgi handler answering ``<doc/>`` changes nothing: the next handler gets the bytes
     the handler before it printed, not a document parsed and serialised again."""
-    printed = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<doc  func='user'   kept='as printed'>\n</doc>\n"
+    printed = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<doc  func='user'   kept='as printed' lang='en'  binary='/billmgr'>\n</doc>\n"
     root.handler(
         "first.sh", f"#!/bin/sh\ncat > /dev/null\ncat <<'END'\n{printed}END\n", '<event name="user" after="yes"/>'
     )
