@@ -40,7 +40,7 @@ REQUEST_SHOWN = 1000
 def log_request(request: Request) -> None:
     """The request line every call gets in the panel log, handlers or not, at INFO in
     ``action`` (written at the default level), as the panel logs each request:
-    ``Request [USER:LEVEL] 'func=F&key=value...'``. Values of keys that look secret
+    ``Request [USER][LEVEL] 'func=F&key=value...'``. Values of keys that look secret
     (``passwd``, ``token``, ...: :func:`mgrhooks.notify.redact`) are ``***``; a query over
     :data:`REQUEST_SHOWN` characters is cut there and ends in ``...`` (our choice)."""
     if not logs.ACTION.enabled(logs.INFO):
@@ -53,7 +53,7 @@ def log_request(request: Request) -> None:
     query = urlencode(list(shown.items()), safe="*", encoding="utf-8", errors="surrogateescape")
     if len(query) > REQUEST_SHOWN:
         query = query[:REQUEST_SHOWN] + "..."
-    logs.ACTION.info("Request [%s:%s] '%s'", request.user, request.level, query)
+    logs.ACTION.info("Request [%s][%s] '%s'", request.user, request.level, query)
 
 
 class PanelLog(Monitor):

@@ -58,7 +58,7 @@ def test_every_call_is_logged_with_a_request_line_secrets_hidden(root: PanelRoot
     assert (listed.returncode, added.returncode) == (0, 0), added.stderr
     lines = [line.split("] ", 1)[1] for line in root.log().splitlines() if " Request [" in line]
     assert lines == [
-        "action INFO Request [root:30] 'func=user'",
-        "action INFO Request [admin:29] 'func=user.add&name=bob&passwd=***&sok=ok'",
+        "action INFO Request [root][30] 'func=user'",
+        "action INFO Request [admin][29] 'func=user.add&name=bob&passwd=***&sok=ok'",
     ]
     assert "hunter2" not in root.log()
