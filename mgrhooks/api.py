@@ -44,6 +44,8 @@ from .plugins import PluginInfo
 from .root import DEFAULT_MGR, Root
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
     from .delivery import Pass
     from .modules import ModuleAnswer, ModuleCall
     from .process import Processes
@@ -96,6 +98,9 @@ class Panel:
         self.observers = Observers()
         self._functions: dict[str, PythonFunction] = {}
         self._core = core if core is not None else builtin_core(self.root)
+        #: an OpenTelemetry tracer provider tracing every call (:mod:`mgrhooks.tracing`);
+        #: ``None``: calls are traced only when ``OTEL_TRACES_EXPORTER`` names an exporter
+        self.tracer_provider: TracerProvider | None = None
 
     register = _Delegated(Observers.register)
     observe = _Delegated(Observers.observe)
@@ -162,7 +167,15 @@ class Panel:
         if options.depth == 1 and not options.chain:
             depth, chain = nesting(os.environ)
             options = options._replace(depth=depth, chain=chain)
-        return call(self.root, request, self.core, options._replace(observers=self.observers))
+        options = options._replace(observers=self.observers)
+        if self.tracer_provider is not None or "OTEL_TRACES_EXPORTER" in os.environ:  # else no tracing cost
+            from .tracing import traced
+
+            return traced(self.root, request, options, self.tracer_provider, self._call)
+        return self._call(request, options)
+
+    def _call(self, request: Request, options: Options) -> Response:
+        return call(self.root, request, self.core, options)
 
     def plan(self, func: str, level: int = Level.SUPER_USER, core_doc: Path | None = None) -> Plan:
         """The steps a call of ``func`` by a caller of ``level`` runs, each with why; the

@@ -14,8 +14,10 @@ from typing import NamedTuple
 
 from .model import Request
 
+#: the W3C trace context: a handler joins the trace of whoever runs it (mgrhooks.tracing sets it)
+TRACE_CONTEXT = ("TRACEPARENT", "TRACESTATE")
 #: runner variables handed on to handlers
-ALLOWED = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL", "TERM")
+ALLOWED = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL", "TERM", *TRACE_CONTEXT)
 ALLOWED_PREFIXES = ("LC_",)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
