@@ -185,3 +185,63 @@ def test_tracing_switched_off_by_the_standard_variables(traced_root, env) -> Non
     result = traced_root.mgrhooks("exec", "user", env={**_untraced_env(), **env})
     assert result.returncode == 0 and result.stderr == ""
     assert "<traceparent>none</traceparent>" in result.stdout
+
+
+def test_a_refused_program_a_final_handler_and_the_response_size(root, exporter) -> None:
+    root.handler(
+        "cat.py",
+        PYTHON_SHEBANG + "import sys\nsys.stdout.write(sys.stdin.read())\n",
+        '<event name="user" after="yes"/>',
+    )
+    root.handler("late.py", CGI_HANDLER, '<event name="user" final="yes"/>', type="cgi")
+    root.handler("off.py", CGI_HANDLER, '<event name="desktop" after="yes"/>', type="cgi").chmod(0o640)
+    panel = _panel(root, exporter)
+
+    response = panel.call("user", options=Options(defer_final=True))
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    call = spans["call user"]
+    assert call.attributes["mgrhooks.response.bytes"] == len(response.serialised)  # the text cat.py printed
+    assert "final late.py" not in spans
+    response.finish()
+    late = {span.name: span for span in exporter.get_finished_spans()}["final late.py"]
+    assert late.parent.span_id == call.context.span_id and late.start_time >= call.end_time
+    assert call.attributes["mgrhooks.call.handlers"] == 1  # the final stage is not counted
+
+    panel.call("desktop")
+    off = {span.name: span for span in exporter.get_finished_spans()}["after off.py"]
+    assert off.attributes["error.type"] == "refused"
+    assert off.status.status_code is StatusCode.ERROR
+    assert "process.pid" not in off.attributes
+
+
+def test_exporters_come_from_the_entry_points_the_exporter_packages_register(monkeypatch) -> None:
+    """As opentelemetry-exporter-otlp registers 'otlp' (not installed here: a stand-in)."""
+    import importlib.metadata
+
+    from mgrhooks.tracing import configured
+
+    def broken() -> None:
+        raise RuntimeError("no endpoint")
+
+    class Found:
+        def __init__(self, factory) -> None:
+            self.factory = factory
+
+        def load(self):
+            return self.factory
+
+    registered = {"memory": InMemorySpanExporter, "broken": broken}
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda group, name: [Found(registered[name])] if name in registered else [],
+    )
+    said: list[str] = []
+    provider = configured(["memory", " broken", "otlp", "none"], said.append)
+    assert provider is not None
+    assert said == [
+        "OTEL_TRACES_EXPORTER: exporter 'broken' cannot be made: RuntimeError: no endpoint",
+        "OTEL_TRACES_EXPORTER names 'otlp', which is not installed (pip install opentelemetry-exporter-otlp)",
+    ]
+    assert configured(["otlp"], said.append) is None
+    provider.shutdown()
