@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
     from .delivery import Pass
+    from .dryrun import Planned
     from .modules import ModuleAnswer, ModuleCall
     from .process import Processes
     from .spool import Queued
@@ -157,16 +158,7 @@ class Panel:
         :raises UsageError: ``func``, ``user`` or ``lang`` holds a control character or a
         byte that is not UTF-8, or is too long (:meth:`mgrhooks.model.Request.problem`)
         """
-        pairs = tuple(params.items()) if isinstance(params, Mapping) else tuple(params)
-        request = Request(func, tuple((k, v) for k, v in pairs if k != "func"), user=user, level=level, lang=lang)
-        problem = request.problem()
-        if problem is not None:
-            raise UsageError(problem)
-        request = with_group_ids(request)  # PARAM_elids, as the panel gives group operations
-        options = options if options is not None else Options()
-        if options.depth == 1 and not options.chain:
-            depth, chain = nesting(os.environ)
-            options = options._replace(depth=depth, chain=chain)
+        request, options = _prepared(func, params, user, level, lang, options)
         options = options._replace(observers=self.observers)
         if self.tracer_provider is not None or "OTEL_TRACES_EXPORTER" in os.environ:  # else no tracing cost
             from .tracing import traced
@@ -176,6 +168,27 @@ class Panel:
 
     def _call(self, request: Request, options: Options) -> Response:
         return call(self.root, request, self.core, options)
+
+    def dry_run(
+        self,
+        func: str,
+        params: Mapping[str, str] | Sequence[tuple[str, str]] = (),
+        *,
+        user: str = "root",
+        level: int = Level.SUPER_USER,
+        lang: str = "en",
+        options: Options | None = None,
+    ) -> tuple[Plan, tuple[Planned, ...]]:
+        """What a :meth:`call` with these arguments would start, step by step, nothing run
+        nor written (:func:`mgrhooks.dryrun.dry_run`).
+
+        :raises PanelError: the function is unknown, or out of the caller's reach
+        :raises UsageError: as :meth:`call`
+        """
+        from .dryrun import dry_run
+
+        request, options = _prepared(func, params, user, level, lang, options)
+        return dry_run(self.root, request, options._replace(observers=self.observers), self.core)
 
     def plan(self, func: str, level: int = Level.SUPER_USER, core_doc: Path | None = None) -> Plan:
         """The steps a call of ``func`` by a caller of ``level`` runs, each with why; the
@@ -327,3 +340,26 @@ class Panel:
         from .delivery import spool_of
 
         return spool_of(self.root).drop(list(records))
+
+
+def _prepared(
+    func: str,
+    params: Mapping[str, str] | Sequence[tuple[str, str]],
+    user: str,
+    level: int,
+    lang: str,
+    options: Options | None,
+) -> tuple[Request, Options]:
+    """The request and options of :meth:`Panel.call` (see there).
+    :raises UsageError: a name no call can take"""
+    pairs = tuple(params.items()) if isinstance(params, Mapping) else tuple(params)
+    request = Request(func, tuple((k, v) for k, v in pairs if k != "func"), user=user, level=level, lang=lang)
+    problem = request.problem()
+    if problem is not None:
+        raise UsageError(problem)
+    request = with_group_ids(request)  # PARAM_elids, as the panel gives group operations
+    options = options if options is not None else Options()
+    if options.depth == 1 and not options.chain:
+        depth, chain = nesting(os.environ)
+        options = options._replace(depth=depth, chain=chain)
+    return request, options

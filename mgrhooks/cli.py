@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -319,6 +320,12 @@ def _at_panel_path(panel: Panel, panel_path: str | None) -> Panel:
 )
 @_panel_path_option
 @click.option("-v", "--verbose", is_flag=True, help="Also print the log lines of this call on stderr.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print what each step would start (program, argv, environment with secrets masked, stdin, "
+    "timeout, why); run nothing, write nothing.",
+)
 def exec_command(
     panel: Panel,
     func: str,
@@ -337,6 +344,7 @@ def exec_command(
     core_doc: str | None,
     panel_path: str | None,
     verbose: bool,
+    dry_run: bool,
 ) -> None:
     """Call FUNC with mgrctl-style KEY=VALUE parameters and print the response.
 
@@ -348,9 +356,54 @@ def exec_command(
     named: dict[str, str | None] = {"elid": elid, "plid": plid, "sok": sok, **_read_stdin(stdin_keys)}
     params = _params(pairs, options, named, _read_body(body))
     document = Path(core_doc).absolute() if core_doc else None
+    if dry_run:
+        _print_dry_run(panel, func, params, user, level, lang, timeout, document)
+        return
     _call_and_print(
         panel, func, params, fmt, user=user, level=level, lang=lang, timeout=timeout, core_doc=document, verbose=verbose
     )
+
+
+def _print_dry_run(
+    panel: Panel,
+    func: str,
+    params: tuple[tuple[str, str], ...],
+    user: str,
+    level: int,
+    lang: str,
+    timeout: float | None,
+    core_doc: Path | None,
+) -> None:
+    """``exec --dry-run``: each step of the plan and what it would start (see
+    :mod:`mgrhooks.dryrun`); an unknown function is an error as for ``plan``."""
+    from .dispatch import Options
+    from .dryrun import shown_environment, shown_stdin
+    from .secret import Hider
+
+    options = Options(timeout=timeout, core_doc=core_doc)  # no panel log: a dry run writes nothing
+    _, planned = panel.dry_run(func, params, user=user, level=level, lang=lang, options=options)
+    hider = Hider(params)  # the secrets of the call's parameters, hidden wherever they appear
+    click.echo(f"dry run of {func}: nothing is run or written")
+    for number, entry in enumerate(planned, 1):
+        step = entry.step
+        stage = step.stage.value if step.stage is not None else "action"
+        click.echo(f"{number:>3}. {stage:<7} {step.kind.value:<9} {step.name}")
+        click.echo(f"     why: {step.why}")
+        request = entry.request
+        if request is not None:
+            click.echo(f"     program: {request.argv[0]}")
+            click.echo(f"     argv: {' '.join(shlex.quote(a) for a in request.argv)}")
+            click.echo(f"     cwd: {request.cwd}")
+            click.echo(f"     timeout: {request.timeout:g} s, from {entry.timeout_from}")
+            click.echo(f"     source: {request.description}")
+            click.echo("     environment:")
+            for name, value in shown_environment(request, hider):
+                click.echo(f"       {name}={value}")
+            click.echo(f"     stdin: {len(request.stdin)} bytes")
+            for line in shown_stdin(request, hider):
+                click.echo(f"       | {line}")
+        for note in entry.notes:
+            click.echo(f"     note: {note}")
 
 
 def _read_stdin(keys: tuple[str, ...]) -> dict[str, str]:

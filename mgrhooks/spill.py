@@ -29,7 +29,7 @@ from .env import NOTHING_SPILLED, Facts, Spilled, call_environment, query_string
 from .model import Request
 
 if TYPE_CHECKING:
-    from .budget import Limits
+    from .budget import Limits, SpillPlan
 
 #: the most argv and environment may take whatever the stack limit (Linux: 3/4 of 8 MiB)
 TOTAL_CAP = 6 * 1024 * 1024
@@ -61,12 +61,8 @@ def write(request: Request, base: Mapping[str, str], facts: Facts, passed: Colle
     :raises OSError: the files cannot be written (a full disk, a ``mgrhooks-<uid>`` that
         is not ours); nothing is left then (no directory, no partial set of files)
     """
-    from .budget import spill_plan  # (with the first handler of a call only)
-
     parent = _parent()
-    name_bytes = _NAME_BYTES + 1 + max(len(QUERY_FILE), len(str(len(request.params))))
-    fixed = call_environment(base, request._replace(params=()), facts, passed=passed)
-    plan = spill_plan(request, fixed, len(os.fsencode(parent)) + 1 + name_bytes, limits())
+    plan = rule(request, base, facts, passed, parent)
     if not plan.any:
         return NOTHING_SPILLED
     directory = _make_directory(parent)
@@ -77,6 +73,24 @@ def write(request: Request, base: Mapping[str, str], facts: Facts, passed: Colle
         _remove(directory)
         raise
     return Spilled(files, plan.unqueried, plan.left_out, query, directory)
+
+
+def rule(
+    request: Request, base: Mapping[str, str], facts: Facts, passed: Collection[str], parent: str | None = None
+) -> SpillPlan:
+    """Which values of ``request`` :func:`write` puts in files under ``parent`` (``None``:
+    ``$TMPDIR/mgrhooks-<uid>``), nothing written (:func:`mgrhooks.budget.spill_plan`)."""
+    from .budget import spill_plan  # (with the first handler of a call only)
+
+    parent = _parent() if parent is None else parent
+    name_bytes = _NAME_BYTES + 1 + max(len(QUERY_FILE), len(str(len(request.params))))
+    fixed = call_environment(base, request._replace(params=()), facts, passed=passed)
+    return spill_plan(request, fixed, len(os.fsencode(parent)) + 1 + name_bytes, limits())
+
+
+def directory_parent() -> str:
+    """The directory the calls' own directories are made in (``$TMPDIR/mgrhooks-<uid>``)."""
+    return _parent()
 
 
 def failure(exc: OSError) -> str:
