@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .dryrun import Planned
     from .modules import ModuleAnswer, ModuleCall
     from .process import Processes
+    from .record import Recorder, Recording
     from .spool import Queued
 
 __all__ = ["Function", "Panel", "PluginInfo"]
@@ -189,6 +190,26 @@ class Panel:
 
         request, options = _prepared(func, params, user, level, lang, options)
         return dry_run(self.root, request, options._replace(observers=self.observers), self.core)
+
+    def recorder(self) -> Recorder:
+        """A monitor recording every handler run of a call it is given to
+        (``Options.monitors``), kept as the root's ``[record]`` says (:mod:`mgrhooks.record`)."""
+        from .record import RUNS, Recorder
+
+        record = self.root.settings().record
+        return Recorder(self.root.path / RUNS, None, record.keep, record.days)
+
+    def recordings(self) -> list[Recording]:
+        """The recorded calls, the oldest first (:func:`mgrhooks.record.recordings`)."""
+        from .record import RUNS, recordings
+
+        return recordings(self.root.path / RUNS)
+
+    def recording(self, call: str) -> Recording:
+        """The recorded call ``call``. :raises KeyError: there is none of that id"""
+        from .record import RUNS, load
+
+        return load(self.root.path / RUNS, call)
 
     def plan(self, func: str, level: int = Level.SUPER_USER, core_doc: Path | None = None) -> Plan:
         """The steps a call of ``func`` by a caller of ``level`` runs, each with why; the

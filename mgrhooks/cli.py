@@ -201,6 +201,7 @@ def _call_and_print(
     timeout: float | None = None,
     core_doc: Path | None = None,
     verbose: bool = False,
+    record: bool = False,
 ) -> None:
     """Run the call, print the response, run final handlers after stdout is released, exit."""
     from .dispatch import Options
@@ -211,7 +212,8 @@ def _call_and_print(
     # seal: with no descriptor to pass on, handlers can start through posix_spawn (see
     # mgrhooks.process.spawn.seal_descriptors)
     processes = Processes(adopt_orphans=True, seal=True)
-    options = Options(timeout=timeout, core_doc=core_doc, defer_final=True, processes=processes)
+    monitors = (panel.recorder(),) if record else ()
+    options = Options(timeout=timeout, core_doc=core_doc, defer_final=True, processes=processes, monitors=monitors)
     with processes, panel.logging(echo=verbose):
         response = panel.call(func, params, user=user, level=level, lang=lang, options=options)
         doc = None if response.serialised is not None else response.doc  # no tree built for nothing
@@ -326,6 +328,7 @@ def _at_panel_path(panel: Panel, panel_path: str | None) -> Panel:
     help="Print what each step would start (program, argv, environment with secrets masked, stdin, "
     "timeout, why); run nothing, write nothing.",
 )
+@click.option("--record", is_flag=True, help="Keep each handler run of this call under var/runs/ (see 'runs').")
 def exec_command(
     panel: Panel,
     func: str,
@@ -345,6 +348,7 @@ def exec_command(
     panel_path: str | None,
     verbose: bool,
     dry_run: bool,
+    record: bool,
 ) -> None:
     """Call FUNC with mgrctl-style KEY=VALUE parameters and print the response.
 
@@ -360,7 +364,17 @@ def exec_command(
         _print_dry_run(panel, func, params, user, level, lang, timeout, document)
         return
     _call_and_print(
-        panel, func, params, fmt, user=user, level=level, lang=lang, timeout=timeout, core_doc=document, verbose=verbose
+        panel,
+        func,
+        params,
+        fmt,
+        user=user,
+        level=level,
+        lang=lang,
+        timeout=timeout,
+        core_doc=document,
+        verbose=verbose,
+        record=record,
     )
 
 
@@ -517,6 +531,54 @@ def plan_command(panel: Panel, func: str, level: int, core_doc: str | None) -> N
         skipped = f"  [skipped: {step.skipped}]" if step.skipped else ""
         click.echo(f"{number:>3}. {stage:<7} {step.kind.value:<9} {label}{skipped}")
         click.echo(f"     why: {step.why}")
+
+
+@main.command("runs")
+@_root_options
+def runs_command(panel: Panel) -> None:
+    """List the recorded calls (exec --record, [record] handlers=): id, time, function,
+    user, and each handler run with its status, the oldest first."""
+    import time
+
+    for recording in panel.recordings():
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(recording.time))
+        runs = " ".join(f"{run.name}:{run.status}" for run in recording.runs)
+        click.echo(f"{recording.call} {when} {recording.func} user={recording.user} {runs}")
+
+
+@main.command("replay")
+@_root_options
+@click.argument("call")
+@click.argument("handler", required=False)
+@click.option(
+    "--handler", "program", metavar="PATH", help="Run this program (an edited copy) instead of the recorded one."
+)
+def replay_command(panel: Panel, call: str, handler: str | None, program: str | None) -> None:
+    """Run the handler runs of recorded call CALL again (only HANDLER's: its name, or
+    its run's as 'runs' lists it), with exactly the recorded argv, environment, stdin
+    and directory, and print how the output differs from the recorded one (a unified
+    diff of the documents). Exit status 0 when no output differs, 1 when one does.
+    """
+    from .record import document_diff, replay
+
+    try:
+        recording = panel.recording(call)
+    except KeyError:
+        raise click.BadParameter(f"no recorded call {call!r} (see 'mgrhooks runs')", param_hint="'CALL'") from None
+    runs = [run for run in recording.runs if handler in (None, run.name, run.meta.get("handler"))]
+    if not runs:
+        names = ", ".join(run.name for run in recording.runs) or "none"
+        raise click.BadParameter(f"no run of {handler!r} in call {call} (there are: {names})", param_hint="'HANDLER'")
+    differs = False
+    for run in runs:
+        outcome = replay(run, program)
+        diff = document_diff(run.stdout, outcome.stdout, run.name)
+        status = outcome.failure.value if outcome.failure else "ok"
+        changed = " (recorded: " + run.status + ")" if status != run.status else ""
+        click.echo(f"{run.name}: {status}{changed}, {'output differs' if diff else 'same output'}")
+        click.echo("".join(diff), nl=False)
+        differs = differs or bool(diff) or bool(changed)
+    sys.exit(ExitStatus.ERROR if differs else ExitStatus.OK)
 
 
 @main.command("check")

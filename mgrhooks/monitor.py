@@ -104,7 +104,8 @@ class Monitors(Monitor):
 def standard(root: Root, settings: Settings, request: Request, extra: Sequence[Monitor] = ()) -> Monitor:
     """A call's subscribers: the panel log (hiding the secrets of ``request``'s
     parameters), event notifications when the root's ``etc/mgrhooks.conf`` configures
-    notifiers, then ``extra`` (the panel log alone when there are no others: no fan-out
+    notifiers, then ``extra``, then the recorder of the handlers ``[record]`` names unless
+    ``extra`` holds a recorder (the panel log alone when there are no others: no fan-out
     per step)."""
     from .runlog import PanelLog
 
@@ -114,4 +115,18 @@ def standard(root: Root, settings: Settings, request: Request, extra: Sequence[M
 
         subscribers.append(Notifications(root, settings.notifiers))
     subscribers += extra
+    subscribers += _recorder(root, settings, extra)
     return subscribers[0] if len(subscribers) == 1 else Monitors(subscribers)
+
+
+def _recorder(root: Root, settings: Settings, extra: Sequence[Monitor]) -> list[Monitor]:
+    """The recorder of the handlers the root's ``[record]`` names (:mod:`mgrhooks.record`),
+    when it names any and ``extra`` holds no recorder (``exec --record``: every handler)."""
+    if not settings.record.handlers:
+        return []
+    from .record import RUNS, Recorder
+
+    if any(isinstance(monitor, Recorder) for monitor in extra):
+        return []
+    record = settings.record
+    return [Recorder(root.path / RUNS, frozenset(record.handlers), record.keep, record.days)]

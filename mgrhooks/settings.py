@@ -9,6 +9,11 @@
     output_limit = 64M    ; bytes of stdout accepted (K, M, G suffixes)
     pass_env = HTTP_PROXY NO_PROXY   ; runner variables handed on to handlers
 
+    [record]              ; record and replay (mgrhooks.record)
+    handlers = samba.pl   ; handlers whose runs are recorded on every call (exec --record: all)
+    keep = 50             ; recorded calls kept, the newest
+    days = 30             ; days a recorded call is kept
+
     [notify.audit]        ; an event notifier (see mgrhooks.notify): one section each
     driver = log          ; log | http | script
     path = var/events.jsonl
@@ -108,10 +113,19 @@ class Notifier(NamedTuple):
     password: str = ""
 
 
+class Record(NamedTuple):
+    """The ``[record]`` section: the handlers recorded on every call (names), and how
+    many recorded calls are kept (``keep``, the newest) for how long (``days``)."""
+
+    handlers: tuple[str, ...] = ()
+    keep: int = 50
+    days: float = 30.0
+
+
 class Settings(NamedTuple):
     """Limits for handler runs: ``timeout``, ``kill_grace`` and ``drain_grace`` in
     seconds, ``output_limit`` in bytes, ``pass_env`` the runner's variables handed on;
-    and the event notifiers, in file order."""
+    the event notifiers, in file order; what is recorded (:class:`Record`)."""
 
     timeout: float = DEFAULT_TIMEOUT
     kill_grace: float = KILL_GRACE
@@ -119,6 +133,7 @@ class Settings(NamedTuple):
     output_limit: int = OUTPUT_LIMIT
     pass_env: tuple[str, ...] = ()
     notifiers: tuple[Notifier, ...] = ()
+    record: Record = Record()
 
 
 _HANDLER_KEYS = {"timeout", "kill_grace", "drain_grace", "output_limit", "pass_env"}
@@ -173,15 +188,32 @@ class _Bad(Exception):
 
 def _settings(path: Path, parser: "configparser.ConfigParser") -> Settings:
     for name in parser.sections():
-        if name != "handlers" and not name.startswith("notify."):
-            raise _Bad(name, "", f"unknown section [{name}]; known: [handlers], [notify.NAME]")
+        if name not in ("handlers", "record") and not name.startswith("notify."):
+            raise _Bad(name, "", f"unknown section [{name}]; known: [handlers], [notify.NAME], [record]")
     section = parser["handlers"] if parser.has_section("handlers") else {}
     _known_keys("handlers", section, _HANDLER_KEYS)
     values: dict[str, object] = {key: _value(key, text) for key, text in section.items()}
     notifiers = tuple(
-        _notifier(name[len("notify.") :], parser[name]) for name in parser.sections() if name != "handlers"
+        _notifier(name[len("notify.") :], parser[name]) for name in parser.sections() if name.startswith("notify.")
     )
-    return Settings(**values, notifiers=notifiers)  # type: ignore[arg-type]
+    record = _record(parser["record"]) if parser.has_section("record") else Record()
+    return Settings(**values, notifiers=notifiers, record=record)  # type: ignore[arg-type]
+
+
+def _record(section: Mapping[str, str]) -> Record:
+    """The ``[record]`` section (see :class:`Record`)."""
+    _known_keys("record", section, {"handlers", "keep", "days"})
+    keep = section.get("keep", str(Record().keep)).strip()
+    if not keep.isdigit() or int(keep) < 1:
+        raise _Bad("record", "keep", f"[record] keep: expected a whole number >= 1, got {keep!r}")
+    days = section.get("days", str(Record().days)).strip()
+    try:
+        number = float(days)
+    except ValueError:
+        number = math.nan
+    if not number > 0:
+        raise _Bad("record", "days", f"[record] days: expected a number of days > 0, got {days!r}")
+    return Record(tuple(section.get("handlers", "").split()), int(keep), number)
 
 
 def _line(text: str, section: str, key: str) -> int:

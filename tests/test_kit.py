@@ -63,3 +63,76 @@ def test_dry_run_shows_each_step_and_runs_and_writes_nothing(root: PanelRoot) ->
 def test_dry_run_of_an_unknown_function_is_an_error(root: PanelRoot) -> None:
     done = root.mgrhooks("exec", "no.such", "--dry-run")
     assert done.returncode == 1 and "no.such" in done.stderr
+
+
+BASH_XML = """
+#!/bin/bash
+sed 's|</doc>|<greeting>hello '"$PARAM_name"'</greeting></doc>|'
+"""
+PY_CGI = """
+#!/usr/bin/env python3
+import os
+print("Content-Type: text/xml")
+print()
+print("<doc><seen>" + os.environ["PARAM_name"] + "</seen></doc>")
+"""
+
+
+def recording_root(root: PanelRoot) -> None:
+    root.handler("greet.sh", BASH_XML, '<event name="user.add" after="yes"/>')
+    root.handler("seen.py", PY_CGI, '<event name="user.add" after="yes"/>', type="cgi")
+
+
+def call_ids(root: PanelRoot) -> list[str]:
+    listed = root.mgrhooks("runs")
+    assert listed.returncode == 0, listed.stderr
+    return [line.split()[0] for line in listed.stdout.splitlines()]
+
+
+def test_record_list_and_replay_unchanged_and_edited(root: PanelRoot, tmp_path: Path) -> None:
+    recording_root(root)
+    done = root.mgrhooks("exec", "user.add", "name=alice", "passwd=s3cr3t", "sok=ok", "--record")
+    assert done.returncode == 0, done.stderr
+    [call] = call_ids(root)
+    listed = root.mgrhooks("runs").stdout
+    assert re.fullmatch(rf"{call} \S+ \S+ user\.add user=root 01-greet\.sh:ok 02-seen\.py:ok\n", listed)
+    assert "s3cr3t" not in listed
+    runs = root.path / "var/runs"
+    for path in [runs, *runs.rglob("*")]:
+        assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), path
+    assert b"s3cr3t" in (runs / call / "01-greet.sh/env.json").read_bytes()  # as the handler got it
+    assert (runs / call / "02-seen.py/stdout").read_bytes().endswith(b"<doc><seen>alice</seen></doc>\n")
+
+    same = root.mgrhooks("replay", call)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert same.stdout == "01-greet.sh: ok, same output\n02-seen.py: ok, same output\n"
+
+    edited = tmp_path / "greet.sh"
+    edited.write_text(BASH_XML.replace("hello", "goodbye").lstrip())
+    edited.chmod(0o755)
+    changed = root.mgrhooks("replay", call, "greet.sh", "--handler", str(edited))
+    assert changed.returncode == 1, changed.stderr
+    assert "01-greet.sh: ok, output differs" in changed.stdout
+    assert "-  <greeting>hello alice</greeting>\n+  <greeting>goodbye alice</greeting>\n" in changed.stdout
+    assert "02-seen.py" not in changed.stdout
+
+    unknown = root.mgrhooks("replay", "nosuchcall")
+    assert unknown.returncode == 2 and "no recorded call 'nosuchcall'" in unknown.stderr
+
+
+def test_record_setting_names_handlers_and_keeps_the_newest_calls(root: PanelRoot) -> None:
+    recording_root(root)
+    (root.path / "etc/mgrhooks.conf").write_text("[record]\nhandlers = seen.py\nkeep = 2\n")
+    for name in ("a", "b", "c"):
+        assert root.mgrhooks("exec", "user.add", f"name={name}", "passwd=x", "sok=ok").returncode == 0
+    listed = root.mgrhooks("runs").stdout.splitlines()
+    assert len(listed) == 2 and all(line.endswith(" 01-seen.py:ok") for line in listed)
+    newest = call_ids(root)[-1]
+    assert b"<seen>c</seen>" in (root.path / "var/runs" / newest / "01-seen.py/stdout").read_bytes()
+
+
+def test_a_bad_record_setting_names_file_line_and_key(root: PanelRoot) -> None:
+    (root.path / "etc/mgrhooks.conf").write_text("[record]\nhandlers = x\nkeep = none\n")
+    done = root.mgrhooks("exec", "user", "--record")
+    assert done.returncode == 3
+    assert "mgrhooks.conf: line 3: [record] keep: expected a whole number >= 1, got 'none'" in done.stderr
