@@ -581,6 +581,34 @@ def replay_command(panel: Panel, call: str, handler: str | None, program: str | 
     sys.exit(ExitStatus.ERROR if differs else ExitStatus.OK)
 
 
+@main.command("bench")
+@_root_options
+@click.argument("func")
+@click.argument("pairs", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("-n", "runs", default=20, show_default=True, type=click.IntRange(1, 100000), help="Calls to make.")
+@click.option("--user", default="root", show_default=True, help="The calling user (AUTH_USER).")
+@_level_option
+def bench_command(panel: Panel, func: str, pairs: tuple[str, ...], runs: int, user: str, level: int) -> None:
+    """Call FUNC N times in this process and print, per step, p50 and p95 times and the
+    share spent starting processes, in the handler, and parsing and merging in mgrhooks.
+
+    The calls are real: handlers run, the core's changes are made, the log is written.
+    """
+    from .benchmark import bench
+
+    costs = bench(panel, func, _params(pairs), runs, user, level)
+    click.echo(
+        f"{func}: {costs.runs} call(s), {costs.errors} with an <error>; p50 {costs.p50 * 1000:.2f} ms, "
+        f"p95 {costs.p95 * 1000:.2f} ms a call"
+    )
+    click.echo(f"{'step':<40} {'runs':>5} {'p50 ms':>9} {'p95 ms':>9} {'start':>6} {'handler':>8} {'parse+merge':>12}")
+    for step in costs.steps:
+        click.echo(
+            f"{step.label:<40} {step.runs:>5} {step.p50 * 1000:>9.2f} {step.p95 * 1000:>9.2f} {step.start:>6.0%} "
+            f"{step.handler:>8.0%} {step.other:>12.0%}"
+        )
+
+
 @main.command("check")
 @_root_options
 def check_command(panel: Panel) -> None:

@@ -136,3 +136,19 @@ def test_a_bad_record_setting_names_file_line_and_key(root: PanelRoot) -> None:
     done = root.mgrhooks("exec", "user", "--record")
     assert done.returncode == 3
     assert "mgrhooks.conf: line 3: [record] keep: expected a whole number >= 1, got 'none'" in done.stderr
+
+
+def test_bench_prints_each_step_with_percentiles_and_shares(root: PanelRoot) -> None:
+    recording_root(root)
+    root.handler("stamp.sh", BASH_STAMP, '<event name="user" before="yes"/>')
+    done = root.mgrhooks("bench", "user", "-n", "3")
+    assert done.returncode == 0, done.stderr
+    head, columns, *steps = done.stdout.splitlines()
+    assert re.fullmatch(r"user: 3 call\(s\), 0 with an <error>; p50 [\d.]+ ms, p95 [\d.]+ ms a call", head)
+    assert columns.split() == ["step", "runs", "p50", "ms", "p95", "ms", "start", "handler", "parse+merge"]
+    labels = [line[:40].strip() for line in steps]
+    assert labels == ["before handler stamp.sh", "action action user"]
+    number, share = r"\s+[\d.]+", r"\s+\d+%"
+    for line in steps:
+        assert re.fullmatch(rf".{{40}}\s+3{number}{number}{share}{share}{share}", line), line
+    assert (root.read("var/stamp")).count("ran") == 3  # the handler really ran each time
