@@ -46,6 +46,7 @@ class Recorder(Monitor):
 
     def __init__(self, runs: Path, handlers: Collection[str] | None = None, keep: int = 50, days: float = 30) -> None:
         self.runs, self.handlers, self.keep, self.days = runs, handlers, keep, days
+        self.call = ""  # the call being recorded, and its runs so far
         self.count = 0
 
     def after(self, end: StepEnd) -> None:
@@ -57,7 +58,8 @@ class Recorder(Monitor):
             return
         request = outcome.request
         call_dir = self.runs / _safe(request.env.get("MGRHOOKS_CALL_ID", "call"))
-        if self.count == 0:
+        if call_dir.name != self.call:  # the first run of a call (one recorder may see several)
+            self.call, self.count = call_dir.name, 0
             _private_dir(self.runs)
             prune(self.runs, self.keep - 1, self.days)
             _private_dir(call_dir)

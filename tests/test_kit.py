@@ -152,3 +152,17 @@ def test_bench_prints_each_step_with_percentiles_and_shares(root: PanelRoot) -> 
     for line in steps:
         assert re.fullmatch(rf".{{40}}\s+3{number}{number}{share}{share}{share}", line), line
     assert (root.read("var/stamp")).count("ran") == 3  # the handler really ran each time
+
+
+def test_one_recorder_records_each_call_it_is_given_to_apart(root: PanelRoot) -> None:
+    from mgrhooks.api import Panel
+    from mgrhooks.dispatch import Options
+
+    recording_root(root)
+    panel = Panel(root.path)
+    options = Options(monitors=(panel.recorder(),))
+    for name in ("a", "b"):
+        assert not panel.call("user.add", {"name": name, "passwd": "x", "sok": "ok"}, options=options).error
+    recorded = panel.recordings()
+    assert [r.func for r in recorded] == ["user.add", "user.add"]
+    assert [[run.name for run in r.runs] for r in recorded] == [["01-greet.sh", "02-seen.py"]] * 2
