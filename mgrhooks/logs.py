@@ -1,4 +1,4 @@
-"""The panel-style log, ``var/<mgr>.log``, on the standard library's logging.
+"""The panel-style log, ``var/<mgr>.log``, and mgrhooks' records to the standard library's logging.
 
 Line shape, after the panel's: ``Nov 21 08:45:16 [1234:1] external INFO Executing: ...``
 (date, ``[pid:thread]``, module, level, message). Modules are the last part of the logger
@@ -18,10 +18,11 @@ later lines win. Panel levels map onto ours (our choice): 0 nothing, 1 ERROR, 2 
 sizes), 9 TRACE (also every handler's environment and the first 4 KiB of its stdin and
 stdout, the call's secret values hidden: :mod:`mgrhooks.secret`).
 
-The ``logging`` package (with ``traceback`` and friends, several milliseconds) is only
-imported when a record is going to be written: most calls write none. Outside
-:func:`to_file` (mgrhooks used as a library), records go to the ``mgrhooks.*`` loggers for
-the application's own logging set-up to handle.
+Inside :func:`to_file` the panel's lines are made and written by its target, without the
+``logging`` package (with ``traceback`` and friends, several milliseconds to import; every
+call writes at least its request line). Outside :func:`to_file` (mgrhooks used as a
+library), records go to the ``mgrhooks.*`` loggers for the application's own logging set-up
+to handle, and only then is ``logging`` imported.
 
 The file a record goes to belongs to the call writing it, not to the process: :func:`to_file`
 sets it in a :class:`contextvars.ContextVar`, so two panels' calls in two threads (or
@@ -61,46 +62,101 @@ _PANEL_LEVELS = {0: OFF, 1: ERROR, 2: WARNING, 3: INFO, 4: EXTINFO, 9: TRACE}
 _DATES = "%b %d %H:%M:%S"
 
 
+#: the name each level shows in a line
+_NAMES = {ERROR: "ERROR", WARNING: "WARNING", INFO: "INFO", EXTINFO: "EXTINFO", DEBUG: "DEBUG", TRACE: "TRACE"}
+
+
 class _Target:
     """Where one :func:`to_file` block writes: ``path`` (and stderr with ``echo``) at the
-    module ``levels``; its handlers are made at its first record, closed at its end."""
+    module ``levels``.
+
+    Lines are made and written here, not through the logging package: a call that writes
+    one line (every call writes its request line) would otherwise import it, ~6 ms of the
+    cold start (bench row "cold start"). Each line is appended with one ``write(2)`` on an
+    ``O_APPEND`` descriptor (:func:`open_log`, at the first line), so it is in the file
+    before the call goes on (before the next handler starts), with no buffer to flush. The
+    whole line goes through :func:`mgrhooks.printable.printable`, so no record can forget
+    it: a newline or an ANSI escape in a function name, a user name, a value or a handler's
+    stderr is shown as ``\\n`` or ``\\x1b`` and never starts a line of its own.
+
+    A log that cannot be opened or written (a directory, a FIFO, a link, a full disk, no
+    permission) never fails or stops the call: one line on stderr per target names the file
+    and the reason, and opening is tried again with each line (our choice)."""
 
     def __init__(self, path: Path, levels: dict[str, int], echo: bool, root: Path | None) -> None:
         self.path = path
         self.root = root
         self.levels = levels
         self.echo = echo
-        self.handlers: list[logging.Handler] = []
         self.closed = False
+        self._fd = -1
+        self._complained = False
+        self._second = -1  # the date is made once a second
+        self._date = ""
         self._lock = threading.Lock()  # threads a call starts share its target
 
-    def emit(self, record: logging.LogRecord) -> None:
-        """Write ``record`` through this target's handlers (made on first use)."""
-        if not self.handlers:
-            self._attach()
-        for handler in self.handlers:
-            handler.handle(record)
+    def write(self, level: int, module: str, message: str, args: tuple[Any, ...]) -> None:
+        """Write one line: ``message % args`` at ``level`` (:data:`INFO`, ...) of ``module``
+        (``action``, ``external``); the caller checked the level. Never raises."""
+        line = printable(self._head(level, module) + _text(message, args))  # the line's own end is ours
+        with self._lock:
+            if self.closed:
+                return
+            if self._fd < 0:
+                self._fd = self._open()
+            if self._fd >= 0:
+                try:
+                    os.write(self._fd, (line + "\n").encode("utf-8", "backslashreplace"))
+                except OSError as exc:
+                    self._complain(exc)
+        if self.echo:
+            _to_stderr(line)
 
     def close(self) -> None:
+        """Close the file; later lines of threads still running are dropped."""
         with self._lock:
             self.closed = True
-            for handler in self.handlers:
-                handler.close()
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
-    def _attach(self) -> None:
-        _logging()
-        with self._lock:
-            if self.handlers or self.closed:
-                return
-            handlers = [_LineFile(self.path, self.root)]
-            if self.echo:
-                import logging
+    def _head(self, level: int, module: str) -> str:
+        """``date [pid:thread] module LEVEL `` (thread 1 is the main one, as on the panel)."""
+        second = int(time.time())
+        if second != self._second:
+            self._second, self._date = second, time.strftime(_DATES, time.localtime(second))
+        ident = threading.get_ident()
+        thread = 1 if ident == threading.main_thread().ident else ident % 10000
+        return f"{self._date} [{os.getpid()}:{thread}] {module} {_NAMES.get(level, f'Level {level}')} "
 
-                handlers.append(logging.StreamHandler())
-            for handler in handlers:
-                handler.setFormatter(_PanelFormatter())
-                handler.addFilter(_ModuleLevels(self.levels))
-            self.handlers = handlers
+    def _open(self) -> int:
+        try:
+            return open_log(self.path, self.root)
+        except OSError as exc:
+            self._complain(exc)
+            return -1
+
+    def _complain(self, exc: OSError) -> None:
+        if not self._complained:
+            self._complained = True
+            _to_stderr(f"mgrhooks: cannot write the log {self.path}: {exc.strerror}; its records are lost")
+
+
+def _text(message: str, args: tuple[Any, ...]) -> str:
+    """``message % args`` as logging makes it (no ``%`` with no ``args``); a message its
+    arguments do not fit is shown with them, never raised (logging's own policy)."""
+    if not args:
+        return message
+    try:
+        return message % args
+    except (TypeError, ValueError, KeyError):
+        return f"{message} {args!r}"
+
+
+def _to_stderr(line: str) -> None:
+    with suppress(AttributeError, OSError, ValueError):  # stderr closed, or none
+        sys.stderr.write(printable(line) + "\n")
+        sys.stderr.flush()
 
 
 #: the target of the call running in this context (None: the application's logging)
@@ -161,9 +217,7 @@ class Channel:
         if target is not None and not target.closed:
             if level < level_of(target.levels, self.module):
                 return
-            # the panel's line names no source file: no stack walk for one (findCaller)
-            logger = self._logger_of()
-            target.emit(logger.makeRecord(logger.name, level, "", 0, message, args, None))
+            target.write(level, self.module, message, args)
             return
         self._logger_of().log(level, message, *args)
 
@@ -201,113 +255,6 @@ def _logging() -> ModuleType:
         logging.addLevelName(EXTINFO, "EXTINFO")
         logging.addLevelName(TRACE, "TRACE")
     return logging
-
-
-def _PanelFormatter() -> logging.Formatter:  # noqa: N802 (a class, made on demand)
-    import logging
-
-    class PanelFormatter(logging.Formatter):
-        """Formats records as the panel's log lines (the module docstring), the date made
-        once a second.
-
-        The whole line goes through :func:`mgrhooks.printable.printable` here, so no record
-        can forget it: a newline or an ANSI escape in a function name, a user name, a value
-        or a handler's stderr is shown as ``\\n`` or ``\\x1b`` and never starts a line of
-        its own (a traceback too is one line). Written out rather than through
-        ``Formatter.format``'s %-style machinery: a record is written for every handler
-        run, and this is most of what it costs.
-        """
-
-        def __init__(self) -> None:
-            super().__init__()
-            self._second = -1
-            self._date = ""
-
-        def format(self, record: logging.LogRecord) -> str:
-            second = int(record.created)
-            if second != self._second:
-                self._second, self._date = second, time.strftime(_DATES, time.localtime(second))
-            thread = 1 if record.threadName == "MainThread" else (record.thread or 0) % 10000
-            module = record.name.rsplit(".", 1)[-1]
-            line = f"{self._date} [{record.process}:{thread}] {module} {record.levelname} {record.getMessage()}"
-            if record.exc_info:
-                line += "\n" + self.formatException(record.exc_info)
-            return printable(line)  # one line whatever the values: the record's own end is the writer's
-
-    return PanelFormatter()
-
-
-def _LineFile(path: Path, root: Path | None) -> logging.Handler:  # noqa: N802 (a class, made on demand)
-    import logging
-
-    class LineFile(logging.Handler):
-        """Appends each record to ``path`` with one ``write(2)`` (``O_APPEND``): the line
-        is in the file before the call goes on (before the next handler starts), with no
-        buffered text stream to flush.
-
-        The file is opened by :func:`open_log` (no link followed, created with mode 600).
-        A log that cannot be opened or written (a directory, a FIFO, a link, a full disk,
-        no permission) never fails or stops the call: one line on stderr per process names
-        the file and the reason, and writing is tried again with each record (our choice)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.fd = -1
-            self.complained = False
-            self.reopen()
-
-        def reopen(self) -> bool:
-            try:
-                self.fd = open_log(path, root)
-            except OSError as exc:
-                self.complain(exc)
-            return self.fd >= 0
-
-        def emit(self, record: logging.LogRecord) -> None:
-            try:
-                line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
-            except Exception:  # noqa: BLE001 (logging's own policy: report, never raise)
-                self.handleError(record)
-                return
-            if self.fd < 0 and not self.reopen():
-                return
-            try:
-                os.write(self.fd, line)
-            except OSError as exc:
-                self.complain(exc)
-
-        def complain(self, exc: OSError) -> None:
-            if self.complained:
-                return
-            self.complained = True
-            with suppress(AttributeError, OSError, ValueError):  # stderr closed, or none
-                line = f"mgrhooks: cannot write the log {path}: {exc.strerror}; its records are lost"
-                sys.stderr.write(printable(line) + "\n")
-                sys.stderr.flush()
-
-        def close(self) -> None:
-            self.acquire()
-            try:
-                if self.fd >= 0:
-                    os.close(self.fd)
-                    self.fd = -1
-            finally:
-                self.release()
-            super().close()
-
-    return LineFile()
-
-
-def _ModuleLevels(levels: dict[str, int]) -> logging.Filter:  # noqa: N802 (a class, made on demand)
-    import logging
-
-    class ModuleLevels(logging.Filter):
-        """Passes a record when its level reaches its module's level."""
-
-        def filter(self, record: logging.LogRecord) -> bool:
-            return record.levelno >= level_of(levels, record.name.rsplit(".", 1)[-1])
-
-    return ModuleLevels()
 
 
 #: the mode a new log is created with (less the umask): the log holds user names, values
