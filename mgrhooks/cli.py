@@ -259,6 +259,16 @@ def _number(_: click.Context, param: click.Parameter, value: float | None) -> fl
     return value
 
 
+def _timeout_option(help: str) -> Callable[[F], F]:  # noqa: A002 (click's own name)
+    """``--timeout SECONDS``: above 0, at most :data:`~mgrhooks.settings.MAX_SECONDS`, not NaN."""
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True, max=MAX_SECONDS),
+        callback=_number,
+        help=help,
+    )
+
+
 def _panel_path_option(command: F) -> F:
     """``--panel-path PATH``, for the commands that run handlers (``exec``, ``module``)."""
     return click.option(
@@ -295,12 +305,7 @@ def _at_panel_path(panel: Panel, panel_path: str | None) -> Panel:
 @_level_option
 @click.option("--lang", default="en", show_default=True, help="The request language.")
 @click.option("--out", "fmt", type=click.Choice(FORMATS), default="xml", show_default=True)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True, max=MAX_SECONDS),
-    callback=_number,
-    help="Seconds each handler may run (at most a day).",
-)
+@_timeout_option("Seconds each handler may run (at most a day).")
 @click.option(
     "--body",
     metavar="FILE",
@@ -464,12 +469,7 @@ def _read_body(name: str | None) -> bytes:
 @click.option("--item", help="The service id (processing modules: --item N).")
 @click.option("--payment", help="The payment id (payment modules: --payment N).")
 @click.option("--out", "fmt", type=click.Choice(FORMATS), default="xml", show_default=True)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True, max=MAX_SECONDS),
-    callback=_number,
-    help="Seconds the module may run (at most a day).",
-)
+@_timeout_option("Seconds the module may run (at most a day).")
 @_panel_path_option
 @click.option("-v", "--verbose", is_flag=True, help="Also print the log lines of this run on stderr.")
 def module_command(
