@@ -1,0 +1,1 @@
+"""The panel's HTTP API (``mgrhooks serve``): contract, auth, sessions, resident panel, app, server."""
