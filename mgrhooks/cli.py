@@ -733,6 +733,31 @@ def init_command(directory: str) -> None:
         click.echo(f"created {path}")
 
 
+@main.command("passwd")
+@_root_options
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the password from stdin's first line, not a prompt.")
+@click.argument("user")
+def passwd_command(panel: Panel, from_stdin: bool, user: str) -> None:
+    """Set USER's password for the HTTP API (root: the super user's).
+
+    The password is asked twice without echo, or read from stdin with --stdin; it is
+    never taken from the command line. Root's lives in var/<mgr>.sessions.db (without
+    one, root cannot log in over HTTP); any other user's is changed in the core
+    (user.edit). USER's sessions and one-time keys end.
+    """
+    from .http.auth import set_password
+
+    if from_stdin:
+        line = sys.stdin.buffer.readline() if sys.stdin is not None else b""
+        password = line.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8", "surrogateescape")
+    elif sys.stdin is not None and sys.stdin.isatty():
+        password = click.prompt("New password", hide_input=True, confirmation_prompt="Retype new password")
+    else:
+        raise click.UsageError("no terminal to ask the password on: give it on stdin with --stdin")
+    set_password(panel, user, password)
+    click.echo(f"password of {printable(user)} changed", err=True)
+
+
 #: the functions ``mgrctl`` takes as a restart of the panel (``mgrctl -m ispmgr exit``)
 RESTART_FUNCS = ("exit",)
 #: what ``mgrctl`` says to an install script asking for a restart

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
+import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +21,7 @@ from mgrhooks.api import Panel
 from mgrhooks.core import BuiltinCore
 from mgrhooks.http import auth, throttle
 from mgrhooks.http.auth import Account, Allowed, Answered, Asked, Caller, CoreUsers, Gate, set_password
-from mgrhooks.http.sessions import store_file
+from mgrhooks.http.sessions import Store, store_file
 from mgrhooks.render import render
 from mgrhooks.secret import is_secret
 from mgrhooks.xmldoc import Element
@@ -461,3 +464,95 @@ def test_a_password_is_accepted_exactly_when_it_is_the_users(
     result = gate.decide(ask("user", ("authinfo", f"u:{given_password}")))
     assert isinstance(result, Allowed) == (given_password == password)
     assert isinstance(gate.decide(ask("user", ("authinfo", f"u:{password}"))), Allowed)
+
+
+# --- mgrhooks passwd -------------------------------------------------------------------
+
+
+def passwd(root: PanelRoot, *args: str, stdin: bytes) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(root.argv("passwd", *args), input=stdin.decode(), capture_output=True, text=True, timeout=60)
+
+
+def cmdlines() -> bytes:
+    found = b""
+    for proc in Path("/proc").iterdir():
+        try:
+            found += (proc / "cmdline").read_bytes() + b"\n"
+        except OSError:
+            continue
+    return found
+
+
+def test_passwd_root_from_stdin_lets_root_log_in_and_never_shows_the_password(
+    root: PanelRoot, panel: Panel, clock: Clock
+) -> None:
+    password = f"root-{os.urandom(8).hex()}"
+    process = subprocess.Popen(
+        root.argv("passwd", "--stdin", "root"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert password.encode() not in cmdlines()
+        out, err = process.communicate(f"{password}\r\nignored second line\n".encode(), timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and err == b"password of root changed\n" and out == b""
+    gate = make_gate(panel, clock)
+    assert allowed(gate.decide(ask("user", ("authinfo", f"root:{password}")))).caller == Caller("root", 30)
+    assert password not in log(panel)
+    with sqlite3.connect(root.path / "var/billmgr.db") as db:  # not a core user
+        assert db.execute("SELECT count(*) FROM users WHERE name = 'root'").fetchone() == (0,)
+
+
+def test_passwd_changes_a_core_users_password(root: PanelRoot, panel: Panel, clock: Clock) -> None:
+    result = passwd(root, "--stdin", "alice", stdin=b"brand-new\n")
+    assert result.returncode == 0, result.stderr
+    gate = make_gate(panel, clock)
+    assert allowed(gate.decide(ask("user", ("authinfo", "alice:brand-new")))).caller.user == "alice"
+    assert error(gate.decide(ask("user", ("authinfo", "alice:pw-alice"), address=OTHER)))["object"] == "authfail"
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "status", "message"),
+    [
+        (["--stdin", "nobody"], b"pw\n", 1, "Error: User 'nobody' not found\n"),
+        (["--stdin", "root"], b"", 2, "Error: the password is empty\n"),
+        (["--stdin", "root"], b"\n", 2, "Error: the password is empty\n"),
+        (["root"], b"pw\n", 2, "Error: no terminal to ask the password on: give it on stdin with --stdin\n"),
+    ],
+)
+def test_passwd_refusals(
+    root: PanelRoot, panel: Panel, args: list[str], stdin: bytes, status: int, message: str
+) -> None:
+    result = passwd(root, *args, stdin=stdin)
+    assert (result.returncode, result.stderr[-len(message) :]) == (status, message), result.stderr
+    assert Store(store_file(panel.root)).super_user_password("root") is None
+
+
+def test_passwd_asks_twice_without_echo_on_a_terminal(root: PanelRoot, panel: Panel, clock: Clock) -> None:
+    import pty
+    import select
+
+    controller, terminal = pty.openpty()
+    # a new session: no controlling terminal, so getpass asks on stdin, the terminal given
+    process = subprocess.Popen(
+        root.argv("passwd", "root"), stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True
+    )
+    os.close(terminal)
+    shown = b""
+
+    def answer(prompt: bytes, line: bytes) -> None:
+        nonlocal shown
+        while prompt not in shown and select.select([controller], [], [], 60)[0]:
+            shown += os.read(controller, 1024)
+        os.write(controller, line)
+
+    answer(b"New password: ", b"s3cret-tty\n")
+    answer(b"Retype new password: ", b"s3cret-tty\n")
+    assert process.wait(timeout=60) == 0
+    try:
+        shown += os.read(controller, 1024)
+    except OSError:  # (EIO: the terminal's other end is closed)
+        pass
+    os.close(controller)
+    assert b"s3cret" not in shown  # not echoed
+    assert allowed(make_gate(panel, clock).decide(ask("user", ("authinfo", "root:s3cret-tty")))).caller.level == 30
