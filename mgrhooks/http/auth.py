@@ -1,5 +1,5 @@
-"""Who is calling: the HTTP API's authentication, as the panel does it (docs/http.md,
-"Authentication"; HTTP-API.md). I/O (the session store, the log).
+"""Who is calling: the HTTP API's authentication, as the panel does it (docs/auth.md,
+with its sources). I/O (the session store, the log).
 
 :class:`Gate` takes one request as the front parsed it (:class:`Asked`) and decides:
 
@@ -123,7 +123,7 @@ class CoreUsers:
 
 
 class Gate:
-    """Authenticates the requests of one root (see the module docstring and docs/http.md).
+    """Authenticates the requests of one root (see the module docstring and docs/auth.md).
 
     :param users: the users (the built-in core's: :class:`CoreUsers`)
     :param session_idle: seconds without a request after which a session, or a key of
@@ -423,7 +423,7 @@ def _above(func: str, caller: Caller, target: str, account: Account) -> Answered
 
 
 def _authfail(func: str, user: str, msg: str) -> Element:
-    """A failed login: ``<error type="auth" object="authfail" value=USER>`` (docs/http.md)."""
+    """A failed login: ``<error type="auth" object="authfail" value=USER>`` (docs/auth.md)."""
     return error_doc(func, "auth", "authfail", user, msg)
 
 
