@@ -441,6 +441,38 @@ def test_passwords_are_checked_by_the_cores_verify_password(gate: Gate, monkeypa
     assert seen == ["pw-alice", "guess"]
 
 
+def test_a_verified_password_is_remembered_for_that_hash_only(
+    panel: Panel, gate: Gate, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+
+    def spy(password: str, stored: str) -> bool:
+        seen.append(password)
+        return core.verify_password(password, stored)
+
+    monkeypatch.setattr(auth, "verify_password", spy)
+    for _ in range(3):  # authinfo on every call: scrypt once
+        allowed(gate.decide(ask("user", ("authinfo", "adam:pw-adam"))))
+    assert seen == ["pw-adam"]
+    clock.now += answered(gate.decide(ask("user", ("authinfo", "adam:pw-adam!")))).delay
+    assert seen == ["pw-adam", "pw-adam!"]
+    assert not panel.call("user.edit", {"elid": "adam", "passwd": "other", "sok": "ok"}, level=30).error
+    clock.now += answered(gate.decide(ask("user", ("authinfo", "adam:pw-adam")))).delay  # a new hash
+    allowed(gate.decide(ask("user", ("authinfo", "adam:other"))))
+    assert seen == ["pw-adam", "pw-adam!", "pw-adam", "other"]
+
+
+def test_a_key_logs_in_once_when_tried_at_once(gate: Gate) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    newkey(gate, "c" * 16)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(lambda n: gate.decide(ask("auth", ("key", "c" * 16), address=f"203.0.113.{n}")), range(8))
+        )
+    assert sum(answered(result).doc.find("auth") is not None for result in results) == 1
+
+
 class OneUser:
     """Users holding one user, its password hashed with cheap scrypt parameters."""
 

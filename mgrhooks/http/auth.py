@@ -20,6 +20,10 @@ is ever logged or echoed: a log line names the user and the address, never a pas
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -44,6 +48,10 @@ SUPER_USER = "root"
 CONSUMED = frozenset({"authinfo", "auth", "su", "username", "password", "key"})
 #: the shortest key ``session.newkey`` takes (HTTP-API.md: "K of 16+ characters")
 MIN_KEY = 16
+#: passwords a Gate remembers having verified (see :meth:`Gate._verified`)
+VERIFIED_LIMIT = 1024
+#: the most seconds a session's last use is left unrecorded (each record is a write)
+TOUCH_EVERY = 60.0
 #: the functions the Gate answers itself
 LOGIN, LOGOUT, NEWKEY, WHOAMI = "auth", "logout", "session.newkey", "whoami"
 _LOG = logs.Channel("auth")
@@ -152,6 +160,11 @@ class Gate:
         self._secure = secure_cookies
         self.store = Store(store_file(root))
         self._decoy: str | None = None
+        self._touch_every = min(TOUCH_EVERY, session_idle / 60)
+        # (user, stored hash) -> HMAC of the password verified: see _verified
+        self._pepper = secrets.token_bytes(32)
+        self._remembered: dict[tuple[str, str], bytes] = {}
+        self._lock = threading.Lock()
 
     def decide(self, asked: Asked) -> Allowed | Answered:
         """Run or answer ``asked`` (blocking: scrypt and SQLite; the front runs it in a
@@ -216,7 +229,8 @@ class Gate:
             return Answered(
                 error_doc(asked.func, "auth", "session", "", "Session ended: its user may no longer log in")
             )
-        self.store.touch(key, now)
+        if now - session.used >= self._touch_every:
+            self.store.touch(key, now)
         return Caller(session.user, account.level, key)
 
     def _account(self, name: str) -> Account | None:
@@ -230,19 +244,43 @@ class Gate:
         failed login (counted, logged, delayed)."""
         now = self._clock()
         subjects = _subjects(asked.address, user)
-        held = self._held(asked, user, subjects, now)
+        counts = self.store.failures(subjects)
+        held = self._held(asked, user, counts, now)
         if held is not None:
             return held
         account = self._account(user)
         if account is None:
             verify_password(password, self._decoy_hash())  # the same time as a real check
             return self._failed(asked, user, subjects, now, "unknown user")
-        if not _matches(password, account.password):
+        if not self._verified(user, password, account.password):
             return self._failed(asked, user, subjects, now, "wrong password")
         if not account.active:
             return self._failed(asked, user, subjects, now, "user suspended")
-        self._succeeded(subjects)
+        if counts:  # a success forgets the failures
+            self.store.forget(subjects)
         return Caller(user, account.level)
+
+    def _verified(self, user: str, password: str, stored: str) -> bool:
+        """Whether ``password`` matches ``stored`` (:func:`mgrhooks.core.verify_password`).
+
+        A match is remembered as an HMAC of the password under a key of this Gate's own
+        (random, never stored), for the user and that hash: ``authinfo`` on every call
+        then costs a SHA-256 instead of scrypt's tens of milliseconds (our choice; a new
+        password is a new hash, so an old one is never taken again; at most
+        :data:`VERIFIED_LIMIT` kept, the oldest forgotten first). Compared in constant time.
+        """
+        tag = hmac.new(self._pepper, password.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
+        with self._lock:
+            known = self._remembered.get((user, stored))
+        if known is not None and hmac.compare_digest(known, tag):
+            return True
+        if not _matches(password, stored):
+            return False
+        with self._lock:
+            self._remembered[(user, stored)] = tag
+            while len(self._remembered) > VERIFIED_LIMIT:
+                del self._remembered[next(iter(self._remembered))]
+        return True
 
     def _decoy_hash(self) -> str:
         if self._decoy is None:
@@ -251,10 +289,10 @@ class Gate:
 
     # --- failed logins -----------------------------------------------------------------
 
-    def _held(self, asked: Asked, user: str, subjects: tuple[str, ...], now: float) -> Answered | None:
-        """A refusal when the address or user is held after failed logins, else ``None``."""
-        counts = self.store.failures(subjects)
-        held = max((throttle.held_for(counts.get(subject), now, self._policy) for subject in subjects), default=0.0)
+    def _held(self, asked: Asked, user: str, counts: Mapping[str, throttle.Count], now: float) -> Answered | None:
+        """A refusal when the address or user is held after failed logins (``counts``: the
+        failures of each), else ``None``."""
+        held = max((throttle.held_for(count, now, self._policy) for count in counts.values()), default=0.0)
         if held <= 0:
             return None
         self._log(
@@ -285,10 +323,6 @@ class Gate:
         )
         return Answered(_authfail(asked.func, user, "Login failed: wrong user name, password or key"), delay=delay)
 
-    def _succeeded(self, subjects: tuple[str, ...]) -> None:
-        if self.store.failures(subjects):
-            self.store.forget(subjects)
-
     def _log(self, level: int, message: str, *args: object) -> None:
         with self._root.logging():
             _LOG.log(level, message, *args)
@@ -317,7 +351,8 @@ class Gate:
     def _key_login(self, asked: Asked, user: str, key: str) -> Caller | Answered:
         now = self._clock()
         subjects = _subjects(asked.address, user)
-        held = self._held(asked, user, subjects, now)
+        counts = self.store.failures(subjects)
+        held = self._held(asked, user, counts, now)
         if held is not None:
             return held
         owner = self.store.take_key(key, now, self._idle)
@@ -328,7 +363,8 @@ class Gate:
         account = self._account(owner)
         if account is None or not account.active:
             return self._failed(asked, owner, subjects, now, "user unknown or suspended")
-        self._succeeded(subjects)
+        if counts:
+            self.store.forget(subjects)
         return Caller(owner, account.level)
 
     def _logout(self, asked: Asked) -> Answered:
