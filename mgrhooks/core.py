@@ -108,13 +108,13 @@ Action = Callable[["BuiltinCore", "sqlite3.Connection", Request, Element], None]
 class BuiltinCore:
     """The embedded default core, on the SQLite database ``db_path`` (created on use)."""
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, prehashed: Mapping[str, str] | None = None) -> None:
         self.db_path = db_path
-        self._hashes: dict[str, str] = {}
+        self._hashes: Mapping[str, str] = prehashed or {}  # never changed: calls in threads share a core
 
     def hashed(self, password: str) -> str:
         """``password`` hashed (:func:`hash_password`): the hash :meth:`action` worked out
-        before it took the write lock when it is that password, else made now."""
+        for this call before it took the write lock when it is that password, else made now."""
         return self._hashes.get(password) or hash_password(password)
 
     def catalogue(self) -> Mapping[str, Sequence[InternalHandler]]:
@@ -147,11 +147,13 @@ class BuiltinCore:
         if request.level < needed:
             raise PanelError("access", "func", request.func, f"Access to '{request.func}' needs level {needed}")
         password = request.get("passwd")
+        core = self
         if password and request.get("sok"):
-            # scrypt takes tens of milliseconds: not while holding the database's write lock
-            self._hashes = {password: hash_password(password)}
+            # scrypt takes tens of milliseconds: not while holding the database's write lock;
+            # the hash goes with this call's own core (calls side by side share this one)
+            core = BuiltinCore(self.db_path, {password: hash_password(password)})
         with self.transaction() as conn:
-            ACTIONS[request.func](self, conn, request, doc)
+            ACTIONS[request.func](core, conn, request, doc)
 
     def internal(self, handler: InternalHandler, request: Request, doc: Element) -> None:
         """Run an internal handler of :data:`INTERNALS` for the caller (``request.user``):
