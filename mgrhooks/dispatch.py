@@ -93,6 +93,8 @@ class Options(NamedTuple):
     :param observers: Python observers taking part in the call (mgrhooks.observers)
     :param monitors: subscribers told of each step and of the committed response, after
         the panel log and event notifications (:class:`mgrhooks.monitor.Monitor`)
+    :param request_env: the CGI variables of the HTTP request the call came with, for its
+        handlers (:func:`mgrhooks.env.call_environment`); ``None`` for calls from elsewhere
     """
 
     timeout: float | None = None
@@ -104,6 +106,7 @@ class Options(NamedTuple):
     processes: Processes | None = None
     observers: Observers | None = None
     monitors: tuple[Monitor, ...] = ()
+    request_env: Mapping[str, str] | None = None
 
 
 def call(

@@ -128,6 +128,7 @@ def call_environment(
     *,
     spilled: Spilled = NOTHING_SPILLED,
     passed: Collection[str] = (),
+    request_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The variables every handler of one call gets (built once per call).
 
@@ -135,6 +136,10 @@ def call_environment(
     :param spilled: the parameters that are not all in the environment (:class:`Spilled`,
         as :func:`mgrhooks.spill.write` wrote them)
     :param passed: further runner variables to hand on (``pass_env`` in the settings)
+    :param request_env: the CGI variables of the HTTP request the call came with
+        (``REMOTE_ADDR``, ``HTTP_COOKIE``, ...: :mod:`mgrhooks.http`), added after the
+        protocol's own; never replacing one of them (``AUTH_USER``, ``QUERY_STRING``, a
+        ``PARAM_*``: our choice, the protocol's variables say how the handler gets its call)
     :returns: a new mapping; parameters whose key cannot be a variable name
         (:func:`is_env_name`) are left out of ``PARAM_*`` (they still reach the handler in
         ``QUERY_STRING``)
@@ -174,6 +179,8 @@ def call_environment(
         SCRIPT_NAME=f"/{facts.mgr}",
         QUERY_STRING=query_string(request, leave_out=no_param | spilled.unqueried),
     )
+    for name, value in (request_env or {}).items():
+        env.setdefault(name, value)
     return env
 
 

@@ -136,9 +136,11 @@ class Handlers:
             facts = Facts(self.root.mgr, self.cwd, __version__, depth=options.depth, chain=chain)
             passed = self.settings.pass_env
             try:
-                self.spilled = spill.write(self.request, environ, facts, passed)
+                self.spilled = spill.write(self.request, environ, facts, passed, options.request_env)
             except OSError as exc:  # a full /tmp, an environment too large even without parameters
                 return spill.failure(exc)
-            environment = call_environment(environ, self.request, facts, spilled=self.spilled, passed=passed)
+            environment = call_environment(
+                environ, self.request, facts, spilled=self.spilled, passed=passed, request_env=options.request_env
+            )
             self.call = self.call._replace(environment=environment)
         return ""

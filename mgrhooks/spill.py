@@ -52,9 +52,16 @@ def limits() -> Limits:
     return Limits(STRING_MAX, min(arg_max, TOTAL_CAP)) if arg_max > 0 else Limits()
 
 
-def write(request: Request, base: Mapping[str, str], facts: Facts, passed: Collection[str] = ()) -> Spilled:
+def write(
+    request: Request,
+    base: Mapping[str, str],
+    facts: Facts,
+    passed: Collection[str] = (),
+    request_env: Mapping[str, str] | None = None,
+) -> Spilled:
     """Write the values the spill rule takes out of the environment of ``request``'s
-    handlers (``base``, ``facts`` and ``passed`` as for :func:`mgrhooks.env.call_environment`).
+    handlers (``base``, ``facts``, ``passed`` and ``request_env`` as for
+    :func:`mgrhooks.env.call_environment`).
 
     :raises mgrhooks.budget.EnvironmentTooLarge: not even the variables that are not
         parameters fit (an OSError, E2BIG)
@@ -62,7 +69,7 @@ def write(request: Request, base: Mapping[str, str], facts: Facts, passed: Colle
         is not ours); nothing is left then (no directory, no partial set of files)
     """
     parent = _parent()
-    plan = rule(request, base, facts, passed, parent)
+    plan = rule(request, base, facts, passed, parent, request_env)
     if not plan.any:
         return NOTHING_SPILLED
     directory = _make_directory(parent)
@@ -76,7 +83,12 @@ def write(request: Request, base: Mapping[str, str], facts: Facts, passed: Colle
 
 
 def rule(
-    request: Request, base: Mapping[str, str], facts: Facts, passed: Collection[str], parent: str | None = None
+    request: Request,
+    base: Mapping[str, str],
+    facts: Facts,
+    passed: Collection[str],
+    parent: str | None = None,
+    request_env: Mapping[str, str] | None = None,
 ) -> SpillPlan:
     """Which values of ``request`` :func:`write` puts in files under ``parent`` (``None``:
     ``$TMPDIR/mgrhooks-<uid>``), nothing written (:func:`mgrhooks.budget.spill_plan`)."""
@@ -84,7 +96,7 @@ def rule(
 
     parent = _parent() if parent is None else parent
     name_bytes = _NAME_BYTES + 1 + max(len(QUERY_FILE), len(str(len(request.params))))
-    fixed = call_environment(base, request._replace(params=()), facts, passed=passed)
+    fixed = call_environment(base, request._replace(params=()), facts, passed=passed, request_env=request_env)
     return spill_plan(request, fixed, len(os.fsencode(parent)) + 1 + name_bytes, limits())
 
 
