@@ -1,8 +1,9 @@
 """Which parameters are secret, and keeping their values out of what mgrhooks writes. Pure.
 
 The rule is one function, :func:`is_secret`: a parameter is secret when its name holds
-``pass``, ``secret``, ``token``, ``key``, ``auth`` or ``confirm``, in any case
-(``passwd``, ``confirm``, the panel's repeated password, ``authinfo``, ``api_key``; our
+``pass``, ``secret``, ``token``, ``key``, ``auth``, ``confirm`` or ``cookie``, in any case
+(``passwd``, ``confirm``, the panel's repeated password, ``authinfo``, ``api_key``, the
+``HTTP_COOKIE`` of a served call holding the session key; our
 choice, broad on purpose: a name wrongly taken for secret costs a ``***`` in a record).
 Every writer uses it:
 
@@ -21,7 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 #: the parameter names whose values are secret (see the module docstring)
-SECRET = re.compile(r"pass|secret|token|key|auth|confirm", re.IGNORECASE)
+SECRET = re.compile(r"pass|secret|token|key|auth|confirm|cookie", re.IGNORECASE)
 #: what a secret value is shown as
 MASK = "***"
 #: variables mgrhooks itself sets whose names match the rule but hold no secret
