@@ -14,6 +14,19 @@
     keep = 50             ; recorded calls kept, the newest
     days = 30             ; days a recorded call is kept
 
+    [serve]               ; mgrhooks serve (mgrhooks.http), read when it starts
+    listen = 0.0.0.0:1500 ; HOST:PORT (--listen overrides)
+    cert = etc/mgrhooks.crt   ; the TLS certificate and key (PEM, relative to the root);
+    key = etc/mgrhooks.key    ; default: a self-signed pair made on first start there
+    max_body = 10M        ; bytes of a request body accepted (413 beyond)
+    concurrency = 16      ; calls run at once
+    queue_wait = 5        ; seconds a call beyond them waits for a turn (then 503)
+    retry_after = 1       ; seconds the 503 tells the client to wait (Retry-After)
+    read_timeout = 30     ; seconds to read a request body (408 beyond)
+    grace = 30            ; seconds running calls get to finish on SIGTERM
+    trusted_proxies = 127.0.0.1   ; whose X-Forwarded-For is believed (default: nobody's)
+    session_idle = 3600   ; seconds a session lives without requests
+
     [notify.audit]        ; an event notifier (see mgrhooks.notify): one section each
     driver = log          ; log | http | script
     path = var/events.jsonl
@@ -122,10 +135,31 @@ class Record(NamedTuple):
     days: float = 30.0
 
 
+class Serve(NamedTuple):
+    """The ``[serve]`` section (``mgrhooks serve``, :mod:`mgrhooks.http`). Times in
+    seconds, sizes in bytes; ``cert``/``key`` relative to the root (``""``: the
+    self-signed pair under ``etc/``); ``trusted_proxies`` addresses or networks (and
+    ``unix`` for peers on the unix socket) whose ``X-Forwarded-For`` is believed.
+    Defaults are our choice (docs/http.md)."""
+
+    listen: str = "0.0.0.0:1500"
+    cert: str = ""
+    key: str = ""
+    max_body: int = 10 * 1024 * 1024
+    concurrency: int = 16
+    queue_wait: float = 5.0
+    retry_after: float = 1.0
+    read_timeout: float = 30.0
+    grace: float = 30.0
+    trusted_proxies: tuple[str, ...] = ()
+    session_idle: float = 3600.0
+
+
 class Settings(NamedTuple):
     """Limits for handler runs: ``timeout``, ``kill_grace`` and ``drain_grace`` in
     seconds, ``output_limit`` in bytes, ``pass_env`` the runner's variables handed on;
-    the event notifiers, in file order; what is recorded (:class:`Record`)."""
+    the event notifiers, in file order; what is recorded (:class:`Record`); how
+    ``mgrhooks serve`` serves (:class:`Serve`)."""
 
     timeout: float = DEFAULT_TIMEOUT
     kill_grace: float = KILL_GRACE
@@ -134,6 +168,7 @@ class Settings(NamedTuple):
     pass_env: tuple[str, ...] = ()
     notifiers: tuple[Notifier, ...] = ()
     record: Record = Record()
+    serve: Serve = Serve()
 
 
 _HANDLER_KEYS = {"timeout", "kill_grace", "drain_grace", "output_limit", "pass_env"}
@@ -188,8 +223,8 @@ class _Bad(Exception):
 
 def _settings(path: Path, parser: "configparser.ConfigParser") -> Settings:
     for name in parser.sections():
-        if name not in ("handlers", "record") and not name.startswith("notify."):
-            raise _Bad(name, "", f"unknown section [{name}]; known: [handlers], [notify.NAME], [record]")
+        if name not in ("handlers", "record", "serve") and not name.startswith("notify."):
+            raise _Bad(name, "", f"unknown section [{name}]; known: [handlers], [notify.NAME], [record], [serve]")
     section = parser["handlers"] if parser.has_section("handlers") else {}
     _known_keys("handlers", section, _HANDLER_KEYS)
     values: dict[str, object] = {key: _value(key, text) for key, text in section.items()}
@@ -197,7 +232,67 @@ def _settings(path: Path, parser: "configparser.ConfigParser") -> Settings:
         _notifier(name[len("notify.") :], parser[name]) for name in parser.sections() if name.startswith("notify.")
     )
     record = _record(parser["record"]) if parser.has_section("record") else Record()
-    return Settings(**values, notifiers=notifiers, record=record)  # type: ignore[arg-type]
+    serve = _serve(parser["serve"]) if parser.has_section("serve") else Serve()
+    return Settings(**values, notifiers=notifiers, record=record, serve=serve)  # type: ignore[arg-type]
+
+
+def _serve(section: Mapping[str, str]) -> Serve:
+    """The ``[serve]`` section (see :class:`Serve`)."""
+    _known_keys("serve", section, set(Serve._fields))
+    values: dict[str, object] = {}
+    for key, text in section.items():
+        if key == "listen":
+            values[key] = _listen(text)
+        elif key in ("cert", "key"):
+            values[key] = text.strip()
+        elif key == "max_body":
+            values[key] = _size("serve", key, text)
+        elif key == "concurrency":
+            if not text.strip().isdigit() or not 1 <= int(text) <= 1024:
+                raise _Bad("serve", key, f"[serve] concurrency: expected a whole number from 1 to 1024, got {text!r}")
+            values[key] = int(text)
+        elif key == "trusted_proxies":
+            values[key] = _proxies(text)
+        else:
+            values[key] = _value(key, text, "serve")
+    if bool(values.get("cert")) != bool(values.get("key")):
+        missing = "key" if values.get("cert") else "cert"
+        raise _Bad("serve", missing, f"[serve] {missing}: cert and key go together (give both, or neither)")
+    return Serve(**values)  # type: ignore[arg-type]
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:1500`` for IPv6) as ``(host, port)``.
+
+    :raises ValueError: why not (``expected HOST:PORT with a port 0-65535, got 'x'``)
+    """
+    host, colon, port = text.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT with a port 0-65535, got {text!r}")
+    return host, int(port)
+
+
+def _listen(text: str) -> str:
+    try:
+        listen_address(text)
+    except ValueError as exc:
+        raise _Bad("serve", "listen", f"[serve] listen: {exc}") from None
+    return text.strip()
+
+
+def _proxies(text: str) -> tuple[str, ...]:
+    """Addresses or networks (``10.0.0.0/8``), or ``unix``. :raises _Bad: one is neither"""
+    import ipaddress
+
+    for item in text.split():
+        if item != "unix":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                reason = f"[serve] trusted_proxies: expected addresses or networks (or unix), got {item!r}"
+                raise _Bad("serve", "trusted_proxies", reason) from None
+    return tuple(text.split())
 
 
 def _record(section: Mapping[str, str]) -> Record:
@@ -261,14 +356,19 @@ def _notifier(name: str, section: Mapping[str, str]) -> Notifier:
     return Notifier(**values)  # type: ignore[arg-type]
 
 
+def _size(section: str, key: str, text: str) -> int:
+    """Bytes, with a K, M or G suffix. :raises _Bad: not a size above 0"""
+    match = re.fullmatch(_SIZE, text.strip(), re.IGNORECASE)
+    if match and int(match[1]) > 0:
+        return int(match[1]) * _UNITS[match[2].upper()]
+    raise _Bad(section, key, f"[{section}] {key}: expected bytes > 0 (like 64M), got {text!r}")
+
+
 def _value(key: str, text: str, section: str = "handlers") -> object:
     if key == "pass_env":
         return tuple(text.split())
     if key == "output_limit":
-        match = re.fullmatch(_SIZE, text.strip(), re.IGNORECASE)
-        if match and int(match[1]) > 0:
-            return int(match[1]) * _UNITS[match[2].upper()]
-        raise _Bad(section, key, f"[{section}] output_limit: expected bytes > 0 (like 64M), got {text!r}")
+        return _size(section, key, text)
     try:
         return seconds(text)
     except ValueError as exc:
