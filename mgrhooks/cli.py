@@ -692,6 +692,29 @@ def worker_command(panel: Panel, once: bool, interval: float) -> None:
         time.sleep(interval)
 
 
+@main.command("serve")
+@_root_options
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="Where to listen (default: [serve] listen in etc/mgrhooks.conf, else 0.0.0.0:1500; port 0: a free one).",
+)
+@click.option("--http", "plain", is_flag=True, help="Plain HTTP instead of HTTPS (behind nginx, or on loopback).")
+@click.option("--uds", metavar="PATH", help="Listen on this unix socket instead of HOST:PORT.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print the log lines (and the access log) on stderr.")
+def serve_command(panel: Panel, listen: str | None, plain: bool, uds: str | None, verbose: bool) -> None:
+    """Serve the panel's HTTP API: https://HOST:1500/<mgr>?func=...&out=json (docs/http.md).
+
+    HTTPS with the certificate of etc/mgrhooks.conf [serve], else a self-signed one made
+    under etc/ on first start. SIGTERM: running calls get [serve] grace seconds (30), then
+    their handlers are killed.
+    """
+    from .http import server
+
+    gate = server.default_gate(panel, panel.root.settings().serve)
+    server.run(panel, gate, listen=listen, plain=plain, uds=uds, echo=verbose)
+
+
 @main.group("queue")
 def queue_group() -> None:
     """The spooled event records that are not delivered yet, and the dead letters."""

@@ -1,0 +1,256 @@
+"""One root's panel kept warm for ``mgrhooks serve``: calls run in a bounded pool of
+threads, each with its own handler processes, under a limit of calls at once. I/O.
+
+What is kept between calls and what is not (issue 12 items 5 and 6):
+
+* the :class:`~mgrhooks.api.Panel` (its core, its Python functions and observers) and the
+  interpreter are kept; the registry is never stale: every call asks
+  :meth:`mgrhooks.root.Root.registry`, which looks at the plugin files' stat first (an
+  edited file takes effect on the next request), as do the settings and ``etc/debug.conf``;
+* each call has its own :class:`Processes` (one call at a time runs on one), its own
+  panel log target (:func:`mgrhooks.logs.to_file`, a context variable), its own SQLite
+  connections (:func:`mgrhooks.db.transaction` opens one a transaction) and its own
+  per-call state of the built-in core (the password hash made outside the write lock);
+* at most ``concurrency`` calls run at once (a thread each); a call beyond them waits up
+  to ``queue_wait`` seconds for a turn, then is :class:`Busy` (HTTP 503, ``Retry-After``);
+* final-stage handlers run after the answer is given, still holding the call's turn;
+* a call whose client went away runs to its end (its handlers within their timeouts), so
+  no transaction is left half done; its answer is dropped;
+* :meth:`Resident.stop` (SIGTERM): no new call; running ones get ``grace`` seconds, then
+  their handler trees are killed and no further handler of theirs starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, NamedTuple
+
+from .. import logs
+from ..process import Processes
+from .contract import content_type
+
+if TYPE_CHECKING:
+    from ..api import Panel
+    from ..process.runner import RunOutcome, RunRequest
+    from ..process.spawn import Child
+    from ..settings import Serve
+
+#: seconds the threads of killed calls get to end after their handlers were killed
+_AFTER_KILL = 10.0
+
+
+class Call(NamedTuple):
+    """One call to run: ``func`` with ``params`` (in order) as ``user`` of ``level``;
+    rendered in ``out`` (:data:`mgrhooks.render.FORMATS`); ``environ`` the CGI variables
+    of the HTTP request for its handlers (``{}`` for local calls); ``depth`` and ``chain``
+    its nesting (a nested ``mgrctl`` call is one deeper than its caller); ``timeout``
+    seconds each handler may run (``None``: their own)."""
+
+    func: str
+    params: tuple[tuple[str, str], ...]
+    user: str
+    level: int
+    lang: str = "en"
+    out: str = "xml"
+    environ: Mapping[str, str] = {}
+    depth: int = 1
+    chain: tuple[str, ...] = ()
+    timeout: float | None = None
+
+
+class Answer(NamedTuple):
+    """``body``: the rendered document, the bytes ``mgrhooks exec --out FMT`` prints;
+    ``content_type`` with its charset; ``error``: the document holds an ``<error>``
+    (exec's exit status 1)."""
+
+    body: bytes
+    content_type: str
+    error: bool
+
+
+class Busy(Exception):
+    """No turn within the queue wait (or the server is stopping): try again after
+    ``retry_after`` seconds (HTTP 503 with ``Retry-After``)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"busy: try again in {retry_after:g}s")
+        self.retry_after = retry_after
+
+
+class _Contained(Processes):
+    """The handler processes of one served call, which the server can stop from another
+    thread (:meth:`stop`): the running handler's tree is killed, no further one starts."""
+
+    def __init__(self) -> None:
+        # no adopt_orphans (a subreaper would collect every daemon's zombie for the whole
+        # server's life) and no seal (a process-wide action): the CLI's own choices
+        super().__init__(guard=True)
+        self._lock = threading.Lock()
+        self._child: Child | None = None
+        self._stopped = False
+
+    def start(self, request: RunRequest, stdin: int, stdout: int, stderr: int) -> Child:
+        """:meth:`Processes.start`, unless the call was stopped. :raises OSError: then"""
+        with self._lock:
+            if self._stopped:
+                raise OSError(errno.ESHUTDOWN, "the server is stopping")
+            self._child = super().start(request, stdin, stdout, stderr)
+            return self._child
+
+    def run(self, request: RunRequest) -> RunOutcome:
+        try:
+            return super().run(request)
+        finally:
+            with self._lock:
+                self._child = None
+
+    def stop(self) -> None:
+        """Kill the running handler's process group and descendants (SIGKILL: their
+        grace is over); its own thread reaps it. Starts no handler afterwards."""
+        import psutil
+
+        with self._lock:  # (a handler reaped but not yet cleared by run(): a window of microseconds)
+            self._stopped = True
+            child = self._child
+            if child is None:
+                return
+            victims: list[psutil.Process] = []
+            with contextlib.suppress(psutil.Error):
+                victims = psutil.Process(child.pid).children(recursive=True)
+            for kill, target in ((os.killpg, child.pid), (os.kill, child.pid)):
+                with contextlib.suppress(OSError):
+                    kill(target, signal.SIGKILL)
+            for victim in victims:
+                with contextlib.suppress(psutil.Error):
+                    victim.kill()
+
+
+class Resident:
+    """``panel`` serving calls (see the module docstring), as ``serve`` (the ``[serve]``
+    settings: ``concurrency``, ``queue_wait``, ``retry_after``) says. Made and used in one
+    event loop."""
+
+    def __init__(self, panel: Panel, serve: Serve) -> None:
+        self.panel = panel
+        self.serve = serve
+        self._turns = asyncio.Semaphore(serve.concurrency)
+        self._pool = ThreadPoolExecutor(serve.concurrency, thread_name_prefix="mgrhooks-call")
+        self._jobs: set[asyncio.Future[None]] = set()
+        self._running: set[_Contained] = set()
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    async def answer(self, call: Call) -> Answer:
+        """Run ``call`` in the pool under the limit; its final handlers run after this
+        returns (holding its turn).
+
+        :raises Busy: no turn within ``queue_wait`` seconds, or the server is stopping
+        :raises UsageError: a name no call can take (``user``, ``func``, ``lang``)
+        :raises RootError: the root's ``etc/mgrhooks.conf`` is broken, or the core's
+            database cannot be used (see :meth:`mgrhooks.api.Panel.call`)
+        """
+        if self._stopping:
+            raise Busy(self.serve.retry_after)
+        try:
+            await asyncio.wait_for(self._turns.acquire(), self.serve.queue_wait)
+        except TimeoutError:
+            raise Busy(self.serve.retry_after) from None
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[Answer] = loop.create_future()
+
+        def tell(answer: Answer | None, failure: BaseException | None = None) -> None:
+            loop.call_soon_threadsafe(_settle, answered, answer, failure)
+
+        try:
+            job = loop.run_in_executor(self._pool, self._work, call, tell)
+        except BaseException:
+            self._turns.release()
+            raise
+        self._jobs.add(job)
+        job.add_done_callback(self._ended)
+        return await answered
+
+    def _ended(self, job: asyncio.Future[None]) -> None:
+        self._jobs.discard(job)
+        self._turns.release()
+
+    def _work(self, call: Call, tell: Callable[[Answer | None, BaseException | None], None]) -> None:
+        """The call in its thread: answered through ``tell``, then its final stage."""
+        processes = _Contained()
+        with self._lock:
+            if self._stopping:
+                processes.stop()
+            self._running.add(processes)
+        try:
+            with self.panel.logging():
+                try:
+                    answer, finish = self._call(call, processes)
+                except BaseException as exc:  # the front answers it (UsageError, RootError, a bug)
+                    tell(None, exc)
+                    return
+            tell(answer, None)
+            if finish is not None:
+                with self.panel.logging():
+                    try:
+                        finish()
+                    except Exception as exc:  # the answer is given: only the log can say
+                        logs.ACTION.error("'%s' final stage failed: %s", call.func, exc)
+        finally:
+            processes.close()
+            with self._lock:
+                self._running.discard(processes)
+
+    def _call(self, call: Call, processes: Processes) -> tuple[Answer, Callable[[], None] | None]:
+        """The answer, rendered as ``exec`` renders it, and what runs the final stage."""
+        from ..dispatch import Options
+        from ..render import render_bytes
+
+        options = Options(
+            timeout=call.timeout,
+            depth=call.depth,
+            chain=call.chain,
+            defer_final=True,
+            processes=processes,
+            request_env=call.environ or None,
+        )
+        panel = self.panel
+        response = panel.call(call.func, call.params, user=call.user, level=call.level, lang=call.lang, options=options)
+        doc = None if response.serialised is not None else response.doc  # no tree built for nothing
+        body = render_bytes(doc, call.out, (("func", call.func), *call.params), response.serialised)
+        return Answer(body, content_type(call.out), response.error), response.finish
+
+    async def stop(self, grace: float) -> None:
+        """Take no new call; let running ones (final stages included) end within ``grace``
+        seconds, then kill their handler trees and wait for their threads (a bounded
+        time); the pool is shut then."""
+        with self._lock:
+            self._stopping = True
+        if self._jobs:
+            await asyncio.wait(set(self._jobs), timeout=grace)
+        if self._jobs:
+            with self._lock:
+                running = list(self._running)
+            for processes in running:
+                processes.stop()
+            logs.ACTION.warning(
+                "stopping: %d call(s) still running after %gs, their handlers killed", len(running), grace
+            )
+            await asyncio.wait(set(self._jobs), timeout=_AFTER_KILL)
+        self._pool.shutdown(wait=False)
+
+
+def _settle(answered: asyncio.Future[Answer], answer: Answer | None, failure: BaseException | None) -> None:
+    if answered.done():  # (cancelled: the client went away)
+        return
+    if failure is not None:
+        answered.set_exception(failure)
+    else:
+        assert answer is not None
+        answered.set_result(answer)

@@ -1,0 +1,176 @@
+"""``mgrhooks serve``: uvicorn serving the panel's ASGI app. I/O.
+
+HTTPS on ``[serve] listen`` (``0.0.0.0:1500``) by default, with the certificate of
+:mod:`~mgrhooks.http.tls`; ``plain``: HTTP (behind nginx, or on loopback); ``uds``: a unix
+socket instead of TCP. uvicorn (h11) parses HTTP, does TLS and keeps connections; it
+closes a connection idle for 5 s between requests (``timeout_keep_alive``), and the app
+reads a body within ``[serve] read_timeout``. The startup line names the URL, on stderr,
+once the socket listens.
+
+SIGTERM (or SIGINT): the listening socket is closed and idle connections with it;
+running calls get ``[serve] grace`` seconds to finish and answer (their final stages
+too); then their handler trees are killed and the process exits 0 with nothing left
+running (:meth:`mgrhooks.http.resident.Resident.stop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from ..errors import RootError
+from ..printable import printable
+from ..settings import listen_address
+from .app import App, Decider, Settings
+from .resident import Resident
+
+if TYPE_CHECKING:
+    from ..api import Panel
+    from ..settings import Serve
+
+#: seconds a connection may stay idle between two requests (uvicorn's timeout_keep_alive)
+KEEP_ALIVE = 5
+
+
+def default_gate(panel: Panel, serve: Serve) -> Decider:
+    """The Gate of :mod:`mgrhooks.http.auth` on the built-in core's users, with the
+    ``[serve] session_idle`` seconds.
+
+    :raises RootError: this build has no Gate (nobody could log in)
+    """
+    from . import auth
+
+    gate = getattr(auth, "Gate", None)
+    if gate is None:
+        raise RootError("this build of mgrhooks has no Gate (mgrhooks.http.auth): nobody could log in")
+    made: Decider = gate(panel.root, panel.core, session_idle=serve.session_idle)  # the lead wires Users here
+    return made
+
+
+def run(
+    panel: Panel,
+    gate: Decider,
+    *,
+    listen: str | None = None,
+    plain: bool = False,
+    uds: str | None = None,
+    echo: bool = False,
+) -> None:
+    """Serve ``panel`` until SIGTERM or SIGINT, ``gate`` deciding who calls.
+
+    :param listen: ``HOST:PORT`` (``None``: ``[serve] listen``); port 0 takes a free one
+        (the startup line names it)
+    :param plain: HTTP instead of HTTPS
+    :param uds: a unix socket's path instead of ``listen``
+    :param echo: also write the log lines (the access lines among them) on stderr
+    :raises RootError: the root's settings are broken, the certificate cannot be had
+    :raises UsageError: ``listen`` is not ``HOST:PORT``
+    """
+    serve = panel.root.settings().serve
+    host, port = _address(listen or serve.listen)
+    cert = key = None
+    if not plain:
+        from .tls import pair
+
+        cert_path, key_path = pair(panel.root, serve)
+        cert, key = str(cert_path), str(key_path)
+    with panel.logging(echo):  # the access lines' target (each call opens its own)
+        asyncio.run(_serve(panel, gate, serve, host, port, uds, cert, key))
+
+
+def _address(listen: str) -> tuple[str, int]:
+    from ..errors import UsageError
+
+    try:
+        return listen_address(listen)
+    except ValueError as exc:
+        raise UsageError(f"--listen: {exc}") from None
+
+
+async def _serve(
+    panel: Panel,
+    gate: Decider,
+    serve: Serve,
+    host: str,
+    port: int,
+    uds: str | None,
+    cert: str | None,
+    key: str | None,
+) -> None:
+    resident = Resident(panel, serve)
+    settings = Settings(serve.max_body, serve.read_timeout, serve.trusted_proxies)
+    app = App(resident, gate, settings, panel.root.mgr, https=cert is not None)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        uds=uds,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
+        http="h11",
+        loop="asyncio",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,  # X-Forwarded-For from trusted proxies only: mgrhooks.http.contract
+        server_header=False,
+        timeout_keep_alive=KEEP_ALIVE,
+        timeout_graceful_shutdown=math.ceil(serve.grace),
+    )
+    server = _Server(config, resident, serve.grace, panel.root.mgr)
+    # The local socket of sbin/mgrctl and `mgrhooks exec` (mgrhooks.http.local.serve_local)
+    # is started here, beside uvicorn in this event loop, and stopped when serve() returns.
+    await server.serve()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with the startup line, the resident's stop in its shutdown, and
+    signals that end the process with status 0 (uvicorn raises a caught SIGTERM again)."""
+
+    def __init__(self, config: uvicorn.Config, resident: Resident, grace: float, mgr: str) -> None:
+        super().__init__(config)
+        self.resident = resident
+        self.grace = grace
+        self.mgr = mgr
+
+    async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        await super().startup(sockets)  # type: ignore[arg-type]
+        if self.started:
+            _say(f"mgrhooks serve: {self._url()}/{self.mgr} (SIGTERM stops it, {self.grace:g}s grace)")
+
+    def _url(self) -> str:
+        config = self.config
+        scheme = "https" if config.ssl else "http"
+        if config.uds is not None:
+            return f"{scheme}+unix://{config.uds}:"
+        port = self.servers[0].sockets[0].getsockname()[1] if config.port == 0 else config.port
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        return f"{scheme}://{host}:{port}"
+
+    async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        begun = time.monotonic()
+        await super().shutdown(sockets)  # type: ignore[arg-type]
+        await self.resident.stop(max(0.0, begun + self.grace - time.monotonic()))
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGTERM and SIGINT start the shutdown (a second SIGINT forces it)."""
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(printable(line) + "\n")
+    sys.stderr.flush()
