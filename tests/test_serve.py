@@ -310,6 +310,21 @@ def test_what_is_not_a_call_gets_an_http_status(root: PanelRoot) -> None:
         assert served.request(f"func=user&{ROOT}")[0] == 200  # the server goes on
 
 
+def test_slow_clients_are_cut_off(root: PanelRoot) -> None:
+    conf(root, "[serve]\nread_timeout = 1\n")
+    with serving(root, "--http") as served:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=20) as head:  # a head that never ends
+            head.sendall(b"GET /billmgr?func=user HTTP/1.1\r\nHost: x\r\n")
+            assert head.recv(100) == b""  # closed
+        with socket.create_connection(("127.0.0.1", served.port), timeout=20) as body:  # a body that never comes
+            body.sendall(b"POST /billmgr HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nfunc")
+            answer = b"".join(iter(lambda: body.recv(1000), b""))
+            assert answer.startswith(b"HTTP/1.1 408 ") and answer.endswith(b"the request body was not read within 1s\n")
+        with socket.create_connection(("127.0.0.1", served.port), timeout=20) as idle:  # nothing at all
+            assert idle.recv(100) == b""
+        assert served.call(f"func=user&{ROOT}")
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_each_out_is_the_bytes_of_exec(root: PanelRoot, fmt: str) -> None:
     assert root.mgrhooks("exec", "user.add", "name=bob", "passwd=x", "sok=ok").returncode == 0

@@ -2,10 +2,12 @@
 
 HTTPS on ``[serve] listen`` (``0.0.0.0:1500``) by default, with the certificate of
 :mod:`~mgrhooks.http.tls`; ``plain``: HTTP (behind nginx, or on loopback); ``uds``: a unix
-socket instead of TCP. uvicorn (h11) parses HTTP, does TLS and keeps connections; it
-closes a connection idle for 5 s between requests (``timeout_keep_alive``), and the app
-reads a body within ``[serve] read_timeout``. The startup line names the URL, on stderr,
-once the socket listens.
+socket instead of TCP. uvicorn (h11) parses HTTP, does TLS and keeps connections. Slow
+clients cannot hold the server: a connection idle for 5 s between requests is closed
+(``timeout_keep_alive``), one that has not sent a whole request head within ``[serve]
+read_timeout`` seconds of opening or of its last answer too (:class:`_Protocol`), and the
+app reads a body within the same time (408 beyond); none of them holds a call's turn. The
+startup line names the URL, on stderr, once the socket listens.
 
 SIGTERM (or SIGINT): the listening socket is closed and idle connections with it;
 running calls get ``[serve] grace`` seconds to finish and answer (their final stages
@@ -25,6 +27,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import RootError
 from ..printable import printable
@@ -115,7 +118,7 @@ async def _serve(
         uds=uds,
         ssl_certfile=cert,
         ssl_keyfile=key,
-        http="h11",
+        http=type("Protocol", (_Protocol,), {"head_timeout": serve.read_timeout}),
         loop="asyncio",
         lifespan="off",
         log_config=None,
@@ -129,6 +132,30 @@ async def _serve(
     # The local socket of sbin/mgrctl and `mgrhooks exec` (mgrhooks.http.local.serve_local)
     # is started here, beside uvicorn in this event loop, and stopped when serve() returns.
     await server.serve()
+
+
+class _Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on each request head: a connection that has
+    not sent a whole request head ``head_timeout`` seconds after it opened (or after its
+    last answer) is closed (a slowloris client holds nothing for long)."""
+
+    head_timeout = 30.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(None)
+
+    def on_response_complete(self) -> None:
+        answered = self.cycle
+        super().on_response_complete()
+        self._arm(answered)
+
+    def _arm(self, cycle: object) -> None:
+        self.loop.call_later(self.head_timeout, self._head_due, cycle)
+
+    def _head_due(self, cycle: object) -> None:
+        if self.cycle is cycle and not self.transport.is_closing():  # no request head came since
+            self.transport.close()
 
 
 class _Server(uvicorn.Server):
