@@ -308,6 +308,9 @@ def test_what_is_not_a_call_gets_an_http_status(root: PanelRoot) -> None:
         multipart = {"Content-Type": "multipart/form-data; boundary=x"}
         assert served.request("", method="POST", body=b"--x--", headers=multipart)[0] == 400
         assert served.request(f"func=user&{ROOT}")[0] == 200  # the server goes on
+        conf(root, "[handlers]\ntimeout = soon\n")  # broken after the start: the root cannot be used
+        status, _, body = served.request(f"func=user&{ROOT}")
+        assert status == 500 and body.startswith(b"the panel cannot answer: ") and b"line 2" in body
 
 
 def test_slow_clients_are_cut_off(root: PanelRoot) -> None:
