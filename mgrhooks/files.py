@@ -8,17 +8,19 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from contextlib import suppress
 from pathlib import Path
 
 
 def replace(path: Path, data: bytes, mode: int = 0o666) -> None:
-    """Make ``data`` the content of ``path`` at once: written to ``<name>.tmp<pid>`` in the
-    same directory (created with ``mode``, less the umask), then renamed over ``path``.
+    """Make ``data`` the content of ``path`` at once: written to ``<name>.tmp<pid>-<thread>``
+    in the same directory (created with ``mode``, less the umask), then renamed over
+    ``path``. Threads of one process (calls of ``mgrhooks serve``) each write their own.
 
     :raises OSError: ``path`` is as it was, and no temporary file is left
     """
-    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}-{threading.get_native_id()}")
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(descriptor, "wb") as file:  # closes the descriptor whatever happens

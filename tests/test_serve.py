@@ -468,3 +468,29 @@ def test_help_and_a_bad_listen(root: PanelRoot) -> None:
         2,
         "Error: --listen: expected HOST:PORT with a port 0-65535, got 'nowhere'\n",
     )
+
+
+def test_a_file_replaced_from_threads_at_once_is_one_of_them_whole(tmp_path: Path) -> None:
+    """Calls of one server in several threads rewrite the registry cache at once: each
+    writes its own temporary file (one per process was shared by the threads)."""
+    from mgrhooks.files import replace
+
+    target = tmp_path / "cache"
+    payloads = [bytes([n]) * 1_000_000 for n in range(8)]
+    failures: list[BaseException] = []
+
+    def write(data: bytes) -> None:
+        try:
+            for _ in range(10):
+                replace(target, data, 0o600)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(data,)) for data in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert target.read_bytes() in payloads
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
