@@ -706,13 +706,13 @@ def serve_command(panel: Panel, listen: str | None, plain: bool, uds: str | None
     """Serve the panel's HTTP API: https://HOST:1500/<mgr>?func=...&out=json (docs/http.md).
 
     HTTPS with the certificate of etc/mgrhooks.conf [serve], else a self-signed one made
-    under etc/ on first start. SIGTERM: running calls get [serve] grace seconds (30), then
-    their handlers are killed.
+    under etc/ on first start. Callers log in as the core's users (authinfo=USER:PASS,
+    func=auth sessions; root's password: 'mgrhooks passwd root'). SIGTERM: running calls
+    get [serve] grace seconds (30), then their handlers are killed.
     """
     from .http import server
 
-    gate = server.default_gate(panel, panel.root.settings().serve)
-    server.run(panel, gate, listen=listen, plain=plain, uds=uds, echo=verbose)
+    server.run(panel, listen=listen, plain=plain, uds=uds, echo=verbose)
 
 
 @main.group("queue")

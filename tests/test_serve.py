@@ -1,21 +1,18 @@
 """`mgrhooks serve`: a real server process on 127.0.0.1 (a free port) in a temporary root,
-real HTTP clients from the standard library, real handler scripts.
-
-Until the Gate (mgrhooks.http.auth) is wired, the server runs through tests/http_double.py:
-the real `mgrhooks serve` command with a test double deciding who calls
-(authinfo=root:secret, alice:pw)."""
+real HTTP clients from the standard library, real handler scripts, real logins (root's
+password set by `mgrhooks passwd root --stdin`)."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import re
 import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +22,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from conftest import REPO, PanelRoot
+from conftest import PanelRoot
 from mgrhooks import Request
 from mgrhooks.core import BuiltinCore
 from mgrhooks.env import Facts, call_environment
@@ -34,7 +31,6 @@ from mgrhooks.render import FORMATS
 from mgrhooks.settings import Serve, load_settings
 from mgrhooks.xmldoc import new_doc
 
-DOUBLE = REPO / "tests" / "http_double.py"
 ROOT = "authinfo=root:secret"
 
 
@@ -96,10 +92,14 @@ class _UnixConnection(http.client.HTTPConnection):
 
 @contextlib.contextmanager
 def serving(root: PanelRoot, *args: str) -> Iterator[Served]:
-    """Start `mgrhooks serve` on a free 127.0.0.1 port (or as ``args`` say), wait for its
-    startup line; SIGTERM it at the end (killed if it does not end)."""
+    """Start `mgrhooks serve` on a free 127.0.0.1 port (or as ``args`` say), root's
+    password ``secret``; wait for its startup line; SIGTERM it at the end (killed if it
+    does not end)."""
+    if not (root.path / f"var/{root.mgr}.sessions.db").exists():
+        given = subprocess.run(root.argv("passwd", "--stdin", "root"), input="secret\n", capture_output=True, text=True)
+        assert given.returncode == 0, given.stderr
     listen = [] if "--uds" in args else ["--listen", "127.0.0.1:0"]
-    argv = [sys.executable, str(DOUBLE), "serve", "--root", str(root.path), "--mgr", root.mgr, *listen, *args]
+    argv = root.argv("serve", *listen, *args)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
@@ -353,6 +353,7 @@ def test_handlers_see_the_requests_cgi_variables(root: PanelRoot) -> None:
         lines = (root.path / "var/env.seen").read_text().splitlines()
         return dict(line.split("=", 1) for line in lines if "=" in line)
 
+    assert root.mgrhooks("exec", "user.add", "name=alice", "passwd=pw", "sok=ok").returncode == 0
     with serving(root) as served:
         served.call("func=desktop&authinfo=alice:pw", headers=headers)
     env = seen()
@@ -375,6 +376,25 @@ def test_handlers_see_the_requests_cgi_variables(root: PanelRoot) -> None:
     assert "HTTPS" not in env
     # the handler reads its parameters as the protocol gives them: GET, QUERY_STRING
     assert (env["REQUEST_METHOD"], env["QUERY_STRING"]) == ("GET", "func=desktop&x=1")
+
+
+def test_a_call_without_credentials_runs_nothing(root: PanelRoot) -> None:
+    root.handler("ran.sh", "#!/bin/sh\ntouch var/ran\ncat\n", '<event name="desktop" before="yes"/>')
+    with serving(root, "--http") as served:
+        for query in ("func=desktop", "func=desktop&authinfo=root:wrong", "func=desktop&auth=nosuchsession"):
+            body = served.call(query)
+            assert b'<error type="auth"' in body
+        status, headers, body = served.request("func=auth&username=root&password=secret&out=json")
+        key = json.loads(body)["doc"]["auth"]["$id"]
+        assert status == 200 and f"billmgrses5={key}" in headers["Set-Cookie"]
+        for given in (
+            {"query": f"func=user&out=text&auth={key}"},
+            {"query": "func=user&out=text", "headers": {"Cookie": f"billmgrses5={key}"}},
+        ):
+            assert served.call(**given) == b""  # (no users yet: an empty list, no error)
+        whoami = served.call(f"func=whoami&out=json&auth={key}")
+        assert json.loads(whoami)["doc"]["user"] == {"name": {"$": "root"}, "level": {"$": "30"}}
+    assert not (root.path / "var/ran").exists()
 
 
 def test_an_edited_plugin_file_takes_effect_on_the_next_request(root: PanelRoot) -> None:
@@ -458,12 +478,7 @@ def test_help_and_a_bad_listen(root: PanelRoot) -> None:
     assert result.returncode == 0
     for option in ("--listen HOST:PORT", "--http", "--uds PATH", "--root", "--mgr"):
         assert option in result.stdout
-    bad = subprocess.run(
-        [sys.executable, str(DOUBLE), "serve", "--root", str(root.path), "--listen", "nowhere"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = root.mgrhooks("serve", "--listen", "nowhere")
     assert (bad.returncode, bad.stderr) == (
         2,
         "Error: --listen: expected HOST:PORT with a port 0-65535, got 'nowhere'\n",

@@ -108,7 +108,11 @@ class App:
         asked = Asked(parsed.func, parsed.params, cookies(headers.get("cookie", "")), environ["REMOTE_ADDR"], self.mgr)
         loop = asyncio.get_running_loop()
         decide = functools.partial(contextvars.copy_context().run, self.gate.decide, asked)  # (its log lines)
-        decision = await loop.run_in_executor(None, decide)
+        try:
+            decision = await loop.run_in_executor(None, decide)
+        except RootError as exc:  # the session store or the core's database
+            logs.ACTION.error("'%s' cannot be authenticated: %s", parsed.func, exc)
+            return await _refuse(send, Refused(500, f"the panel cannot answer: {exc}"))
         if isinstance(decision, Answered):
             return await self._answered(send, parsed, decision)
         caller = decision.caller

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ..errors import RootError
 from ..printable import printable
 from ..settings import listen_address
 from .app import App, Decider, Settings
@@ -43,31 +42,28 @@ if TYPE_CHECKING:
 KEEP_ALIVE = 5
 
 
-def default_gate(panel: Panel, serve: Serve) -> Decider:
-    """The Gate of :mod:`mgrhooks.http.auth` on the built-in core's users, with the
-    ``[serve] session_idle`` seconds.
+def default_gate(panel: Panel, serve: Serve, https: bool) -> Decider:
+    """The :class:`~mgrhooks.http.auth.Gate` of ``panel``'s root on the built-in core's
+    users, sessions lapsing after ``[serve] session_idle`` seconds, the session cookie
+    ``Secure`` over ``https``."""
+    from ..functions import builtin_core
+    from .auth import CoreUsers, Gate
 
-    :raises RootError: this build has no Gate (nobody could log in)
-    """
-    from . import auth
-
-    gate = getattr(auth, "Gate", None)
-    if gate is None:
-        raise RootError("this build of mgrhooks has no Gate (mgrhooks.http.auth): nobody could log in")
-    made: Decider = gate(panel.root, panel.core, session_idle=serve.session_idle)  # the lead wires Users here
-    return made
+    users = CoreUsers(builtin_core(panel.root))
+    return Gate(panel.root, users, session_idle=serve.session_idle, secure_cookies=https)
 
 
 def run(
     panel: Panel,
-    gate: Decider,
+    gate: Decider | None = None,
     *,
     listen: str | None = None,
     plain: bool = False,
     uds: str | None = None,
     echo: bool = False,
 ) -> None:
-    """Serve ``panel`` until SIGTERM or SIGINT, ``gate`` deciding who calls.
+    """Serve ``panel`` until SIGTERM or SIGINT, ``gate`` deciding who calls (``None``:
+    :func:`default_gate`; an application may give its own).
 
     :param listen: ``HOST:PORT`` (``None``: ``[serve] listen``); port 0 takes a free one
         (the startup line names it)
@@ -85,6 +81,8 @@ def run(
 
         cert_path, key_path = pair(panel.root, serve)
         cert, key = str(cert_path), str(key_path)
+    if gate is None:
+        gate = default_gate(panel, serve, https=not plain)
     with panel.logging(echo):  # the access lines' target (each call opens its own)
         asyncio.run(_serve(panel, gate, serve, host, port, uds, cert, key))
 
