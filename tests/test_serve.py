@@ -509,3 +509,36 @@ def test_a_file_replaced_from_threads_at_once_is_one_of_them_whole(tmp_path: Pat
     assert failures == []
     assert target.read_bytes() in payloads
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+def test_final_handlers_run_after_the_answer(root: PanelRoot) -> None:
+    script = "#!/bin/sh\nsleep 2\ntouch var/final.ran\n"
+    root.handler("late.sh", script, '<event name="desktop" final="yes"/>')
+    with serving(root, "--http") as served:
+        assert b"<doc" in served.call(f"func=desktop&{ROOT}")
+        assert not (root.path / "var/final.ran").exists()  # answered before it ended
+        wait_for((root.path / "var/final.ran").exists)
+
+
+def test_calls_side_by_side_each_create_their_user_once_with_their_own_password(root: PanelRoot) -> None:
+    names = [f"u{n}" for n in range(24)]
+    with serving(root, "--http") as served:
+        results: dict[str, bytes] = {}
+
+        def add(name: str) -> None:
+            body = urlencode({"func": "user.add", "name": name, "passwd": f"pw-{name}", "sok": "ok"})
+            results[name] = served.call(ROOT, method="POST", body=body.encode())
+
+        threads = [threading.Thread(target=add, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert all(b"<ok/>" in results[name] for name in names)
+        listed = served.call(f"func=user&out=text&{ROOT}").decode().splitlines()
+        assert sorted(line.split()[0] for line in listed) == sorted(f"name={name}" for name in names)
+        for name in names[:4]:  # each logs in with its own password, not a neighbour's
+            assert b'"auth"' in served.call(f"func=auth&username={name}&password=pw-{name}&out=json")
+            assert b'type="auth"' in served.call(
+                f"func=whoami&authinfo={name}:pw-{names[0 if name != names[0] else 1]}"
+            )
