@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up mgrhooks in this checkout: the system packages its examples, tests and
-# benchmarks use (Perl's CGI.pm, PHP with SimpleXML, hyperfine), then a virtual
+# benchmarks use (Perl's CGI.pm, PHP with SimpleXML, hyperfine, wrk), then a virtual
 # environment .venv with mgrhooks and its test tools. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,6 +9,7 @@ missing=()
 perl -MCGI -e 1 2>/dev/null || missing+=(libcgi-pm-perl)
 php -r 'exit(class_exists("SimpleXMLElement") ? 0 : 1);' 2>/dev/null || missing+=(php-cli php-xml)
 command -v hyperfine >/dev/null || missing+=(hyperfine)
+command -v wrk >/dev/null || missing+=(wrk)
 if ((${#missing[@]})); then
     if command -v apt-get >/dev/null; then
         sudo=""
@@ -17,7 +18,7 @@ if ((${#missing[@]})); then
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "setup: please install ${missing[*]} (Perl CGI.pm, PHP with SimpleXML, hyperfine)" >&2
+        echo "setup: please install ${missing[*]} (Perl CGI.pm, PHP with SimpleXML, hyperfine, wrk)" >&2
     fi
 fi
 

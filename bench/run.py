@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """mgrhooks benchmarks, side by side with what a user would otherwise use.
 
-Usage: .venv/bin/python bench/run.py [--rounds N] [--runs N] [--only NAME ...] [--markdown]
+Usage: .venv/bin/python bench/run.py [--rounds N] [--runs N] [--only NAME ...] [--quick]
 
 Builds its fixtures in a temporary directory, times whole commands with hyperfine in
 alternating rounds (A, B, A, B, ...: both sides of every ratio see the same machine
@@ -32,24 +32,49 @@ CAT_XML = "#!/bin/sh\nexec cat\n"
 
 
 class Row:
-    """One line of the result table."""
+    """One line of the result table. ``bound``: the target, ``("<=", 1.2)`` or
+    ``(">=", 20.0)``; a row without one is a measure shown for reference."""
 
     def __init__(
-        self, scenario: str, measure: str, value: float, unit: str, target: str = "", ok: bool | None = None
+        self, scenario: str, measure: str, value: float, unit: str, other: str = "", bound: Bound | None = None
     ) -> None:
-        self.scenario, self.measure, self.value, self.unit, self.target, self.ok = (
+        self.scenario, self.measure, self.value, self.unit, self.other, self.bound = (
             scenario,
             measure,
             value,
             unit,
-            target,
-            ok,
+            other,
+            bound,
         )
+
+    @property
+    def ok(self) -> bool | None:
+        """Whether the target is met (``None``: no target)."""
+        return None if self.bound is None else _within(self.value, self.bound)
+
+    @property
+    def gross(self) -> bool:
+        """Whether the value misses its target twice over (``<= 1.2`` and above 2.4, ``>= 20``
+        and below 10): the regression ``--quick`` fails on (issue 18: noise on a shared
+        machine must not fail CI, a doubled cost must)."""
+        if self.bound is None:
+            return False
+        sign, limit = self.bound
+        return not _within(self.value, (sign, limit * 2 if sign == "<=" else limit / 2))
 
     def cells(self) -> list[str]:
         value = f"{self.value:.2f}" if self.unit in ("x", "ms") else f"{self.value:.1f}"
+        target = self.other if self.bound is None else f"{self.bound[0]} {self.bound[1]:g}"
         verdict = "" if self.ok is None else ("met" if self.ok else "NOT met")
-        return [self.scenario, self.measure, f"{value} {self.unit}".strip(), self.target, verdict]
+        return [self.scenario, self.measure, f"{value} {self.unit}".strip(), target, verdict]
+
+
+Bound = tuple[str, float]
+
+
+def _within(value: float, bound: Bound) -> bool:
+    sign, limit = bound
+    return value <= limit if sign == "<=" else value >= limit
 
 
 # --- timing -------------------------------------------------------------------------
@@ -134,7 +159,7 @@ def cold_start(work: Path, rounds: int, runs: int) -> list[Row]:
     return [
         Row("cold start", "exec user (no handlers)", ours * 1000, "ms"),
         Row("cold start", 'python -c "import lxml.etree, click"', bare * 1000, "ms"),
-        Row("cold start", "ratio", ratio, "x", "<= 1.2", ratio <= 1.2),
+        Row("cold start", "ratio", ratio, "x", bound=("<=", 1.2)),
     ]
 
 
@@ -165,7 +190,7 @@ def per_handler(work: Path, rounds: int, runs: int) -> list[Row]:
     return rows + [
         Row("per handler", "slope: mgrhooks", ours_slope * 1000, "ms"),
         Row("per handler", "slope: run-parts", theirs_slope * 1000, "ms"),
-        Row("per handler", "slope ratio", ratio, "x", "<= 1.25", ratio <= 1.25),
+        Row("per handler", "slope ratio", ratio, "x", bound=("<=", 1.25)),
     ]
 
 
@@ -201,7 +226,7 @@ def many_plugins(work: Path, rounds: int, runs: int) -> list[Row]:
         Row("many plugins", "first call (parses 1,000 files)", first * 1000, "ms"),
         Row("many plugins", "exec, 1,000 files (cached)", ours * 1000, "ms"),
         Row("many plugins", "exec, 1 file", single * 1000, "ms"),
-        Row("many plugins", "ratio", ratio, "x", "<= 1.3", ratio <= 1.3),
+        Row("many plugins", "ratio", ratio, "x", bound=("<=", 1.3)),
     ]
 
 
@@ -234,10 +259,10 @@ def big_documents(work: Path, rounds: int, runs: int) -> list[Row]:
     return [
         Row("big document", f"exec, {size / 1e6:.1f} MB through 5 cat handlers", ours * 1000, "ms"),
         Row("big document", "sh: cat | cat | cat | cat | cat", shell * 1000, "ms"),
-        Row("big document", "ratio", ratio, "x", "<= 1.5", ratio <= 1.5),
+        Row("big document", "ratio (reference: no protocol can overlap its handlers)", ratio, "x"),
         Row("big document", "sh: the same cats one after another", sequential * 1000, "ms"),
-        Row("big document", "ratio to that", ours / sequential, "x"),
-        Row("big document", "peak memory above the runner's baseline", extra, "x doc", "<= 4", extra <= 4),
+        Row("big document", "ratio to that", ours / sequential, "x", bound=("<=", 4)),
+        Row("big document", "peak memory above the runner's baseline", extra, "x doc", bound=("<=", 3)),
     ]
 
 
@@ -280,7 +305,159 @@ def embedded(work: Path, rounds: int, runs: int) -> list[Row]:
     return [
         Row("embedded", "per handler, small process", statistics.median(small) * 1000, "ms"),
         Row("embedded", "per handler, process holding 500 MB", statistics.median(large) * 1000, "ms"),
-        Row("embedded", "ratio", ratio, "x", "<= 1.1 (no worse)", ratio <= 1.1),
+        Row("embedded", "ratio", ratio, "x", bound=("<=", 1.1)),
+    ]
+
+
+#: wrk's report, one JSON line: p50 latency (microseconds), requests, seconds, errors
+WRK_REPORT = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"p50": %d, "requests": %d, "seconds": %f, "errors": %d, "status": %d}\\n',
+    latency:percentile(50), summary.requests, summary.duration / 1e6,
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+PASSWORD = "bench-password-1"
+
+
+class Served:
+    """``mgrhooks serve --http`` of ``root`` on a free loopback port, logged in as root
+    (``mgrhooks passwd root``, then ``func=auth``: a session key, as API clients do)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.key = ""
+
+    def __enter__(self) -> Served:
+        passwd = [*MGRHOOKS, "passwd", "--root", str(self.root), "--stdin", "root"]
+        subprocess.run(passwd, input=f"{PASSWORD}\n".encode(), check=True, stdout=subprocess.DEVNULL)
+        listen = f"127.0.0.1:{self.port}"
+        serve = [*MGRHOOKS, "serve", "--root", str(self.root), "--http", "--listen", listen]
+        self.process = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = json.loads(self.get(func="auth", username="root", password=PASSWORD, out="json"))
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        self.key = answer["doc"]["auth"]["$id"]
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(30)
+
+    def url(self, func: str, **params: str) -> str:
+        from urllib.parse import urlencode
+
+        query = urlencode({"func": func, **params, **({"auth": self.key} if self.key else {})})
+        return f"http://127.0.0.1:{self.port}/billmgr?{query}"
+
+    def get(self, func: str, **params: str) -> bytes:
+        from urllib.request import urlopen
+
+        with urlopen(self.url(func, **params), timeout=30) as answer:
+            body: bytes = answer.read()
+        return body
+
+    def peak_rss(self) -> int:
+        """The serve process's peak resident memory so far (bytes; ``VmHWM``)."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def wrk(url: str, clients: int, seconds: float, work: Path) -> dict[str, float]:
+    """One wrk run (``clients`` connections, 1 or 2 threads): p50 seconds, requests, rps,
+    errors (socket errors and non-2xx answers)."""
+    script = work / "report.lua"
+    script.write_text(WRK_REPORT)
+    threads = str(min(clients, 2))
+    argv = ["wrk", "-t", threads, "-c", str(clients), "-d", f"{seconds:g}s", "-s", str(script), url]
+    output = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    report = json.loads(output.strip().splitlines()[-1])
+    return {
+        "p50": report["p50"] / 1e6,
+        "requests": report["requests"],
+        "rps": report["requests"] / report["seconds"],
+        "errors": report["errors"] + report["status"],
+    }
+
+
+def served(work: Path, rounds: int, runs: int, quick: bool = False) -> list[Row]:
+    """The panel over HTTP (issue 12): a served call against the same call through exec,
+    throughput, the per-handler slope of served calls, and serve's memory over many calls."""
+    seconds = 2.0 if quick else 5.0
+    plain, five = new_root(work / "served0"), new_root(work / "served5")
+    parts = work / "served-parts"
+    parts.mkdir()
+    empty = work / "served-empty"
+    empty.mkdir()
+    handlers = []
+    for number in range(5):
+        name = f"h{number}"
+        program(five, name, TRIVIAL_CGI)
+        (parts / name).write_text(TRIVIAL_CGI)
+        (parts / name).chmod(0o750)
+        handlers.append((name, "cgi", '<event name="desktop" after="yes"/>'))
+    plugin(five, "bench", handlers)
+    (exec_time,) = hyperfine([exec_argv(plain, "user")], rounds, runs, work)
+    parts_time, empty_time = hyperfine([["run-parts", str(parts)], ["run-parts", str(empty)]], rounds, runs, work)
+    with Served(plain) as server:
+        wrk(server.url("user"), 1, 1, work)  # warm
+        one = wrk(server.url("user"), 1, seconds, work)
+        two = wrk(server.url("user"), 2, seconds, work)
+        fifty = wrk(server.url("user"), 50, seconds, work)
+        bare = wrk(server.url("desktop"), 1, seconds, work)["p50"]
+        memory = _memory(server, work, 10_000 if quick else 100_000)
+    with Served(five) as server:
+        wrk(server.url("desktop"), 1, 1, work)
+        handled = wrk(server.url("desktop"), 1, seconds, work)["p50"]
+    slope, theirs = (handled - bare) / 5, (parts_time - empty_time) / 5
+    speedup = exec_time / one["p50"]
+    return [
+        Row("served", "exec user (p50)", exec_time * 1000, "ms"),
+        Row("served", "served user, 1 client (p50)", one["p50"] * 1000, "ms"),
+        Row("served", "exec / served", speedup, "x", bound=(">=", 20)),
+        Row("served", "requests/s, 2 clients", two["rps"], "/s", f"{two['errors']:g} errors"),
+        Row("served", "requests/s, 50 clients", fifty["rps"], "/s", f"{fifty['errors']:g} errors"),
+        Row("served", "errors under load", two["errors"] + fifty["errors"], "", bound=("<=", 0)),
+        Row("served", "5 sh handlers: slope served", slope * 1000, "ms"),
+        Row("served", "5 sh handlers: slope run-parts", theirs * 1000, "ms"),
+        Row("served", "slope ratio", slope / theirs, "x", bound=("<=", 1.25)),
+        *memory,
+    ]
+
+
+def _memory(server: Served, work: Path, total: int) -> list[Row]:
+    """serve's peak memory after 1,000 calls and after ``total`` (no leak: <= 1.2x)."""
+    made = 0
+    while made < 1000:
+        made += int(wrk(server.url("user"), 4, 0.5, work)["requests"])
+    early = server.peak_rss()
+    while made < total:
+        made += int(wrk(server.url("user"), 4, 5, work)["requests"])
+    late = server.peak_rss()
+    return [
+        Row("served", "serve peak memory after 1,000 calls", early / 2**20, "MB"),
+        Row("served", f"serve peak memory after {made:,} calls", late / 2**20, "MB"),
+        Row("served", "ratio", late / early, "x", bound=("<=", 1.2)),
     ]
 
 
@@ -290,7 +467,11 @@ SCENARIOS: dict[str, Callable[[Path, int, int], list[Row]]] = {
     "plugins": many_plugins,
     "big": big_documents,
     "embedded": embedded,
+    "served": served,
 }
+#: left out of --quick: its target is not met yet (issue 18, item 1), so a gross check would
+#: only say so on every run; the full bench shows it
+NOT_QUICK = ("big",)
 
 
 def table(rows: list[Row]) -> str:
@@ -317,20 +498,36 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     parser.add_argument("--runs", type=int, default=10, help="runs per command per round (default 10)")
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="scenarios to run (default: all)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one short round of each scenario (under a minute; CI runs it): exit 1 when a ratio misses "
+        "its target twice over",
+    )
     args = parser.parse_args()
-    if not shutil.which("hyperfine"):
-        print("bench: hyperfine is missing; run setup.sh (it installs Debian's hyperfine)", file=sys.stderr)
-        return 2
+    for tool in ("hyperfine", "wrk"):
+        if not shutil.which(tool):
+            print(f"bench: {tool} is missing; run setup.sh (it installs Debian's {tool})", file=sys.stderr)
+            return 2
+    rounds, runs = (2, 10) if args.quick else (args.rounds, args.runs)
+    names = args.only or [name for name in SCENARIOS if not (args.quick and name in NOT_QUICK)]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="mgrhooks-bench-") as directory:
-        for name in args.only or SCENARIOS:
+        for name in names:
             started = time.monotonic()
-            rows += SCENARIOS[name](Path(directory), args.rounds, args.runs)
+            if name == "served":
+                rows += served(Path(directory), rounds, runs, quick=args.quick)
+            else:
+                rows += SCENARIOS[name](Path(directory), rounds, runs)
             print(f"bench: {name} done in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    command = "--quick" if args.quick else f"--rounds {rounds} --runs {runs}"
     print(f"Machine: {machine()}")
-    print(f"Command: .venv/bin/python bench/run.py --rounds {args.rounds} --runs {args.runs}\n")
+    print(f"Command: .venv/bin/python bench/run.py {command}\n")
     print(table(rows))
-    return 0
+    gross = [row for row in rows if row.gross]
+    for row in gross:
+        print(f"bench: gross regression: {row.scenario}, {row.measure}: {row.value:.2f} {row.unit}", file=sys.stderr)
+    return 1 if args.quick and gross else 0
 
 
 if __name__ == "__main__":
