@@ -103,6 +103,10 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 Action = Callable[["BuiltinCore", "sqlite3.Connection", Request, Element], None]
+#: what must commit with a change (the event record's intent, :mod:`mgrhooks.spool`):
+#: called in the action's transaction with its connection, the database's path and the
+#: response so far; raising rolls the change back
+Within = Callable[["sqlite3.Connection", Path, Element], None]
 
 
 class BuiltinCore:
@@ -134,9 +138,10 @@ class BuiltinCore:
         ``user`` and ``user.*``, else 0 (our choice)."""
         return Level.ADMIN if func == "user" or func.startswith("user.") else 0
 
-    def action(self, request: Request, doc: Element) -> None:
+    def action(self, request: Request, doc: Element, within: Within | None = None) -> None:
         """Run ``request.func`` (one of :meth:`catalogue`; the dispatcher calls no other)
-        in one write transaction, adding its result to ``doc``.
+        in one write transaction, adding its result to ``doc``; ``within`` writes in the
+        same transaction, after the function, what must commit with its change.
 
         :raises PanelError: ``access`` for a ``user*`` function below
             :attr:`Level.ADMIN <mgrhooks.model.Level.ADMIN>`, else the function's own
@@ -154,6 +159,8 @@ class BuiltinCore:
             core = BuiltinCore(self.db_path, {password: hash_password(password)})
         with self.transaction() as conn:
             ACTIONS[request.func](core, conn, request, doc)
+            if within is not None:
+                within(conn, self.db_path, doc)
 
     def internal(self, handler: InternalHandler, request: Request, doc: Element) -> None:
         """Run an internal handler of :data:`INTERNALS` for the caller (``request.user``):

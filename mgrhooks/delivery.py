@@ -25,19 +25,27 @@ attempts the delivery goes to the dead letters (``mgrhooks queue``).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
+from copy import deepcopy
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import logs
+from .model import ActionStep
 from .monitor import Later, Monitor, StepEnd
 from .root import Root
 from .settings import MAX_SECONDS, Notifier
 from .spool import Delivery, Spool
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from .document import Document
     from .model import HandlerRun, Request
+    from .xmldoc import Element
 
 #: seconds an inline attempt, made right after the call, may take
 INLINE_TIMEOUT = 1.0
@@ -49,68 +57,163 @@ NOTIFY = logs.Channel("notify")
 
 class Pass(NamedTuple):
     """What one pass of the worker did: how many deliveries it delivered, left to be
-    tried again, and moved to the dead letters."""
+    tried again, and moved to the dead letters, and how many intents it recovered."""
 
     delivered: int = 0
     retried: int = 0
     dead: int = 0
+    recovered: int = 0
 
 
 def spool_of(root: Root) -> Spool:
-    """The spool of ``root``: ``var/<mgr>.spool.db`` (not created until a record is added)."""
-    return Spool(root.var_dir / f"{root.mgr}.spool.db")
+    """The spool of ``root``: in its database ``var/<mgr>.db``, the built-in core's own (the
+    outbox: a record commits with the change it tells of)."""
+    return Spool(root.db_file)
+
+
+class _Intent(NamedTuple):
+    """A call's record while it is an intent: its id, the time of the change, and the
+    objects it changes with their sequence numbers."""
+
+    record: str
+    now: datetime
+    numbered: tuple[tuple[str, int], ...]
+    doc: Element
 
 
 class Notifications(Monitor):
-    """The event notifications of one call (a monitor subscriber, made per call).
+    """The event record of one call (a monitor subscriber, made per call): the outbox.
+
+    The built-in core's action writes the record's intent in its own transaction
+    (:meth:`committing`); other main logic gets it written right after it returned
+    (:meth:`after`), a call whose before-handler answered ``skipaction`` when its response
+    is decided. :meth:`committed` completes it with how the call ended and returns its
+    inline delivery; :meth:`failed` completes it when the call raised. Intents of dead
+    processes are recovered at the next call's end and by the worker (:func:`recover`).
 
     :param notifiers: the root's notifiers (``[notify.NAME]`` sections); each gets the
-        record of a call whose function matches its ``events``
+        record of a change whose function matches its ``events``
+    :param request: the call's request
     """
 
-    def __init__(self, root: Root, notifiers: tuple[Notifier, ...]) -> None:
+    def __init__(self, root: Root, notifiers: tuple[Notifier, ...], request: Request) -> None:
         self.root = root
         self.notifiers = notifiers
+        self.request = request
+        self.spool = spool_of(root)
         self.runs: list[HandlerRun] = []
+        self.intent: _Intent | None = None
+
+    def _wanted(self, request: Request) -> list[str]:
+        from .notify import is_change, wanted
+
+        if not is_change(request):
+            return []
+        return [n.name for n in self.notifiers if wanted(n.events, request.func)]
+
+    def committing(self, request: Request, conn: sqlite3.Connection, path: Path, doc: Element) -> None:
+        """Write the record's intent in the built-in core's transaction (when its database
+        is the spool's: else after the action, as for other main logic)."""
+        names = self._wanted(request)
+        if names and path == self.spool.path:
+            self._intend(conn, request, doc, names)
 
     def after(self, end: StepEnd) -> None:
-        """Keep the run record of a handler that ran (for the event record)."""
+        """Keep the run record of a handler that ran (for the event record); after main
+        logic other than the built-in core's that succeeded, write the intent apart."""
         if end.result.run is not None:
             self.runs.append(end.result.run)
+        if isinstance(end.start.step, ActionStep) and self.intent is None and not end.result.document.has_error():
+            self._intend_apart(self.request, end.result.document.tree())
 
-    def committed(self, request: Request, document: Document) -> Later | None:
-        """Spool the record of a successful change (:mod:`mgrhooks.notify`) for the
-        notifiers that want it. A spool that fails is logged (the record is lost: the
-        call has committed, it does not fail). :returns: the inline delivery, or ``None``"""
-        from .notify import is_change, record, wanted
-
-        if document.has_error() or not is_change(request):
-            return None
-        names = [n.name for n in self.notifiers if wanted(n.events, request.func)]
+    def _intend_apart(self, request: Request, doc: Element) -> None:
+        names = self._wanted(request)
         if not names:
-            return None
-        import json
-        from datetime import UTC, datetime
+            return
+        try:
+            with self.spool.transaction() as conn:
+                self._intend(conn, request, doc, names)
+        except Exception as exc:  # noqa: BLE001 (the change is made: report, do not fail the call)
+            self.intent = None
+            logs.ACTION.error("event record of '%s' could not be spooled, so it is lost: %s", request.func, exc)
+
+    def _intend(self, conn: sqlite3.Connection, request: Request, doc: Element, names: list[str]) -> None:
+        from .notify import objects, record
+        from .owner import me
+        from .spool import intend, sequence
 
         record_id = os.urandom(16).hex()
-        body = record(request, self.root.mgr, document.tree(), self.runs, record_id, datetime.now(UTC))
-        try:
-            spool_of(self.root).add(record_id, request.func, json.dumps(body), names, time.time())
-        except Exception as exc:  # noqa: BLE001 (the call has committed: report, do not fail it)
-            logs.ACTION.error("event record of '%s' could not be spooled, so it is lost: %s", request.func, exc)
-            return None
+        now = datetime.now(UTC)
+        keys = objects(request, doc)
+        numbered = tuple(zip(keys, sequence(conn, keys), strict=True))
+        body = record(request, self.root.mgr, doc, self.runs, record_id, now, numbered, status="unknown")
+        intend(conn, record_id, request.func, json.dumps(body), names, me(), now.timestamp())
+        self.intent = _Intent(record_id, now, numbered, deepcopy(doc))
+
+    def committed(self, request: Request, document: Document) -> Later | None:
+        """Complete the record with how the call ended (``ok``, or ``error`` when an
+        after-handler failed after the change) and return its inline delivery; a call that
+        changed nothing has none. A spool that fails is logged: the call has committed, it
+        does not fail (an intent left is recovered later).
+        :returns: the inline delivery (and recovery), or ``None``"""
+        if self.intent is None:
+            if document.has_error() or not self._wanted(request):
+                return None
+            self._intend_apart(request, document.tree())  # skipaction: the change was a handler's
+            if self.intent is None:
+                return None
+        status = "error" if document.has_error() else "ok"
+        self._complete(request, document.tree(), status)
+        record_id = self.intent.record
 
         def deliver() -> None:  # inline, when quick; the worker does the rest
-            work(self.root, self.notifiers, only=record_id, cap=INLINE_TIMEOUT)
+            try:
+                recover(self.root)
+                work(self.root, self.notifiers, only=record_id, cap=INLINE_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 (a notifier never fails a call)
+                NOTIFY.warning("inline delivery of '%s' failed: %s (the worker will)", record_id, exc)
 
         return deliver
 
+    def failed(self, request: Request, error: BaseException) -> None:
+        """Complete the record of a change the call made before it raised (``error``)."""
+        if self.intent is not None:
+            self._complete(request, self.intent.doc, "error")
+
+    def _complete(self, request: Request, doc: Element, status: str) -> None:
+        from .notify import record
+
+        assert self.intent is not None
+        intent = self.intent
+        body = record(request, self.root.mgr, doc, self.runs, intent.record, intent.now, intent.numbered, status)
+        if doc.findtext("id") is None:
+            body["result"]["id"] = intent.doc.findtext("id")
+        try:
+            self.spool.complete(intent.record, json.dumps(body), time.time())
+        except Exception as exc:  # noqa: BLE001 (the call has committed: report, do not fail it)
+            logs.ACTION.error("event record of '%s' left as an intent (recovered later): %s", request.func, exc)
+
+
+def recover(root: Root) -> int:
+    """Turn the intents whose processes are gone into records (``"recovered": true``),
+    their deliveries due now. :returns: how many
+    :raises RootError: the spool's database cannot be used"""
+    from .owner import alive
+
+    spool = spool_of(root)
+    dead = [intent.record for intent in spool.intents() if not alive(intent.owner)]
+    recovered = spool.recover(dead, time.time()) if dead else 0
+    if recovered:
+        NOTIFY.warning("recovered %d event record(s) left as intents by processes that died", recovered)
+    return recovered
+
 
 def work(root: Root, notifiers: tuple[Notifier, ...], only: str | None = None, cap: float | None = None) -> Pass:
-    """Try every due delivery once (those of record ``only``, inline after a call), and
-    settle each: delivered, tried again after its notifier's backoff (doubled per failed
-    attempt), or dead after its ``attempts``. A delivery whose notifier is no longer in
-    ``notifiers`` goes dead at once. Outcomes are logged (module ``notify``).
+    """Recover intents of dead processes (:func:`recover`; not inline), then try every due
+    delivery once (those of record ``only``, inline after a call), one claim at a time,
+    and settle each: delivered, tried again after its notifier's backoff (doubled per
+    failed attempt), or dead after its ``attempts``. A delivery whose notifier is no
+    longer in ``notifiers`` goes dead at once. Outcomes are logged (module ``notify``).
 
     :param notifiers: the ``[notify.NAME]`` sections of ``etc/mgrhooks.conf``
     :param cap: the longest an attempt may take, in seconds (inline: :data:`INLINE_TIMEOUT`)
@@ -118,28 +221,38 @@ def work(root: Root, notifiers: tuple[Notifier, ...], only: str | None = None, c
     """
     by_name = {n.name: n for n in notifiers}
     spool = spool_of(root)
+    recovered = recover(root) if only is None else 0
     longest = max((n.timeout for n in notifiers), default=1.0)
+    lease = (min(longest, cap) if cap else longest) + LEASE_MARGIN
     counts = {"delivered": 0, "retried": 0, "dead": 0}
-    for delivery in spool.claim(time.time(), lease=longest + LEASE_MARGIN, only=only):
+    started = time.time()
+    while claimed := spool.claim(time.time(), lease=lease, only=only, limit=1, due_by=started):
+        (delivery,) = claimed
         notifier = by_name.get(delivery.notifier)
         error = "no such notifier in etc/mgrhooks.conf" if notifier is None else None
         if notifier is not None:
             timeout = min(notifier.timeout, cap) if cap else notifier.timeout
             error = attempt(root, notifier, delivery, timeout)
-        counts[_settle(spool, notifier, delivery, error)] += 1
-    return Pass(**counts)
+        outcome = _settle(spool, notifier, delivery, error)
+        if outcome:
+            counts[outcome] += 1
+    return Pass(**counts, recovered=recovered)
 
 
 def _settle(spool: Spool, notifier: Notifier | None, delivery: Delivery, error: str | None) -> str:
+    """Record the attempt's outcome; ``""`` when the claim had lost the delivery (its
+    lease ran out and another claim took it: that one's outcome stands)."""
     if error is None:
-        spool.delivered(delivery)
+        if not spool.delivered(delivery):
+            return _lost(delivery)
         NOTIFY.log(logs.EXTINFO, "delivered %s '%s' to %s", delivery.event, delivery.record, delivery.notifier)
         return "delivered"
     attempts = delivery.attempts + 1
     dead = notifier is None or attempts >= notifier.attempts
     backoff = notifier.backoff if notifier is not None else 0.0
     delay = min(backoff * 2.0 ** min(attempts - 1, 64), MAX_SECONDS)  # (2.0 ** 1100 overflows)
-    spool.failed(delivery, error, time.time() + delay, dead)
+    if not spool.failed(delivery, error, time.time() + delay, dead):
+        return _lost(delivery)
     outcome = "dead letter" if dead else "will retry"
     NOTIFY.warning(
         "%s '%s' to %s: attempt %d failed: %s (%s)",
@@ -151,6 +264,16 @@ def _settle(spool: Spool, notifier: Notifier | None, delivery: Delivery, error: 
         outcome,
     )
     return "dead" if dead else "retried"
+
+
+def _lost(delivery: Delivery) -> str:
+    NOTIFY.warning(
+        "%s '%s' to %s: the lease ran out during the attempt and another worker holds it: its outcome stands",
+        delivery.event,
+        delivery.record,
+        delivery.notifier,
+    )
+    return ""
 
 
 def attempt(root: Root, notifier: Notifier, delivery: Delivery, timeout: float) -> str | None:

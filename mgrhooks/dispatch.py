@@ -31,6 +31,8 @@ from .step import StepResult, panel_error
 from .xmldoc import error_doc
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from .handlers import Handlers
     from .process import Processes
     from .process.runner import RunOutcome, RunRequest
@@ -181,7 +183,10 @@ class _Walk:
         except BaseException as exc:
             if isinstance(exc, RootError):  # e.g. the core's database: named in the panel log too
                 logs.ACTION.error("'%s' failed: %s", self.request.func, exc)
-            self._end()
+            try:
+                self.monitor.failed(self.request, exc)
+            finally:
+                self._end()
             raise
         later = self.monitor.committed(self.request, document)
         if self.options.defer_final and (self.plan.stage(Stage.FINAL) or later):
@@ -273,8 +278,12 @@ class _Walk:
             from .merge import append_rows
 
             return StepResult(Document.text(append_rows(document.edit(), rows)))
+
+        def within(conn: sqlite3.Connection, path: Path, doc: Element) -> None:
+            self.monitor.committing(self.request, conn, path, doc)
+
         try:
-            self.core.action(self.request, document.edit())
+            self.core.action(self.request, document.edit(), within)
         except PanelError as exc:
             return panel_error(self.request, exc)
         return StepResult(document)

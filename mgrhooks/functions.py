@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from .core import PARAMETERS, BuiltinCore, Core, needed_level
+from .core import PARAMETERS, BuiltinCore, Core, Within, needed_level
 from .errors import PanelError
 from .model import EMPTY, HandlerType, InternalHandler, Problem, Registry, Request, Severity, Source
 from .xmldoc import DocumentError, Element, Rows, add, as_rows, parse
@@ -92,10 +92,14 @@ class Functions:
             catalogue.setdefault(name, ())
         return catalogue
 
-    def action(self, request: Request, doc: Element) -> None:
+    def action(self, request: Request, doc: Element, within: Within | None = None) -> None:
         """Run ``request.func``'s main logic into ``doc``: its supplied document merged in
         as a cgi handler's output (:meth:`_supplied`), ``eventlist``, its Python function,
         or the core's.
+
+        :param within: what must commit with the change, handed to the built-in core's
+            transaction (:meth:`mgrhooks.core.BuiltinCore.action`); other main logic has
+            no transaction of ours, and does not run it
 
         :raises PanelError: the supplied document cannot be read or parsed (``value``
             error on ``core-doc``), none answers for the object (``missed`` on
@@ -109,6 +113,8 @@ class Functions:
             self._eventlist(doc, request.level)
         elif python is not None:
             python.function(request, doc)
+        elif isinstance(self.core, BuiltinCore):
+            self.core.action(request, doc, within)
         else:
             self.core.action(request, doc)
 

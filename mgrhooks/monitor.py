@@ -18,12 +18,16 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    import sqlite3
+    from pathlib import Path
+
     from .document import Document
     from .model import Handler, Request, Step
     from .process.runner import RunOutcome, RunRequest
     from .root import Root
     from .settings import Settings
     from .step import StepResult
+    from .xmldoc import Element
 
 #: work a subscriber leaves for the final stage, after the response is out
 Later = Callable[[], None]
@@ -65,11 +69,20 @@ class Monitor:
     def after(self, end: StepEnd) -> None:
         """A step ran (also one whose program was refused: ``end.outcome`` is ``None``)."""
 
+    def committing(self, request: Request, conn: sqlite3.Connection, path: Path, doc: Element) -> None:
+        """The built-in core's action is about to commit its change of ``request`` in
+        ``conn``'s transaction (the database ``path``; ``doc`` the response so far): write
+        there what must commit with the change, or raise to roll it back."""
+
     def committed(self, request: Request, document: Document) -> Later | None:
         """The response of ``request`` is decided (it may hold an ``<error>``); the core's
         change, if any, is committed. Not called when the call raised. :returns: work for
         the start of the final stage, or ``None``"""
         return None
+
+    def failed(self, request: Request, error: BaseException) -> None:
+        """The call of ``request`` raised ``error`` (instead of :meth:`committed`); a change
+        of the core may have committed before."""
 
 
 class Monitors(Monitor):
@@ -87,6 +100,16 @@ class Monitors(Monitor):
         """Tell every subscriber, in order."""
         for subscriber in self.subscribers:
             subscriber.after(end)
+
+    def committing(self, request: Request, conn: sqlite3.Connection, path: Path, doc: Element) -> None:
+        """Tell every subscriber, in order."""
+        for subscriber in self.subscribers:
+            subscriber.committing(request, conn, path, doc)
+
+    def failed(self, request: Request, error: BaseException) -> None:
+        """Tell every subscriber, in order."""
+        for subscriber in self.subscribers:
+            subscriber.failed(request, error)
 
     def committed(self, request: Request, document: Document) -> Later | None:
         """Tell every subscriber, in order; their work for later, in the same order."""
@@ -113,7 +136,7 @@ def standard(root: Root, settings: Settings, request: Request, extra: Sequence[M
     if settings.notifiers:
         from .delivery import Notifications
 
-        subscribers.append(Notifications(root, settings.notifiers))
+        subscribers.append(Notifications(root, settings.notifiers, request))
     subscribers += extra
     subscribers += _recorder(root, settings, extra)
     return subscribers[0] if len(subscribers) == 1 else Monitors(subscribers)

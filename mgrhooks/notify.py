@@ -12,9 +12,18 @@ shown (no ``sok``). Record shape::
 
     {"id": "<hex>", "event": "user.add", "timestamp": "2026-11-21T09:40:06.123Z",
      "service": "billmgr", "user": "root", "level": 30, "call": "<call id>",
+     "objects": [{"type": "user", "id": "alice", "seq": 1}],
      "params": {"name": "alice", "passwd": "***", "sok": "ok"},
      "result": {"status": "ok", "id": "alice"},
-     "handlers": [{"name": "samba.pl", "stage": "after", "ms": 21.4, "status": "ok"}]}
+     "handlers": [{"name": "samba.pl", "stage": "after", "ms": 21.4, "status": "ok"}],
+     "recovered": false}
+
+``objects`` are what the change touched (:func:`objects`), each with its per-object
+sequence number (1 for an object's first change; receivers order an object's records by
+it). ``result.status`` is how the call ended: ``ok``, ``error`` (an after-handler failed
+after the change was made; ``result.error`` is the error's type), or ``unknown`` in a
+record *recovered* from the outbox after its process died (``"recovered": true``; then
+``handlers`` are those that had run by the change).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from typing import Any
 
 from .model import HandlerRun, Request
 from .secret import masked
-from .xmldoc import Element
+from .xmldoc import Element, find_error
 
 _FORMS = (".add", ".edit")
 
@@ -50,20 +59,50 @@ def redact(params: Sequence[tuple[str, str]]) -> dict[str, str]:
     return dict(masked(params))
 
 
+def objects(request: Request, doc: Element) -> list[str]:
+    """What a change of ``request`` touched, as ``TYPE:ID`` keys of the sequences (our
+    reading of COREmanager's naming): the type is the function without its verb (``user``
+    for ``user.add``); the ids are the group ``elid`` (names joined by ``", "``), else the
+    response's ``<id>`` (an object created), and the ``<id>`` too when it differs from a
+    single ``elid`` (an object renamed). Empty when neither says."""
+    kind = request.func.rpartition(".")[0]
+    elid = request.get("elid")
+    ids = list(dict.fromkeys(elid.split(", "))) if elid else []
+    new = doc.findtext("id")
+    if new and (not ids or (len(ids) == 1 and new != ids[0])):
+        ids.append(new)
+    return [f"{kind}:{name}" for name in ids if name]
+
+
 def record(
-    request: Request, service: str, doc: Element, handlers: Sequence[HandlerRun], record_id: str, now: datetime
+    request: Request,
+    service: str,
+    doc: Element,
+    handlers: Sequence[HandlerRun],
+    record_id: str,
+    now: datetime,
+    numbered: Sequence[tuple[str, int]] = (),
+    status: str = "ok",
 ) -> dict[str, Any]:
-    """The event record of a successful change (see the module docstring for its shape),
+    """The event record of a committed change (see the module docstring for its shape),
     ready for ``json.dumps``.
 
     :param service: the product (``billmgr``)
-    :param doc: the response; its ``<id>`` is the result's id (``null`` without one)
+    :param doc: the response; its ``<id>`` is the result's id (``null`` without one), its
+        ``<error>``'s type the result's ``error``
     :param handlers: the handlers that ran, in order (``ms`` in milliseconds)
     :param record_id: the record's unique id (hex)
-    :param now: when the call committed (a naive datetime is local time), written in UTC
+    :param now: when the change committed (a naive datetime is local time), written in UTC
         to the millisecond
+    :param numbered: the objects (:func:`objects` keys) with their sequence numbers
+    :param status: ``ok``, ``error``, or ``unknown`` for a record written to be recovered
+        (``"recovered": true``)
     """
     stamp = now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    result: dict[str, Any] = {"status": status, "id": doc.findtext("id")}
+    error = find_error(doc)
+    if status == "error" and error is not None:
+        result["error"] = error.get("type") or error.get("code") or "error"
     return {
         "id": record_id,
         "event": request.func,
@@ -72,7 +111,14 @@ def record(
         "user": request.user,
         "level": request.level,
         "call": request.call_id,
+        "objects": [_numbered(key, seq) for key, seq in numbered],
         "params": redact(request.params),
-        "result": {"status": "ok", "id": doc.findtext("id")},
+        "result": result,
         "handlers": [run._asdict() for run in handlers],
+        "recovered": status == "unknown",
     }
+
+
+def _numbered(key: str, seq: int) -> dict[str, Any]:
+    kind, _, name = key.partition(":")
+    return {"type": kind, "id": name, "seq": seq}

@@ -1,16 +1,29 @@
-"""The durable queue of event records, ``var/<mgr>.spool.db`` (SQLite). I/O.
+"""The outbox and durable queue of event records, in the root's database ``var/<mgr>.db``
+(SQLite; the built-in core's own file). I/O.
 
-A record and one delivery row per notifier are written in one transaction when the call
-has committed; a delivery is *pending* until a driver confirms it (*delivered*), or its
-attempts run out (*dead*: the dead-letter list). A worker *claims* a due delivery with a
-lease before trying it, so two workers do not send it at once; a worker killed mid-try
-leaves the lease to expire and the delivery is tried again: at least once.
+A record is first an *intent*: written inside the transaction that makes the change (the
+built-in core's action; :func:`intend`), with the object(s) it changes, each numbered by a
+per-object sequence, and the notifiers that want it. When the call ends, the intent is
+*completed* (:meth:`Spool.complete`): its body replaced by the final record and one
+delivery row per notifier added, in one transaction. An intent whose process died is
+*recovered* by a later call or worker pass (:meth:`Spool.recover`): its body (written to
+say ``"recovered": true``) is kept and its deliveries added. Either way the record keeps
+the id it got in the change's transaction: one record per committed change.
+
+A delivery is *pending* until a driver confirms it (*delivered*), or its attempts run out
+(*dead*: the dead-letter list; *dropped* when forgotten). A worker *claims* one due
+delivery at a time with a lease of its own, naming itself its *holder*; only the holder
+may settle it (:meth:`Spool.delivered`, :meth:`Spool.failed`): a worker whose lease ran out
+and was claimed again cannot overwrite the new holder's outcome. A worker killed mid-try
+leaves the lease to expire and the delivery is tried again: at least once. Delivered and
+dropped deliveries are purged after a while (:meth:`Spool.purge`).
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -20,21 +33,29 @@ from .db import exists, transaction
 if TYPE_CHECKING:  # loaded when a record is spooled, not at start-up
     import sqlite3
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    id TEXT PRIMARY KEY, event TEXT NOT NULL, created REAL NOT NULL, body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deliveries (
+_TABLES = (
+    """CREATE TABLE IF NOT EXISTS records (
+    id TEXT PRIMARY KEY, event TEXT NOT NULL, created REAL NOT NULL, body TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'ready', owner TEXT NOT NULL DEFAULT '', notifiers TEXT NOT NULL DEFAULT ''
+)""",
+    "CREATE INDEX IF NOT EXISTS records_intents ON records (owner) WHERE state = 'intent'",
+    """CREATE TABLE IF NOT EXISTS deliveries (
     record TEXT NOT NULL REFERENCES records(id),
     notifier TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
     due REAL NOT NULL,
     lease REAL NOT NULL DEFAULT 0,
+    holder TEXT NOT NULL DEFAULT '',
     error TEXT NOT NULL DEFAULT '',
+    done REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (record, notifier)
-);
-"""
+)""",
+    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (due) WHERE state = 'pending'",
+    "CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (done) WHERE state IN ('delivered', 'dropped')",
+    "CREATE TABLE IF NOT EXISTS sequences (object TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
+)
+_SCHEMA = ";\n".join(_TABLES) + ";"
 
 
 class Delivery(NamedTuple):
@@ -42,7 +63,8 @@ class Delivery(NamedTuple):
     ``dropped``; ``attempts`` made so far; ``due`` when it may be tried next, in epoch
     seconds; ``error`` the last attempt's reason (empty before the first); ``event`` the
     function (``user.add``) and ``body`` the record as JSON text
-    (:func:`mgrhooks.notify.record`)."""
+    (:func:`mgrhooks.notify.record`); ``holder`` the claim that leased it (empty when not
+    claimed)."""
 
     record: str
     notifier: str
@@ -52,6 +74,7 @@ class Delivery(NamedTuple):
     error: str
     event: str
     body: str
+    holder: str = ""
 
 
 class Queued(NamedTuple):
@@ -67,6 +90,58 @@ class Queued(NamedTuple):
     error: str
 
 
+class Intent(NamedTuple):
+    """A record left as an intent: its id and the process that wrote it
+    (:func:`mgrhooks.owner.me`)."""
+
+    record: str
+    owner: str
+
+
+def sequence(conn: sqlite3.Connection, objects: Sequence[str]) -> list[int]:
+    """The next sequence number of each of ``objects`` (``user:alice``; 1 for the first
+    change), counted in ``conn``'s transaction: numbers of one object follow the order in
+    which the transactions commit."""
+    _tables(conn)
+    numbers = []
+    for key in objects:
+        row = conn.execute(
+            "INSERT INTO sequences VALUES (?, 1) ON CONFLICT (object) DO UPDATE SET seq = seq + 1 RETURNING seq",
+            (key,),
+        ).fetchone()
+        numbers.append(int(row[0]))
+    return numbers
+
+
+def intend(
+    conn: sqlite3.Connection, record_id: str, event: str, body: str, notifiers: Sequence[str], owner: str, now: float
+) -> None:
+    """Write a record's intent in ``conn``'s transaction (the change's own).
+
+    :param body: the record as JSON text, as a recovery delivers it
+    :param notifiers: names of the ``[notify.NAME]`` sections that want it
+    :param owner: the process completing it (:func:`mgrhooks.owner.me`)
+    :param now: the time of the change, in epoch seconds
+    """
+    _tables(conn)
+    conn.execute(
+        "INSERT INTO records (id, event, created, body, state, owner, notifiers) VALUES (?, ?, ?, ?, 'intent', ?, ?)",
+        (record_id, event, now, body, owner, " ".join(notifiers)),
+    )
+
+
+def _tables(conn: sqlite3.Connection) -> None:
+    """The spool's tables in ``conn``'s database, made inside its open transaction
+    (``executescript`` would commit it)."""
+    for statement in _TABLES:
+        conn.execute(statement)
+
+
+def holder() -> str:
+    """A new claim's name: random, so that no two claims, even of one worker, share it."""
+    return os.urandom(8).hex()
+
+
 class Spool:
     """The queue in ``path`` (created on first use). Every method that touches it raises
     :class:`~mgrhooks.errors.RootError` when the database cannot be used
@@ -75,61 +150,115 @@ class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        return transaction(self.path, _SCHEMA)
+    def transaction(self, write: bool = True) -> AbstractContextManager[sqlite3.Connection]:
+        """A transaction on the spool's database, its tables made if new."""
+        return transaction(self.path, _SCHEMA, write)
 
     def add(self, record_id: str, event: str, body: str, notifiers: Sequence[str], now: float) -> None:
-        """Spool a record for ``notifiers``, all or nothing: one pending delivery per
-        notifier, due at once.
+        """Spool a complete record for ``notifiers``, all or nothing: one pending delivery
+        per notifier, due at once (parameters as :func:`intend`'s)."""
+        with self.transaction() as conn:
+            values = (record_id, event, now, body)
+            conn.execute("INSERT INTO records (id, event, created, body) VALUES (?, ?, ?, ?)", values)
+            _deliveries(conn, record_id, notifiers, now)
 
-        :param record_id: the record's unique id (hex; the record's ``id`` field)
-        :param event: the function the record is about (``user.add``)
-        :param body: the record as JSON text, delivered as it is
-        :param notifiers: names of ``[notify.NAME]`` sections that want the record
-        :param now: the time of the change, in epoch seconds (:func:`time.time`)
-        """
-        with self._transaction() as conn:
-            conn.execute("INSERT INTO records VALUES (?, ?, ?, ?)", (record_id, event, now, body))
-            conn.executemany(
-                "INSERT INTO deliveries (record, notifier, due) VALUES (?, ?, ?)",
-                [(record_id, name, now) for name in notifiers],
-            )
+    def complete(self, record_id: str, body: str, now: float) -> bool:
+        """Complete the intent ``record_id`` with its final ``body``, adding its deliveries
+        (due at ``now``). :returns: whether it was still an intent (``False``: a recovery
+        pass completed it first, or it never committed)"""
+        with self.transaction() as conn:
+            return _complete(conn, record_id, body, now)
 
-    def claim(self, now: float, lease: float, only: str | None = None, limit: int = 100) -> list[Delivery]:
+    def intents(self) -> list[Intent]:
+        """The records still intents, oldest first (none when nothing was ever written)."""
+        if not exists(self.path):
+            return []
+        with self.transaction(write=False) as conn:
+            rows = conn.execute("SELECT id, owner FROM records WHERE state = 'intent' ORDER BY created").fetchall()
+        return [Intent(*row) for row in rows]
+
+    def recover(self, records: Iterable[str], now: float) -> int:
+        """Turn the intents ``records`` (their processes are gone) into records as their
+        intents wrote them (``"recovered": true``), with their deliveries due at ``now``.
+        :returns: how many were still intents"""
+        with self.transaction() as conn:
+            return sum(_complete(conn, record_id, None, now) for record_id in records)
+
+    def claim(
+        self,
+        now: float,
+        lease: float,
+        only: str | None = None,
+        limit: int = 100,
+        holder_name: str | None = None,
+        due_by: float | None = None,
+    ) -> list[Delivery]:
         """Pending deliveries that are due and not leased, oldest due first, leased now for
-        ``lease`` seconds (another worker skips them meanwhile).
+        ``lease`` seconds to a new holder (another worker skips them meanwhile; only this
+        claim may settle them).
 
         :param now: the time, in epoch seconds
         :param only: just the deliveries of this record (inline delivery after a call)
-        :param limit: at most this many
+        :param limit: at most this many (the worker claims one at a time: the lease covers
+            one attempt)
+        :param holder_name: the holder (default: a new random one, :func:`holder`)
+        :param due_by: just those due by then (default ``now``; a worker's pass gives its
+            start, so that a retry falling due during the pass waits for the next)
         """
+        name = holder_name or holder()
         where = "d.state = 'pending' AND d.due <= ? AND d.lease <= ?" + (" AND d.record = ?" if only else "")
-        args: tuple[object, ...] = (now, now, only) if only else (now, now)
-        with self._transaction() as conn:
+        due = now if due_by is None else due_by
+        args: tuple[object, ...] = (due, now, only) if only else (due, now)
+        with self.transaction() as conn:
             rows = conn.execute(f"{_SELECT} WHERE {where} ORDER BY d.due LIMIT {int(limit)}", args).fetchall()
             conn.executemany(
-                "UPDATE deliveries SET lease = ? WHERE record = ? AND notifier = ?",
-                [(now + lease, row[0], row[1]) for row in rows],
+                "UPDATE deliveries SET lease = ?, holder = ? WHERE record = ? AND notifier = ?",
+                [(now + lease, name, row[0], row[1]) for row in rows],
             )
-        return [Delivery(*row) for row in rows]
+        return [Delivery(*row)._replace(holder=name) for row in rows]
 
-    def delivered(self, delivery: Delivery) -> None:
-        """Count a successful attempt: the delivery is done, its lease released."""
-        self._attempted(delivery, "delivered", delivery.due, "")
+    def delivered(self, delivery: Delivery) -> bool:
+        """Count a successful attempt: the delivery is done, its lease released.
+        :returns: whether ``delivery.holder`` still held it (``False``: its lease ran out
+        and another claim took it; nothing is changed)"""
+        return self._attempted(delivery, "delivered", delivery.due, "")
 
-    def failed(self, delivery: Delivery, error: str, due: float, dead: bool) -> None:
+    def failed(self, delivery: Delivery, error: str, due: float, dead: bool) -> bool:
         """Count a failed attempt, its lease released: tried again at ``due`` (epoch
         seconds), or, with ``dead``, moved to the dead letters; ``error`` is kept (its first
-        500 characters)."""
-        self._attempted(delivery, "dead" if dead else "pending", due, error[:500])
+        500 characters). :returns: as :meth:`delivered`"""
+        return self._attempted(delivery, "dead" if dead else "pending", due, error[:500])
 
-    def _attempted(self, delivery: Delivery, state: str, due: float, error: str) -> None:
-        with self._transaction() as conn:
-            conn.execute(
-                "UPDATE deliveries SET state = ?, attempts = attempts + 1, due = ?, lease = 0, error = ?"
-                " WHERE record = ? AND notifier = ?",
-                (state, due, error, delivery.record, delivery.notifier),
+    def _attempted(self, delivery: Delivery, state: str, due: float, error: str) -> bool:
+        with self.transaction() as conn:
+            return (
+                conn.execute(
+                    "UPDATE deliveries SET state = ?, attempts = attempts + 1, due = ?, lease = 0, holder = '',"
+                    " error = ?, done = ? WHERE record = ? AND notifier = ? AND state = 'pending' AND holder = ?",
+                    (state, due, error, time.time(), delivery.record, delivery.notifier, delivery.holder),
+                ).rowcount
+                == 1
             )
+
+    def purge(self, before: float, limit: int = 10000) -> int:
+        """Forget deliveries delivered or dropped before ``before`` (epoch seconds), at most
+        ``limit`` at once, and the records left without deliveries. :returns: how many
+        deliveries"""
+        if not exists(self.path):
+            return 0
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "SELECT record, notifier FROM deliveries WHERE state IN ('delivered', 'dropped') AND done < ?"
+                f" LIMIT {int(limit)}",
+                (before,),
+            ).fetchall()
+            conn.executemany("DELETE FROM deliveries WHERE record = ? AND notifier = ?", rows)
+            conn.executemany(
+                "DELETE FROM records WHERE id = ? AND state = 'ready'"
+                " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE record = ?)",
+                [(row[0], row[0]) for row in {row[0]: row for row in rows}.values()],
+            )
+        return len(rows)
 
     def queued(self, dead_only: bool = False) -> list[Queued]:
         """The deliveries not done (pending and dead, or only the dead), oldest first.
@@ -140,12 +269,12 @@ class Spool:
         return [Queued(d.record, d.notifier, d.state, d.attempts, d.event, d.error) for d in self.list(states)]
 
     def list(self, states: Sequence[str] = ("pending", "dead")) -> list[Delivery]:
-        """Deliveries in ``states``, oldest due first (none when the spool was never
-        written: the database is not created for a look)."""
+        """Deliveries in ``states``, oldest due first (none when the database was never
+        written: it is not created for a look)."""
         if not exists(self.path):
             return []
         marks = ", ".join("?" for _ in states)
-        with self._transaction() as conn:
+        with self.transaction(write=False) as conn:
             rows = conn.execute(f"{_SELECT} WHERE d.state IN ({marks}) ORDER BY d.due, d.record", tuple(states))
             return [Delivery(*row) for row in rows.fetchall()]
 
@@ -153,16 +282,36 @@ class Spool:
         """Dead deliveries of ``records`` (every dead one when empty) back to pending, due
         at ``now`` (epoch seconds; the current time by default), with their attempts
         counted anew. :returns: how many."""
-        return self._update_dead("state = 'pending', attempts = 0, due = ?, lease = 0", records, (now or time.time(),))
+        assignments = "state = 'pending', attempts = 0, due = ?, lease = 0, holder = ''"
+        return self._update_dead(assignments, records, (now or time.time(),))
 
     def drop(self, records: Sequence[str]) -> int:
         """Forget dead deliveries of ``records`` (every dead one when empty). :returns: how many."""
-        return self._update_dead("state = 'dropped'", records, ())
+        return self._update_dead("state = 'dropped', done = ?", records, (time.time(),))
 
     def _update_dead(self, assignments: str, records: Sequence[str], values: tuple[object, ...]) -> int:
         where = "state = 'dead'" + (f" AND record IN ({', '.join('?' for _ in records)})" if records else "")
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             return conn.execute(f"UPDATE deliveries SET {assignments} WHERE {where}", (*values, *records)).rowcount
+
+
+def _complete(conn: sqlite3.Connection, record_id: str, body: str | None, now: float) -> bool:
+    """The intent ``record_id`` made a record (its ``body`` replaced unless ``None``) with
+    its deliveries; ``False`` when it is no intent (any more)."""
+    row = conn.execute("SELECT notifiers FROM records WHERE id = ? AND state = 'intent'", (record_id,)).fetchone()
+    if row is None:
+        return False
+    if body is None:
+        conn.execute("UPDATE records SET state = 'ready', owner = '' WHERE id = ?", (record_id,))
+    else:
+        conn.execute("UPDATE records SET state = 'ready', owner = '', body = ? WHERE id = ?", (body, record_id))
+    _deliveries(conn, record_id, row[0].split(), now)
+    return True
+
+
+def _deliveries(conn: sqlite3.Connection, record_id: str, notifiers: Sequence[str], now: float) -> None:
+    rows = [(record_id, name, now) for name in notifiers]
+    conn.executemany("INSERT INTO deliveries (record, notifier, due) VALUES (?, ?, ?)", rows)
 
 
 _SELECT = (

@@ -18,7 +18,7 @@ from conftest import PanelRoot
 from mgrhooks.delivery import LEASE_MARGIN
 from mgrhooks.errors import RootError
 from mgrhooks.model import Request
-from mgrhooks.notify import HandlerRun, is_change, record, redact, wanted
+from mgrhooks.notify import HandlerRun, is_change, objects, record, redact, wanted
 from mgrhooks.settings import Notifier, load_settings
 from mgrhooks.spool import Spool
 from mgrhooks.xmldoc import parse
@@ -62,7 +62,8 @@ def test_record_shape() -> None:
     )
     runs = [HandlerRun("samba.pl", "after", 12.5, "ok")]
     now = datetime(2026, 11, 21, 9, 40, 6, 123000, tzinfo=UTC)
-    assert record(request, "billmgr", parse(b"<doc><ok/><id>alice</id></doc>"), runs, "r1", now) == {
+    doc = parse(b"<doc><ok/><id>alice</id></doc>")
+    assert record(request, "billmgr", doc, runs, "r1", now, [("user:alice", 3)]) == {
         "id": "r1",
         "event": "user.add",
         "timestamp": "2026-11-21T09:40:06.123Z",
@@ -70,10 +71,40 @@ def test_record_shape() -> None:
         "user": "admin",
         "level": 29,
         "call": "c1",
+        "objects": [{"type": "user", "id": "alice", "seq": 3}],
         "params": {"name": "alice", "passwd": "***", "sok": "ok"},
         "result": {"status": "ok", "id": "alice"},
         "handlers": [{"name": "samba.pl", "stage": "after", "ms": 12.5, "status": "ok"}],
+        "recovered": False,
     }
+    failed = parse(b'<doc><id>alice</id><error type="handler" object="x"/></doc>')
+    assert record(request, "billmgr", failed, runs, "r1", now, status="error")["result"] == {
+        "status": "error",
+        "id": "alice",
+        "error": "handler",
+    }
+    assert record(request, "billmgr", doc, [], "r1", now, status="unknown")["recovered"] is True
+
+
+@pytest.mark.parametrize(
+    ("func", "params", "doc", "keys"),
+    [
+        ("user.add", (("name", "al"), ("sok", "ok")), "<doc><id>al</id></doc>", ["user:al"]),
+        ("user.edit", (("elid", "al"), ("sok", "ok")), "<doc><id>al</id></doc>", ["user:al"]),
+        (
+            "user.edit",
+            (("elid", "al"), ("name", "bo"), ("sok", "ok")),
+            "<doc><id>bo</id></doc>",
+            ["user:al", "user:bo"],
+        ),
+        ("user.delete", (("elid", "a, b, a"),), "<doc/>", ["user:a", "user:b"]),
+        ("domain.record.add", (("sok", "ok"),), "<doc/>", []),
+    ],
+)
+def test_the_objects_a_change_touches(
+    func: str, params: tuple[tuple[str, str], ...], doc: str, keys: list[str]
+) -> None:
+    assert objects(Request(func, params), parse(doc.encode())) == keys
 
 
 def test_notifier_settings(tmp_path: Path) -> None:
@@ -323,11 +354,11 @@ def test_the_backoff_doubles_up_to_a_day_however_many_attempts_failed(root: Pane
 
     panel = Root.open(root.path)
     spool_of(panel).add("r1", "user.add", "{}", ["sync"], now=time.time())
-    with sqlite3.connect(root.path / "var/billmgr.spool.db") as db:
+    with sqlite3.connect(root.path / "var/billmgr.db") as db:
         db.execute("UPDATE deliveries SET attempts = 1500")  # 2.0 ** 1500 is beyond a float
     notifier = Notifier("sync", "script", program="gone.sh", attempts=10**6, backoff=3600)
     started = time.time()
     assert work(panel, (notifier,)).retried == 1
-    with sqlite3.connect(root.path / "var/billmgr.spool.db") as db:
+    with sqlite3.connect(root.path / "var/billmgr.db") as db:
         ((due, attempts),) = db.execute("SELECT due, attempts FROM deliveries").fetchall()
     assert attempts == 1501 and started + 86400 <= due <= time.time() + 86400
