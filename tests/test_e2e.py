@@ -769,7 +769,7 @@ def test_a_var_that_is_not_a_directory_is_named_and_fails_only_what_needs_it(roo
     assert (users.returncode, users.stderr) == (3, f"{log_line}Error: cannot use the database {database}\n")
 
     queue = root.mgrhooks("queue list")
-    spool = f"{root.path}/var/billmgr.spool.db: Not a directory"
+    spool = f"{root.path}/var/billmgr.db: Not a directory"
     assert (queue.returncode, queue.stderr) == (3, f"Error: cannot use the database {spool}\n")
 
 
