@@ -329,8 +329,9 @@ class Panel:
         """
         from .delivery import work
 
+        settings = self.root.settings()
         with self.logging():
-            return work(self.root, self.root.settings().notifiers)
+            return work(self.root, settings.notifiers, days=settings.spool_days)
 
     def queue(self, dead_only: bool = False) -> list[Queued]:
         """Deliveries not done, oldest first (:class:`~mgrhooks.spool.Queued`: record,

@@ -687,7 +687,8 @@ def worker_command(panel: Panel, once: bool, interval: float) -> None:
     while True:
         done = panel.deliver()
         if once:
-            click.echo(f"delivered {done.delivered}, to retry {done.retried}, dead {done.dead}")
+            recovered = f", recovered {done.recovered}" if done.recovered else ""
+            click.echo(f"delivered {done.delivered}, to retry {done.retried}, dead {done.dead}{recovered}")
             return
         time.sleep(interval)
 

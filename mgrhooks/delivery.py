@@ -6,25 +6,17 @@ collects the handlers' run records and, when the call committed a change that no
 want, spools its record and delivers it inline at the start of the final stage (after
 the response is out) within :data:`INLINE_TIMEOUT`; the worker does the rest.
 
-Drivers (``driver =`` in a ``[notify.NAME]`` section):
-
-* ``log``: appends the record as one JSON line to ``path`` (relative to the root; default
-  ``var/<mgr>.events.jsonl``), like Dovecot's debug-log driver.
-* ``http``: POSTs the record (``application/json``) to ``url`` with ``timeout``, HTTP basic
-  authentication when ``user`` is set, and the headers ``X-Mgrhooks-Event`` and
-  ``X-Mgrhooks-Id`` (the record id: receivers use it to drop duplicates, as delivery is at
-  least once). Any 2xx status is success.
-* ``script``: runs ``program`` from ``addon/`` (vetted as handler programs are) with the
-  record on stdin; exit status 0 is success.
-
-A failed attempt is tried again after ``backoff`` seconds, doubled after each failure up
-to a day (:data:`~mgrhooks.settings.MAX_SECONDS`; our choice); after ``attempts``
-attempts the delivery goes to the dead letters (``mgrhooks queue``).
+The drivers are :mod:`mgrhooks.drivers`'s. A failed attempt (whatever the driver's
+failure: :func:`~mgrhooks.drivers.attempt` never raises) is tried again after ``backoff``
+seconds, doubled after each failure up to ``max_backoff`` (a day by default,
+:data:`~mgrhooks.settings.MAX_SECONDS`), each delay drawn between its half and itself
+("equal jitter", so that deliveries failed together are not all tried again together;
+our choice); after ``attempts`` attempts the delivery goes to the dead letters
+(``mgrhooks queue``).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
@@ -34,10 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import logs
+from .drivers import attempt
 from .model import ActionStep
 from .monitor import Later, Monitor, StepEnd
 from .root import Root
-from .settings import MAX_SECONDS, Notifier
+from .settings import Notifier
 from .spool import Delivery, Spool
 
 if TYPE_CHECKING:
@@ -208,7 +201,9 @@ def recover(root: Root) -> int:
     return recovered
 
 
-def work(root: Root, notifiers: tuple[Notifier, ...], only: str | None = None, cap: float | None = None) -> Pass:
+def work(
+    root: Root, notifiers: tuple[Notifier, ...], only: str | None = None, cap: float | None = None, days: float = 7.0
+) -> Pass:
     """Recover intents of dead processes (:func:`recover`; not inline), then try every due
     delivery once (those of record ``only``, inline after a call), one claim at a time,
     and settle each: delivered, tried again after its notifier's backoff (doubled per
@@ -217,6 +212,8 @@ def work(root: Root, notifiers: tuple[Notifier, ...], only: str | None = None, c
 
     :param notifiers: the ``[notify.NAME]`` sections of ``etc/mgrhooks.conf``
     :param cap: the longest an attempt may take, in seconds (inline: :data:`INLINE_TIMEOUT`)
+    :param days: a worker's pass (not inline) then purges deliveries delivered or dropped
+        more than this many days ago (``[spool] days``)
     :raises RootError: the spool's database cannot be used
     """
     by_name = {n.name: n for n in notifiers}
@@ -236,6 +233,8 @@ def work(root: Root, notifiers: tuple[Notifier, ...], only: str | None = None, c
         outcome = _settle(spool, notifier, delivery, error)
         if outcome:
             counts[outcome] += 1
+    if only is None and (purged := spool.purge(time.time() - days * 86400.0)):
+        NOTIFY.log(logs.EXTINFO, "purged %d delivery(ies) done more than %g day(s) ago", purged, days)
     return Pass(**counts, recovered=recovered)
 
 
@@ -249,8 +248,7 @@ def _settle(spool: Spool, notifier: Notifier | None, delivery: Delivery, error: 
         return "delivered"
     attempts = delivery.attempts + 1
     dead = notifier is None or attempts >= notifier.attempts
-    backoff = notifier.backoff if notifier is not None else 0.0
-    delay = min(backoff * 2.0 ** min(attempts - 1, 64), MAX_SECONDS)  # (2.0 ** 1100 overflows)
+    delay = backoff(notifier, attempts) if notifier is not None else 0.0
     if not spool.failed(delivery, error, time.time() + delay, dead):
         return _lost(delivery)
     outcome = "dead letter" if dead else "will retry"
@@ -266,6 +264,16 @@ def _settle(spool: Spool, notifier: Notifier | None, delivery: Delivery, error: 
     return "dead" if dead else "retried"
 
 
+def backoff(notifier: Notifier, attempts: int) -> float:
+    """Seconds to wait after ``attempts`` failed attempts: ``backoff`` doubled per failure
+    after the first, at most ``max_backoff``, drawn between its half and itself (see the
+    module docstring)."""
+    import random
+
+    delay = min(notifier.backoff * 2.0 ** min(attempts - 1, 64), notifier.max_backoff)  # (2.0 ** 1100 overflows)
+    return random.uniform(delay / 2, delay)
+
+
 def _lost(delivery: Delivery) -> str:
     NOTIFY.warning(
         "%s '%s' to %s: the lease ran out during the attempt and another worker holds it: its outcome stands",
@@ -274,79 +282,3 @@ def _lost(delivery: Delivery) -> str:
         delivery.notifier,
     )
     return ""
-
-
-def attempt(root: Root, notifier: Notifier, delivery: Delivery, timeout: float) -> str | None:
-    """Try to deliver ``delivery.body`` once through ``notifier``'s driver (see the module
-    docstring), for at most ``timeout`` seconds (the http and script drivers; the log
-    driver writes one line and does not wait).
-
-    :returns: ``None`` on success, else why not as one line (``HTTP 500 from URL``,
-        ``cannot reach URL: ...``, ``cannot write PATH: ...``, the script's failure);
-        a failing driver is returned, never raised
-    """
-    if notifier.driver == "log":
-        return _to_log(root, notifier, delivery)
-    if notifier.driver == "http":
-        return _to_http(notifier, delivery, timeout)
-    return _to_script(root, notifier, delivery, timeout)
-
-
-def _to_log(root: Root, notifier: Notifier, delivery: Delivery) -> str | None:
-    path = root.path / (notifier.path or f"var/{root.mgr}.events.jsonl")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        try:
-            os.write(descriptor, delivery.body.encode() + b"\n")  # one write: lines never interleave
-        finally:
-            os.close(descriptor)
-    except OSError as exc:
-        return f"cannot write {path}: {exc.strerror}"
-    return None
-
-
-def _to_http(notifier: Notifier, delivery: Delivery, timeout: float) -> str | None:
-    import urllib.error
-    import urllib.request
-
-    headers = {
-        "Content-Type": "application/json",
-        "X-Mgrhooks-Event": delivery.event,
-        "X-Mgrhooks-Id": delivery.record,
-    }
-    if notifier.user:
-        token = base64.b64encode(f"{notifier.user}:{notifier.password}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
-    request = urllib.request.Request(notifier.url, data=delivery.body.encode(), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status = int(response.status)
-    except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code} from {notifier.url}"
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return f"cannot reach {notifier.url}: {reason}"
-    return None if 200 <= status < 300 else f"HTTP {status} from {notifier.url}"
-
-
-def _to_script(root: Root, notifier: Notifier, delivery: Delivery, timeout: float) -> str | None:
-    from .env import DEFAULT_PATH
-    from .process import Processes
-    from .process.runner import RunRequest
-    from .programs import inspect
-
-    program = inspect(root.addon_dir, notifier.program)
-    if program.path is None:
-        return "; ".join(program.errors)
-    env = {
-        "PATH": os.environ.get("PATH", DEFAULT_PATH),
-        "MGR": root.mgr,
-        "MGRHOOKS_ROOT": str(root.path),
-        "MGRHOOKS_EVENT": delivery.event,
-        "MGRHOOKS_EVENT_ID": delivery.record,
-    }
-    request = RunRequest((str(program.path),), str(root.path), env, delivery.body.encode(), timeout)
-    with Processes(guard=False) as processes:
-        outcome = processes.run(request)
-    return None if outcome.ok else f"{program.shown}: {outcome.reason}"

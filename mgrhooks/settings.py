@@ -27,6 +27,9 @@
     trusted_proxies = 127.0.0.1   ; whose X-Forwarded-For is believed (default: nobody's)
     session_idle = 3600   ; seconds a session lives without requests
 
+    [spool]               ; the event records' spool (mgrhooks.spool)
+    days = 7              ; days a delivered (or dropped) delivery is kept, then purged
+
     [notify.audit]        ; an event notifier (see mgrhooks.notify): one section each
     driver = log          ; log | http | script
     path = var/events.jsonl
@@ -38,6 +41,7 @@
     timeout = 2           ; seconds per attempt
     attempts = 5          ; before the record goes to the dead letters
     backoff = 1           ; seconds before the second attempt, doubled after each failure
+    max_backoff = 3600    ; the longest wait between attempts (default: a day)
     user = crm            ; HTTP basic authentication, optional
     password = secret
 
@@ -111,7 +115,8 @@ class Notifier(NamedTuple):
     """One ``[notify.NAME]`` section (keys as in the module docstring): where event
     records go. ``events`` are shell patterns of functions; ``timeout`` is seconds per
     attempt, ``backoff`` seconds before the second attempt (doubled after each failure),
-    ``attempts`` how many before the dead letters."""
+    ``attempts`` how many before the dead letters, ``max_backoff`` the longest wait
+    between two attempts, in seconds."""
 
     name: str
     driver: str
@@ -122,6 +127,7 @@ class Notifier(NamedTuple):
     timeout: float = 2.0
     attempts: int = 5
     backoff: float = 1.0
+    max_backoff: float = MAX_SECONDS
     user: str = ""
     password: str = ""
 
@@ -159,7 +165,9 @@ class Settings(NamedTuple):
     """Limits for handler runs: ``timeout``, ``kill_grace`` and ``drain_grace`` in
     seconds, ``output_limit`` in bytes, ``pass_env`` the runner's variables handed on;
     the event notifiers, in file order; what is recorded (:class:`Record`); how
-    ``mgrhooks serve`` serves (:class:`Serve`)."""
+    ``mgrhooks serve`` serves (:class:`Serve`); the days a delivered or dropped delivery
+    is kept in the spool (``[spool] days``; our choice: a week, to look at and to drop
+    duplicates by)."""
 
     timeout: float = DEFAULT_TIMEOUT
     kill_grace: float = KILL_GRACE
@@ -169,13 +177,14 @@ class Settings(NamedTuple):
     notifiers: tuple[Notifier, ...] = ()
     record: Record = Record()
     serve: Serve = Serve()
+    spool_days: float = 7.0
 
 
 _HANDLER_KEYS = {"timeout", "kill_grace", "drain_grace", "output_limit", "pass_env"}
 _DRIVER_KEYS = {
     "log": {"path"},
-    "http": {"url", "timeout", "attempts", "backoff", "user", "password"},
-    "script": {"program", "timeout", "attempts", "backoff"},
+    "http": {"url", "timeout", "attempts", "backoff", "max_backoff", "user", "password"},
+    "script": {"program", "timeout", "attempts", "backoff", "max_backoff"},
 }
 
 
@@ -223,8 +232,9 @@ class _Bad(Exception):
 
 def _settings(path: Path, parser: "configparser.ConfigParser") -> Settings:
     for name in parser.sections():
-        if name not in ("handlers", "record", "serve") and not name.startswith("notify."):
-            raise _Bad(name, "", f"unknown section [{name}]; known: [handlers], [notify.NAME], [record], [serve]")
+        if name not in ("handlers", "record", "serve", "spool") and not name.startswith("notify."):
+            known = "[handlers], [notify.NAME], [record], [serve], [spool]"
+            raise _Bad(name, "", f"unknown section [{name}]; known: {known}")
     section = parser["handlers"] if parser.has_section("handlers") else {}
     _known_keys("handlers", section, _HANDLER_KEYS)
     values: dict[str, object] = {key: _value(key, text) for key, text in section.items()}
@@ -233,6 +243,9 @@ def _settings(path: Path, parser: "configparser.ConfigParser") -> Settings:
     )
     record = _record(parser["record"]) if parser.has_section("record") else Record()
     serve = _serve(parser["serve"]) if parser.has_section("serve") else Serve()
+    spool = parser["spool"] if parser.has_section("spool") else {}
+    _known_keys("spool", spool, {"days"})
+    values["spool_days"] = _days("spool", spool.get("days", str(Settings().spool_days)))
     return Settings(**values, notifiers=notifiers, record=record, serve=serve)  # type: ignore[arg-type]
 
 
@@ -301,14 +314,19 @@ def _record(section: Mapping[str, str]) -> Record:
     keep = section.get("keep", str(Record().keep)).strip()
     if not keep.isdigit() or int(keep) < 1:
         raise _Bad("record", "keep", f"[record] keep: expected a whole number >= 1, got {keep!r}")
-    days = section.get("days", str(Record().days)).strip()
+    days = _days("record", section.get("days", str(Record().days)))
+    return Record(tuple(section.get("handlers", "").split()), int(keep), days)
+
+
+def _days(section: str, text: str) -> float:
+    """``[section] days``: a number of days above 0."""
     try:
-        number = float(days)
+        number = float(text.strip())
     except ValueError:
         number = math.nan
     if not number > 0:
-        raise _Bad("record", "days", f"[record] days: expected a number of days > 0, got {days!r}")
-    return Record(tuple(section.get("handlers", "").split()), int(keep), number)
+        raise _Bad(section, "days", f"[{section}] days: expected a number of days > 0, got {text.strip()!r}")
+    return number
 
 
 def _line(text: str, section: str, key: str) -> int:
@@ -345,7 +363,7 @@ def _notifier(name: str, section: Mapping[str, str]) -> Notifier:
     for key, text in section.items():
         if key == "events":
             values[key] = tuple(text.split()) or ("*",)
-        elif key in ("timeout", "backoff"):
+        elif key in ("timeout", "backoff", "max_backoff"):
             values[key] = _value(key, text, where)
         elif key == "attempts":
             if not text.strip().isdigit() or int(text) < 1:
