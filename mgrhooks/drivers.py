@@ -51,12 +51,14 @@ def attempt(root: Root, notifier: Notifier, delivery: Delivery, timeout: float) 
     """
     try:
         if notifier.driver == "log":
-            return _to_log(root, notifier, delivery)
-        if notifier.driver == "http":
-            return _to_http(notifier, delivery, timeout)
-        return _to_script(root, notifier, delivery, timeout)
+            error = _to_log(root, notifier, delivery)
+        elif notifier.driver == "http":
+            error = _to_http(notifier, delivery, timeout)
+        else:
+            error = _to_script(root, notifier, delivery, timeout)
     except Exception as exc:  # noqa: BLE001 (any failure of a driver is a failed attempt)
-        return f"{notifier.driver} driver failed: {type(exc).__name__}: {exc}"
+        error = f"{notifier.driver} driver failed: {type(exc).__name__}: {exc}"
+    return None if error is None else " ".join(error.split())  # one line, whatever a receiver sent
 
 
 def _to_log(root: Root, notifier: Notifier, delivery: Delivery) -> str | None:

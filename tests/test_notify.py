@@ -362,3 +362,207 @@ def test_the_backoff_doubles_up_to_a_day_however_many_attempts_failed(root: Pane
     with sqlite3.connect(root.path / "var/billmgr.db") as db:
         ((due, attempts),) = db.execute("SELECT due, attempts FROM deliveries").fetchall()
     assert attempts == 1501 and started + 86400 / 2 <= due <= time.time() + 86400  # (jitter: half to whole)
+
+
+# --- drivers that fail as attempts -------------------------------------------------------
+
+
+class Peer:
+    """A raw TCP receiver on 127.0.0.1: reads one request's head (with ``head``, else what
+    comes first: a TLS client hello), then ``answer(conn)``."""
+
+    def __init__(self, answer, head: bool = True) -> None:  # type: ignore[no-untyped-def]
+        import socket
+
+        self.answer = answer
+        self.head = head
+        self.requests: list[bytes] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    data += chunk
+                    if not chunk or not self.head:
+                        break
+                self.requests.append(data)
+                try:
+                    self.answer(conn)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def drip(conn) -> None:  # type: ignore[no-untyped-def]
+    for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+        conn.sendall(bytes([byte]))
+        time.sleep(0.5)
+
+
+def reset(conn) -> None:  # type: ignore[no-untyped-def]
+    import socket
+    import struct
+
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+@pytest.mark.parametrize(
+    ("answer", "scheme", "reason"),
+    [
+        (lambda conn: conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n"), "http", "BadStatusLine"),
+        (reset, "http", "Connection reset"),
+        (lambda conn: conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n"), "https", "SSL"),
+    ],
+    ids=["not-http", "reset", "tls-to-plain"],
+)
+def test_a_failing_receiver_is_a_failed_attempt_never_the_calls(
+    root: PanelRoot, answer, scheme: str, reason: str
+) -> None:  # type: ignore[no-untyped-def]
+    peer = Peer(answer, head=scheme == "http")
+    try:
+        url = f"{scheme}://127.0.0.1:{peer.port}/hook"
+        configure(root, f"[notify.crm]\ndriver = http\nurl = {url}\nattempts = 2\nbackoff = 0.05\n")
+        result = root.mgrhooks("exec", "user.add", "name=al", "passwd=x", "sok=ok")
+        assert result.returncode == 0, result.stdout + result.stderr  # the notifier never fails the call
+        (line,) = queue(root)
+        assert "crm pending attempts=1 user.add" in line and f"cannot reach {url}" in line and reason in line, line
+        time.sleep(0.1)
+        assert (
+            root.mgrhooks("worker --once").stdout == "delivered 0, to retry 0, dead 1\n"
+        )  # counted, dead at the limit
+        assert len(peer.requests) == 2
+    finally:
+        peer.close()
+
+
+def test_an_exception_inside_a_driver_is_a_failed_attempt(root: PanelRoot) -> None:
+    configure(root, "[notify.crm]\ndriver = http\nurl = http://127.0.0.1:99999/hook\n")
+    assert root.mgrhooks("exec", "user.add", "name=al", "passwd=x", "sok=ok").returncode == 0
+    (line,) = queue(root)
+    assert "pending attempts=1" in line and "http driver failed: ValueError: Port out of range" in line
+
+
+def test_the_timeout_bounds_the_whole_attempt(root: PanelRoot) -> None:
+    """A receiver dripping a byte every half second (its whole answer takes 19 s)."""
+    peer = Peer(drip)
+    try:
+        url = f"http://127.0.0.1:{peer.port}/hook"
+        configure(root, f"[notify.crm]\ndriver = http\nurl = {url}\ntimeout = 1.5\nbackoff = 0.05\n")
+        started = time.monotonic()
+        assert root.mgrhooks("exec", "user.add", "name=al", "passwd=x", "sok=ok").returncode == 0
+        call = time.monotonic() - started
+        (line,) = queue(root)
+        assert f"no answer from {url} within 1s (the attempt's timeout)" in line  # inline: at most a second
+        time.sleep(0.1)
+        started = time.monotonic()
+        assert root.mgrhooks("worker --once").stdout == "delivered 0, to retry 1, dead 0\n"
+        worker = time.monotonic() - started
+        assert f"no answer from {url} within 1.5s" in queue(root)[0]
+        assert call < 10 and worker < 10, (call, worker)  # far below the 19 s the answer takes
+    finally:
+        peer.close()
+
+
+def test_redirects_are_not_followed_and_credentials_stay(root: PanelRoot, endpoint: Endpoint) -> None:
+    endpoint.start()
+    peer = Peer(lambda conn: conn.sendall(f"HTTP/1.1 307 Temporary\r\nLocation: {endpoint.url}\r\n\r\n".encode()))
+    try:
+        url = f"http://127.0.0.1:{peer.port}/hook"
+        configure(root, f"[notify.crm]\ndriver = http\nurl = {url}\nuser = crm\npassword = pw\n")
+        assert root.mgrhooks("exec", "user.add", "name=al", "passwd=x", "confirm=x", "sok=ok").returncode == 0
+        (line,) = queue(root)
+        assert f"HTTP 307 from {url}: redirect to {endpoint.url} not followed" in line
+        assert endpoint.bodies == []  # neither the record nor the credentials went there
+        (request,) = peer.requests
+        assert b"Authorization: Basic " in request
+    finally:
+        peer.close()
+
+
+def test_confirm_and_friends_are_masked_in_what_is_stored_and_sent(root: PanelRoot, endpoint: Endpoint) -> None:
+    endpoint.start()
+    configure(root, f"[notify.crm]\ndriver = http\nurl = {endpoint.url}\n")
+    params = ("name=al", "passwd=s3cr3t-a", "confirm=s3cr3t-a", "api_key=s3cr3t-b", "sok=ok")
+    assert root.mgrhooks("exec", "user.add", *params).returncode == 0
+    ((_, body),) = endpoint.bodies
+    assert body["params"] == {"name": "al", "passwd": "***", "confirm": "***", "api_key": "***", "sok": "ok"}
+    assert b"s3cr3t" not in (root.path / "var/billmgr.db").read_bytes()
+    wal = root.path / "var/billmgr.db-wal"
+    assert not wal.exists() or b"s3cr3t" not in wal.read_bytes()
+
+
+def test_two_workers_on_a_slow_endpoint_send_no_duplicates(root: PanelRoot, endpoint: Endpoint) -> None:
+    from mgrhooks import Root
+    from mgrhooks.delivery import spool_of
+
+    endpoint.delay = 0.5
+    endpoint.start()
+    configure(root, f"[notify.crm]\ndriver = http\nurl = {endpoint.url}\ntimeout = 2\n")
+    spool = spool_of(Root.open(root.path))
+    for n in range(30):
+        spool.add(f"r{n:02}", "user.add", json.dumps({"id": f"r{n:02}"}), ["crm"], now=time.time())
+    workers = [
+        subprocess.Popen(root.argv("worker", "--interval", "0.1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while len(endpoint.bodies) < 30 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # anything sent twice would arrive by now
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+    ids = [body["id"] for _, body in endpoint.bodies]
+    assert sorted(ids) == [f"r{n:02}" for n in range(30)]  # each once
+    assert queue(root) == []
+
+
+def test_only_the_holder_settles_a_delivery(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    spool.add("r1", "user.add", "{}", ["a"], now=100.0)
+    (late,) = spool.claim(now=100.0, lease=10)
+    (current,) = spool.claim(now=111.0, lease=10)  # the first lease ran out
+    assert late.holder != current.holder
+    assert spool.delivered(current)
+    assert not spool.failed(late, "timed out", due=200.0, dead=False)  # cannot turn delivered back
+    assert not spool.delivered(late)
+    assert spool.list(("delivered",))[0].attempts == 1
+
+
+def test_delivered_deliveries_are_purged(tmp_path: Path) -> None:
+    import sqlite3
+
+    spool = Spool(tmp_path / "spool.db")
+    for name in ("r1", "r2", "r3"):
+        spool.add(name, "user.add", "{}", ["a"], now=100.0)
+    one, two, _ = spool.claim(now=100.0, lease=10)
+    spool.delivered(one)
+    spool.failed(two, "down", due=0, dead=True)
+    spool.drop(["r2"])
+    assert spool.purge(before=time.time() - 60) == 0  # done just now: kept
+    assert spool.purge(before=time.time() + 1) == 2
+    with sqlite3.connect(tmp_path / "spool.db") as db:
+        assert [row[0] for row in db.execute("SELECT id FROM records")] == ["r3"]
+    assert [d.record for d in spool.list()] == ["r3"]
+    with sqlite3.connect(tmp_path / "spool.db") as db:
+        plan = " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + CLAIM_QUERY))
+    assert "deliveries_due" in plan, plan
+
+
+CLAIM_QUERY = (
+    "SELECT d.record FROM deliveries d JOIN records r ON r.id = d.record"
+    " WHERE d.state = 'pending' AND d.due <= 1 AND d.lease <= 1 ORDER BY d.due LIMIT 1"
+)
