@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -86,7 +87,7 @@ def main() -> None:
         print(f"worker --once, log driver: {out} in {seconds:.2f} s: {args.drain / seconds:.0f} records/s")
 
 
-def _plain(path: Path, write: bool):  # type: ignore[no-untyped-def]
+def _plain(path: Path, write: bool) -> AbstractContextManager[sqlite3.Connection]:
     """A transaction that does not make the indexes again."""
     from mgrhooks.db import transaction
 

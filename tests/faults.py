@@ -1421,3 +1421,101 @@ def cgi_body_in_an_unknown_charset(root: PanelRoot) -> Measured:
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.rstrip().endswith('failed: an unknown charset "x-martian" in its Content-Type'), result.stdout
     return Measured(seconds, detail=result.stdout.strip().split("failed: ", 1)[1])
+
+
+# --- event notifications ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def receiver(answer: bytes, drip: float = 0.0):  # type: ignore[no-untyped-def]
+    """A raw TCP receiver on 127.0.0.1 (its port) that reads a request's head and sends
+    ``answer``, a byte every ``drip`` seconds when given; ``seen`` holds the heads."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                head = b""
+                while b"\r\n\r\n" not in head and (chunk := conn.recv(65536)):
+                    head += chunk
+                seen.append(head)
+                for byte in [answer[i : i + 1] for i in range(len(answer))] if drip else [answer]:
+                    conn.sendall(byte)
+                    time.sleep(drip)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield server.getsockname()[1], seen
+    finally:
+        server.close()
+
+
+def queued(root: PanelRoot) -> list[str]:
+    return root.mgrhooks("queue list").stdout.splitlines()
+
+
+@case("notifications", "a notifier answering SSH, not HTTP: the call exits 0, the attempts counted, dead at the limit")
+def notifier_that_is_not_http(root: PanelRoot) -> Measured:
+    with receiver(b"SSH-2.0-OpenSSH_9.2\r\n") as (port, seen):
+        url = f"http://127.0.0.1:{port}/"
+        (root.path / "etc/mgrhooks.conf").write_text(
+            f"[notify.crm]\ndriver = http\nurl = {url}\nattempts = 2\nbackoff = 0.05\n"
+        )
+        result, seconds = exec_timed(root, "user.add", "name=al", "passwd=x", "sok=ok")
+        time.sleep(0.1)
+        worker = root.mgrhooks("worker", "--once")
+        dead = root.mgrhooks("queue list", "--dead").stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert worker.stdout == "delivered 0, to retry 0, dead 1\n", worker.stdout + worker.stderr
+    assert "attempts=2" in dead and "BadStatusLine" in dead and len(seen) == 2, dead
+    return Measured(seconds, detail=dead.split("  ", 1)[1].strip())
+
+
+@case("notifications", "a notifier redirecting (307): not followed, the record and credentials sent nowhere else")
+def notifier_redirecting(root: PanelRoot) -> Measured:
+    with (
+        receiver(b"") as (elsewhere, taken),
+        receiver(f"HTTP/1.1 307 x\r\nLocation: http://127.0.0.1:{elsewhere}/\r\n\r\n".encode()) as (port, seen),
+    ):
+        conf = f"[notify.crm]\ndriver = http\nurl = http://127.0.0.1:{port}/\nuser = crm\npassword = pw\n"
+        (root.path / "etc/mgrhooks.conf").write_text(conf)
+        result, seconds = exec_timed(root, "user.add", "name=al", "passwd=x", "sok=ok")
+        (line,) = queued(root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"redirect to http://127.0.0.1:{elsewhere}/ not followed" in line, line
+    assert len(seen) == 1 and taken == [], taken
+    return Measured(seconds, detail=line.split("  ", 1)[1])
+
+
+@case("notifications", "a notifier dripping a byte every 0.5 s: the call's inline attempt is cut at 1 s")
+def notifier_dripping(root: PanelRoot) -> Measured:
+    with receiver(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", drip=0.5) as (port, _):
+        conf = f"[notify.crm]\ndriver = http\nurl = http://127.0.0.1:{port}/\ntimeout = 20\n"
+        (root.path / "etc/mgrhooks.conf").write_text(conf)
+        result, seconds = exec_timed(root, "user.add", "name=al", "passwd=x", "sok=ok")
+        (line,) = queued(root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "within 1s (the attempt's timeout)" in line, line
+    assert seconds < 1 + SLACK, seconds  # the whole answer takes 19 s
+    return Measured(seconds, detail=line.split("  ", 1)[1])
+
+
+@case("crashes", "runner SIGKILLed in an after-handler with a notifier: the committed user's record recovered, once")
+def runner_killed_after_action_with_a_notifier(root: PanelRoot) -> Measured:
+    (root.path / "etc/mgrhooks.conf").write_text("[notify.audit]\ndriver = log\n")
+    measured, created = killed_mid_call(root, "after")
+    worker = root.mgrhooks("worker", "--once")
+    records = [json.loads(line) for line in (root.path / "var/billmgr.events.jsonl").read_text().splitlines()]
+    assert created == ["al"] and worker.stdout == "delivered 1, to retry 0, dead 0, recovered 1\n", worker.stdout
+    assert [(r["objects"], r["recovered"]) for r in records] == [([{"type": "user", "id": "al", "seq": 1}], True)]
+    measured.rows_lost = 1 - len(records)
+    measured.detail = "1 record, 'recovered': true, delivered by the next worker pass"
+    return measured
