@@ -187,6 +187,18 @@ class Notifications(Monitor):
             logs.ACTION.error("event record of '%s' left as an intent (recovered later): %s", request.func, exc)
 
 
+def _take_over(root: Root, spool: Spool) -> None:
+    """Move what an earlier version left in ``var/<mgr>.spool.db`` into the spool."""
+    old = root.var_dir / f"{root.mgr}.spool.db"
+    if old.exists():
+        try:
+            moved = spool.take_over(old)
+        except Exception as exc:  # noqa: BLE001 (the old file is kept for another pass, or by hand)
+            NOTIFY.error("cannot take over %s: %s", old, exc)
+            return
+        NOTIFY.warning("took over %d delivery(ies) from %s (renamed *.migrated)", moved, old)
+
+
 def recover(root: Root) -> int:
     """Turn the intents whose processes are gone into records (``"recovered": true``),
     their deliveries due now. :returns: how many
@@ -204,7 +216,8 @@ def recover(root: Root) -> int:
 def work(
     root: Root, notifiers: tuple[Notifier, ...], only: str | None = None, cap: float | None = None, days: float = 7.0
 ) -> Pass:
-    """Recover intents of dead processes (:func:`recover`; not inline), then try every due
+    """Take over an earlier version's ``var/<mgr>.spool.db`` and recover intents of dead
+    processes (:func:`recover`; not inline), then try every due
     delivery once (those of record ``only``, inline after a call), one claim at a time,
     and settle each: delivered, tried again after its notifier's backoff (doubled per
     failed attempt), or dead after its ``attempts``. A delivery whose notifier is no
@@ -218,6 +231,8 @@ def work(
     """
     by_name = {n.name: n for n in notifiers}
     spool = spool_of(root)
+    if only is None:
+        _take_over(root, spool)
     recovered = recover(root) if only is None else 0
     longest = max((n.timeout for n in notifiers), default=1.0)
     lease = (min(longest, cap) if cap else longest) + LEASE_MARGIN

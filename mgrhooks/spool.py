@@ -260,6 +260,32 @@ class Spool:
             )
         return len(rows)
 
+    def take_over(self, old: Path) -> int:
+        """Move the pending and dead deliveries of an earlier version's spool ``old``
+        (``var/<mgr>.spool.db``) here, with their records, then rename it
+        ``*.migrated`` (what this spool already has is kept: taking over twice, after a
+        crash between the two steps, adds nothing). :returns: how many deliveries"""
+        import sqlite3
+
+        source = sqlite3.connect(f"file:{old}?mode=ro", uri=True)
+        try:
+            undone = "FROM deliveries WHERE state IN ('pending', 'dead')"
+            records = source.execute(
+                f"SELECT id, event, created, body FROM records WHERE id IN (SELECT record {undone})"
+            ).fetchall()
+            deliveries = source.execute(f"SELECT record, notifier, state, attempts, due, error {undone}").fetchall()
+        finally:
+            source.close()
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR IGNORE INTO records (id, event, created, body) VALUES (?, ?, ?, ?)", records)
+            moved = conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (record, notifier, state, attempts, due, error)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                deliveries,
+            ).rowcount
+        old.rename(old.with_name(old.name + ".migrated"))
+        return moved
+
     def queued(self, dead_only: bool = False) -> list[Queued]:
         """The deliveries not done (pending and dead, or only the dead), oldest first.
 

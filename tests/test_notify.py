@@ -566,3 +566,25 @@ CLAIM_QUERY = (
     "SELECT d.record FROM deliveries d JOIN records r ON r.id = d.record"
     " WHERE d.state = 'pending' AND d.due <= 1 AND d.lease <= 1 ORDER BY d.due LIMIT 1"
 )
+
+
+def test_a_worker_takes_over_the_spool_an_earlier_version_left(root: PanelRoot) -> None:
+    import sqlite3
+
+    old = root.path / "var/billmgr.spool.db"
+    with sqlite3.connect(old) as db:  # the earlier version's schema
+        db.executescript(
+            "CREATE TABLE records (id TEXT PRIMARY KEY, event TEXT NOT NULL, created REAL NOT NULL, body TEXT NOT NULL);"
+            "CREATE TABLE deliveries (record TEXT NOT NULL, notifier TEXT NOT NULL, state TEXT NOT NULL DEFAULT"
+            " 'pending', attempts INTEGER NOT NULL DEFAULT 0, due REAL NOT NULL, lease REAL NOT NULL DEFAULT 0,"
+            " error TEXT NOT NULL DEFAULT '', PRIMARY KEY (record, notifier));"
+            "INSERT INTO records VALUES ('r1', 'user.add', 1, '{\"id\": \"r1\"}'), ('r2', 'user.add', 1, '{}');"
+            "INSERT INTO deliveries VALUES ('r1', 'audit', 'pending', 2, 1, 0, 'down'), ('r2', 'audit', 'delivered', 1, 1, 0, '');"
+        )
+    configure(root, "[notify.audit]\ndriver = log\n")
+    assert root.mgrhooks("worker --once").stdout == "delivered 1, to retry 0, dead 0\n"
+    assert root.read("var/billmgr.events.jsonl") == '{"id": "r1"}\n'
+    assert not old.exists() and (root.path / "var/billmgr.spool.db.migrated").exists()
+    assert "took over 1 delivery(ies)" in root.log()
+    with sqlite3.connect(root.path / "var/billmgr.db") as db:
+        assert db.execute("SELECT id FROM records").fetchall() == [("r1",)]  # not r2: delivered before
