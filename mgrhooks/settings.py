@@ -38,7 +38,7 @@
     [notify.crm]
     driver = http
     url = http://127.0.0.1:8080/hook
-    timeout = 2           ; seconds per attempt
+    timeout = 2           ; seconds the whole attempt may take
     attempts = 5          ; before the record goes to the dead letters
     backoff = 1           ; seconds before the second attempt, doubled after each failure
     max_backoff = 3600    ; the longest wait between attempts (default: a day)
@@ -113,8 +113,8 @@ def seconds(text: str) -> float:
 
 class Notifier(NamedTuple):
     """One ``[notify.NAME]`` section (keys as in the module docstring): where event
-    records go. ``events`` are shell patterns of functions; ``timeout`` is seconds per
-    attempt, ``backoff`` seconds before the second attempt (doubled after each failure),
+    records go. ``events`` are shell patterns of functions; ``timeout`` is the seconds a
+    whole attempt may take, ``backoff`` seconds before the second attempt (doubled after each failure),
     ``attempts`` how many before the dead letters, ``max_backoff`` the longest wait
     between two attempts, in seconds."""
 
