@@ -687,8 +687,7 @@ def worker_command(panel: Panel, once: bool, interval: float) -> None:
     while True:
         done = panel.deliver()
         if once:
-            recovered = f", recovered {done.recovered}" if done.recovered else ""
-            click.echo(f"delivered {done.delivered}, to retry {done.retried}, dead {done.dead}{recovered}")
+            click.echo(f"delivered {done.delivered}, to retry {done.retried}, dead {done.dead}")
             return
         time.sleep(interval)
 

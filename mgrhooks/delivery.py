@@ -50,12 +50,11 @@ NOTIFY = logs.Channel("notify")
 
 class Pass(NamedTuple):
     """What one pass of the worker did: how many deliveries it delivered, left to be
-    tried again, and moved to the dead letters, and how many intents it recovered."""
+    tried again, and moved to the dead letters (intents it recovered are logged)."""
 
     delivered: int = 0
     retried: int = 0
     dead: int = 0
-    recovered: int = 0
 
 
 def spool_of(root: Root) -> Spool:
@@ -233,7 +232,7 @@ def work(
     spool = spool_of(root)
     if only is None:
         _take_over(root, spool)
-    recovered = recover(root) if only is None else 0
+        recover(root)
     longest = max((n.timeout for n in notifiers), default=1.0)
     lease = (min(longest, cap) if cap else longest) + LEASE_MARGIN
     counts = {"delivered": 0, "retried": 0, "dead": 0}
@@ -250,7 +249,7 @@ def work(
             counts[outcome] += 1
     if only is None and (purged := spool.purge(time.time() - days * 86400.0)):
         NOTIFY.log(logs.EXTINFO, "purged %d delivery(ies) done more than %g day(s) ago", purged, days)
-    return Pass(**counts, recovered=recovered)
+    return Pass(**counts)
 
 
 def _settle(spool: Spool, notifier: Notifier | None, delivery: Delivery, error: str | None) -> str:

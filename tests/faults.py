@@ -1514,7 +1514,8 @@ def runner_killed_after_action_with_a_notifier(root: PanelRoot) -> Measured:
     measured, created = killed_mid_call(root, "after")
     worker = root.mgrhooks("worker", "--once")
     records = [json.loads(line) for line in (root.path / "var/billmgr.events.jsonl").read_text().splitlines()]
-    assert created == ["al"] and worker.stdout == "delivered 1, to retry 0, dead 0, recovered 1\n", worker.stdout
+    assert created == ["al"] and worker.stdout == "delivered 1, to retry 0, dead 0\n", worker.stdout
+    assert "recovered 1 event record(s) left as intents" in root.log()
     assert [(r["objects"], r["recovered"]) for r in records] == [([{"type": "user", "id": "al", "seq": 1}], True)]
     measured.rows_lost = 1 - len(records)
     measured.detail = "1 record, 'recovered': true, delivered by the next worker pass"
