@@ -267,3 +267,27 @@ def test_owner_names_tell_a_dead_process_from_a_live_one() -> None:
     boot, pid, started = me().split()
     assert not alive(f"{boot} {pid} {int(started) + 1}")  # the same id, another process
     assert not alive(f"another-boot {pid} {started}")
+
+
+def test_a_call_raising_after_its_change_completes_the_record(root: PanelRoot) -> None:
+    """A subscriber raising after the action (the call raises: no ``committed``): the
+    record still completes, saying the call ended in error, without waiting for recovery."""
+    from mgrhooks import Panel
+    from mgrhooks.dispatch import Options
+    from mgrhooks.model import ActionStep
+    from mgrhooks.monitor import Monitor, StepEnd
+
+    class Raising(Monitor):
+        def after(self, end: StepEnd) -> None:
+            if isinstance(end.start.step, ActionStep):
+                raise RuntimeError("a subscriber's bug")
+
+    configure(root)
+    panel = Panel(root.path, mgr="billmgr")
+    with pytest.raises(RuntimeError):
+        panel.call("user.add", {"name": "al", "passwd": "x", "sok": "ok"}, options=Options(monitors=(Raising(),)))
+    with sqlite3.connect(root.path / DB) as db:
+        ((state, body),) = db.execute("SELECT state, body FROM records").fetchall()
+    assert state == "ready" and json.loads(body)["result"]["status"] == "error"
+    assert not json.loads(body)["recovered"]
+    assert assert_one_record_per_committed_user(root, {"al"}).keys() == {"al"}
