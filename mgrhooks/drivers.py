@@ -24,14 +24,11 @@ never an exception for the worker or the call.
 
 from __future__ import annotations
 
-import base64
 import os
-import socket
-import threading
 import time
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the http driver's modules load when it is used, not with the log driver
     import http.client
 
     from .root import Root
@@ -76,6 +73,7 @@ def _to_log(root: Root, notifier: Notifier, delivery: Delivery) -> str | None:
 
 
 def _to_http(notifier: Notifier, delivery: Delivery, timeout: float) -> str | None:
+    import base64
     from urllib.parse import urlsplit
 
     url = notifier.url
@@ -132,6 +130,8 @@ class _Watchdog:
     read alone). One timer thread per attempt; nothing shared between attempts."""
 
     def __init__(self, connection: http.client.HTTPConnection, timeout: float) -> None:
+        import threading
+
         self.connection = connection
         self.fired = False
         self.deadline = time.monotonic() + timeout
@@ -140,6 +140,8 @@ class _Watchdog:
         self.timer.start()
 
     def _fire(self) -> None:
+        import socket
+
         self.fired = True
         sock = self.connection.sock
         if sock is not None:
