@@ -116,7 +116,7 @@ def test_killed_inside_the_action_no_user_no_record(root: PanelRoot) -> None:
     root.mgrhooks("exec", "user")  # the users table
     with sqlite3.connect(root.path / DB) as db:
         db.execute("CREATE TABLE slow (x)")
-        db.executemany("INSERT INTO slow VALUES (?)", [(n,) for n in range(4000)])
+        db.executemany("INSERT INTO slow VALUES (?)", [(n,) for n in range(6000)])
         db.execute("CREATE TRIGGER slowly AFTER INSERT ON users BEGIN SELECT count(*) FROM slow a, slow b; END")
     call = start(root, "al")
 
