@@ -8,9 +8,9 @@ import functools
 import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
 
 import click
 
@@ -34,18 +34,26 @@ def _open(root_dir: str, mgr: str) -> Panel:
     return Panel(root_dir, mgr)
 
 
-def _root_options(command: F) -> F:
-    """``--root`` and ``--mgr``, shared by every command; they become a ``panel`` argument."""
-
-    @click.option(
+def _root_names(command: F) -> F:
+    """``--root`` and ``--mgr``, shared by every command, as they are given (``root_dir``,
+    ``mgr``): for a command that opens the panel only when it needs it (``exec``)."""
+    command = click.option("--mgr", default=DEFAULT_MGR, show_default=True, help="The product (billmgr, ispmgr, ...).")(
+        command
+    )
+    return click.option(
         "--root",
         "root_dir",
         envvar="MGRHOOKS_ROOT",
         default=".",
         show_default="$MGRHOOKS_ROOT, else .",
         help="The panel root directory.",
-    )
-    @click.option("--mgr", default=DEFAULT_MGR, show_default=True, help="The product (billmgr, ispmgr, ...).")
+    )(command)
+
+
+def _root_options(command: F) -> F:
+    """``--root`` and ``--mgr``, shared by every command; they become a ``panel`` argument."""
+
+    @_root_names
     @functools.wraps(command)
     def wrapper(root_dir: str, mgr: str, **kwargs: Any) -> Any:  # noqa: ANN401 (click passes options through)
         return command(panel=_open(root_dir, mgr), **kwargs)
@@ -72,8 +80,14 @@ def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
 
 def _show_help(ctx: click.Context, _: click.Parameter, value: bool) -> None:
     if value and not ctx.resilient_parsing:
-        click.echo(ctx.get_help(), color=ctx.color)
+        if ctx.obj is not _PARSE_ONLY:
+            click.echo(ctx.get_help(), color=ctx.color)
         ctx.exit()
+
+
+#: ``obj`` of a context made only to parse a command line for another process (the local
+#: socket's server: :func:`parse_mgrctl`): help is not printed there
+_PARSE_ONLY = object()
 
 
 class _Command(click.Command):
@@ -294,7 +308,7 @@ def _at_panel_path(panel: Panel, panel_path: str | None) -> Panel:
 
 
 @main.command("exec")
-@_root_options
+@_root_names
 @click.argument("func")
 @click.argument("pairs", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("-p", "--param", "options", multiple=True, metavar="KEY=VALUE", help="A request parameter (repeatable).")
@@ -335,7 +349,8 @@ def _at_panel_path(panel: Panel, panel_path: str | None) -> Panel:
 )
 @click.option("--record", is_flag=True, help="Keep each handler run of this call under var/runs/ (see 'runs').")
 def exec_command(
-    panel: Panel,
+    root_dir: str,
+    mgr: str,
     func: str,
     pairs: tuple[str, ...],
     options: tuple[str, ...],
@@ -357,13 +372,19 @@ def exec_command(
 ) -> None:
     """Call FUNC with mgrctl-style KEY=VALUE parameters and print the response.
 
-    Exit status 0 when the response holds no <error>, 1 when it does.
+    Exit status 0 when the response holds no <error>, 1 when it does. With a 'mgrhooks serve'
+    of the root running, the call runs there (see docs/http.md, The local socket), unless
+    --dry-run, --record, --core-doc, --panel-path or --verbose asks for this process.
     """
-    panel = _at_panel_path(panel, panel_path)
+    local = not (dry_run or record or core_doc or panel_path or verbose) and _serve_runs(root_dir)
+    panel = None if local else _at_panel_path(_open(root_dir, mgr), panel_path)
     if stdin_keys and body == "-":
         raise click.BadParameter("standard input cannot carry both --body - and --stdin", param_hint="'--stdin'")
     named: dict[str, str | None] = {"elid": elid, "plid": plid, "sok": sok, **_read_stdin(stdin_keys)}
     params = _params(pairs, options, named, _read_body(body))
+    if panel is None:
+        _exec_served(root_dir, mgr, func, params, user=user, level=level, lang=lang, out=fmt, timeout=timeout)
+        panel = _open(root_dir, mgr)  # the serve did not take it: run it here
     document = Path(core_doc).absolute() if core_doc else None
     if dry_run:
         _print_dry_run(panel, func, params, user, level, lang, timeout, document)
@@ -381,6 +402,37 @@ def exec_command(
         verbose=verbose,
         record=record,
     )
+
+
+def _serve_runs(root_dir: str) -> bool:
+    """Whether the root has the local socket of a ``mgrhooks serve`` (maybe a stale one)."""
+    from .client import SOCKET
+
+    return os.path.exists(os.path.join(root_dir, SOCKET))
+
+
+def _exec_served(
+    root_dir: str,
+    mgr: str,
+    func: str,
+    params: tuple[tuple[str, str], ...],
+    *,
+    user: str,
+    level: int,
+    lang: str,
+    out: str,
+    timeout: float | None,
+) -> None:
+    """Run the call through the root's serve and exit with its status, having printed
+    what the call in this process would; return when no serve takes it."""
+    from . import client
+
+    request = client.call_request(
+        root_dir, mgr, func, params, user=user, level=level, lang=lang, out=out, timeout=timeout, environ=os.environ
+    )
+    status = client.served(root_dir, request, "mgrhooks")
+    if status is not None:
+        sys.exit(status)
 
 
 def _print_dry_run(
@@ -811,7 +863,7 @@ class _Mgrctl(_Handled):
     "-R",
     "--restart",
     is_flag=True,
-    help="Restart the panel: accepted and does nothing (there is no resident panel; see 'exit').",
+    help="Restart the panel: reloads a running 'mgrhooks serve' of the root, else does nothing (see 'exit').",
 )
 @click.argument("func", required=False)
 @click.argument("pairs", nargs=-1, metavar="[KEY=VALUE]...")
@@ -821,9 +873,10 @@ def mgrctl(
     """The panel's mgrctl: call FUNC as the super user, through mgrhooks.
 
     Without FUNC (or with -i), list the functions, one a line. Calls made from inside a
-    handler are nested calls of the same root. 'mgrctl -m MGR exit' and 'mgrctl -R', which
-    install instructions run to make the panel read new plugin files, are accepted and do
-    nothing: mgrhooks has no resident panel and reads them on every call.
+    handler are nested calls of the same root. With a 'mgrhooks serve' of the root running,
+    calls run there (docs/http.md, The local socket). 'mgrctl -m MGR exit' and 'mgrctl -R',
+    which install instructions run to make the panel read new plugin files, reload a running
+    serve, and else do nothing: mgrhooks reads them on every call.
     """
     panel = _open(root_dir, mgr)
     if restart or func in RESTART_FUNCS:
@@ -844,6 +897,58 @@ def _restart(panel: Panel, asked: str) -> None:
     click.echo(RESTARTED, err=True)
     with panel.logging():
         logs.ACTION.info("mgrctl %s: no resident panel to restart (nothing done)", asked)
+
+
+class MgrctlLine(NamedTuple):
+    """A ``mgrctl`` command line as the ``mgrctl`` command parses it (:func:`parse_mgrctl`).
+
+    :param root: the root it names (relative to the caller's working directory if it is)
+    :param restart: ``-R`` or the function (``exit``) asking for a restart, else ``None``
+    :param listing: ``-i``, or no function: a list of functions or parameters
+    :param params: the ``KEY=VALUE`` arguments, as the call takes them
+    """
+
+    root: Path
+    mgr: str
+    fmt: str
+    func: str | None
+    params: tuple[tuple[str, str], ...]
+    restart: str | None
+    listing: bool
+
+
+def parse_mgrctl(argv: list[str], environ: Mapping[str, str], cwd: str) -> MgrctlLine | None:
+    """``mgrctl ARGV``, as the ``mgrctl`` command run with ``environ`` in ``cwd`` parses it,
+    nothing printed nor run: for the local socket's server, which answers calls of another
+    process (:mod:`mgrhooks.http.local`). One parser decides both ways (our choice).
+
+    The options' environment variables (``MGR``, ``MGRHOOKS_ROOT``) come from ``environ``,
+    not from this process's. ``None`` for a line the command would answer with a message of
+    click's (help, a usage error, a bad ``KEY=VALUE``): the caller runs it in-process, where
+    the command prints it.
+    """
+    import copy
+
+    command = copy.copy(mgrctl)
+    command.params = []
+    defaults: dict[str, str] = {}
+    for param in mgrctl.params:
+        own = copy.copy(param)
+        if isinstance(param.envvar, str):
+            own.envvar = None
+            if environ.get(param.envvar) and param.name:  # click ignores an empty variable
+                defaults[param.name] = environ[param.envvar]
+        command.params.append(own)
+    try:
+        ctx = command.make_context("mgrctl", list(argv), default_map=defaults, obj=_PARSE_ONLY)
+        given = ctx.params
+        restart = "-R" if given["restart"] else given["func"] if given["func"] in RESTART_FUNCS else None
+        listing = bool(given["info"]) or given["func"] is None
+        params = () if restart or listing else _params(given["pairs"])
+    except (click.ClickException, click.exceptions.Exit):
+        return None
+    root = Path(cwd, given["root_dir"])
+    return MgrctlLine(root, given["mgr"], given["fmt"], given["func"], params, restart, listing)
 
 
 def run(command: click.Command = main, prog_name: str | None = None) -> NoReturn:
