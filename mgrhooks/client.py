@@ -39,10 +39,10 @@ MAX_HEADER = 1024 * 1024
 #: ``MGRHOOKS_CHAIN``, as :func:`mgrhooks.dispatch.nesting` reads them) and mgrctl's
 #: option defaults (``-m`` from ``MGR``, ``--root`` from ``MGRHOOKS_ROOT``)
 PASSED = ("MGRHOOKS_DEPTH", "MGRHOOKS_CHAIN", "MGR", "MGRHOOKS_ROOT")
-#: exit status when the server took the request and gave no answer (it stopped
-#: mid-call): sysexits.h's EX_TEMPFAIL; the call may have run in part
+#: exit statuses (those of :class:`mgrhooks.errors.ExitStatus`, which this module does not
+#: import: ``enum``): the server took the request and gave no answer (it stopped mid-call)
 UNANSWERED = 75
-#: exit status when the server refuses the peer (``ExitStatus.REFUSED``): EX_NOPERM
+#: ... the server refuses the peer's uid
 REFUSED = 77
 #: exit status when stdout cannot take the answer (``ExitStatus.OUTPUT``)
 OUTPUT = 120

@@ -29,6 +29,12 @@ class ExitStatus(enum.IntEnum):
     #: the system refused a resource: descriptors, memory or disk (:func:`out_of_resources`),
     #: as sysexits.h's ``EX_OSERR``
     OSERR = 71
+    #: a running ``mgrhooks serve`` took the call (local socket) and gave no answer: it
+    #: stopped mid-call, and the call may have run in part; as sysexits.h's EX_TEMPFAIL
+    UNANSWERED = 75
+    #: the local socket's server refuses the caller's uid (only root and the root's owner
+    #: may use it); as sysexits.h's EX_NOPERM
+    REFUSED = 77
     #: the response could not be written to stdout (full, or an error), as Python's own
     #: exit status when stdout cannot be flushed; the call itself ran
     OUTPUT = 120

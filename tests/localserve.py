@@ -1,6 +1,8 @@
-"""A resident panel for the local socket's tests: ``python tests/localserve.py ROOT [MGR]``
-serves ROOT's local socket (:func:`mgrhooks.http.local.serve_local`) with a real
-:class:`mgrhooks.api.Panel` behind it, prints ``ready`` and runs until SIGTERM.
+"""A resident panel for the local socket's tests: ``python tests/localserve.py ROOT
+[TURNS]`` serves ROOT's local socket (:func:`mgrhooks.http.local.serve_local`) with a real
+:class:`mgrhooks.api.Panel` behind it, prints ``ready`` and runs until SIGTERM. With
+TURNS, at most that many calls run at once, and a call that gets no turn within half a
+second is :class:`Busy`, as ``mgrhooks serve``'s resident does.
 
 The resident here is the smallest real one (each call in a worker thread:
 ``Panel.call`` then ``render_bytes``, as ``exec`` prints it); ``mgrhooks serve``'s own
@@ -28,17 +30,28 @@ class Answer(NamedTuple):
     error: bool
 
 
+class Busy(Exception):
+    """No turn: nothing ran."""
+
+
 class PanelResident:
     """Answers a call as ``mgrhooks exec --out FMT`` would print it."""
 
-    def __init__(self, panel: Panel) -> None:
+    def __init__(self, panel: Panel, turns: int) -> None:
         self.panel = panel
-        self.reloads = 0
+        self.turns = asyncio.Semaphore(turns)
         #: a thread for every call at once: a nested call must never wait for its ancestors' threads
         self.pool = ThreadPoolExecutor(64)
 
     async def answer(self, call: Call, /) -> Answer:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self._answer, call)
+        try:
+            await asyncio.wait_for(self.turns.acquire(), 0.5)
+        except TimeoutError:
+            raise Busy() from None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, self._answer, call)
+        finally:
+            self.turns.release()
 
     def _answer(self, call: Call) -> Answer:
         options = Options(timeout=call.timeout, depth=call.depth, chain=call.chain, processes=Processes(seal=True))
@@ -51,18 +64,18 @@ class PanelResident:
         return Answer(body, "text/plain; charset=utf-8", response.error)
 
     async def reload(self) -> None:
-        self.reloads += 1
         self.panel = Panel(self.panel.root.path, self.panel.root.mgr)
 
 
-async def main(root: str, mgr: str) -> None:
-    resident = PanelResident(Panel(root, mgr))
+async def main(root: str, turns: int) -> None:
+    resident = PanelResident(Panel(root), turns)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with serve_local(resident.panel.root, resident, reload=resident.reload, max_request=1 << 20):
+    local = serve_local(resident.panel.root, resident, reload=resident.reload, busy=(Busy,), max_request=1 << 20)
+    async with local:
         print("ready", flush=True)
         await stop.wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "billmgr"))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 64))

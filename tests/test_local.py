@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pytest
 
 from conftest import REPO, PanelRoot
 from mgrhooks import client
+from mgrhooks.errors import ExitStatus
 
 SERVER = REPO / "tests" / "localserve.py"
 LOOP = '#!/bin/sh\nsbin/mgrctl -o xml loop.me > /dev/null\necho "<doc><depth>$MGRHOOKS_DEPTH</depth></doc>"\n'
@@ -32,9 +34,9 @@ LOOP = '#!/bin/sh\nsbin/mgrctl -o xml loop.me > /dev/null\necho "<doc><depth>$MG
 class Served:
     """A running tests/localserve.py of a root."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(SERVER), str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [sys.executable, str(SERVER), str(root), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
@@ -326,3 +328,63 @@ def test_a_malformed_request_is_refused(panel: PanelRoot, served: Served) -> Non
         assert (status, stderr) == (2, f"mgrhooks: a malformed request on the local socket: {why}\n")
     data = client.encode({**request, "level": 30, "out": "text"})
     assert _raw(panel, len(data).to_bytes(4, "big") + data) == (0, "", b"")  # no users yet: an empty list
+
+
+def test_a_nested_call_without_a_turn_runs_in_the_handlers_process(panel: PanelRoot, twin: PanelRoot) -> None:
+    """One turn, held by the outer call while its handler calls mgrctl: the nested call
+    gets no turn (the resident raises Busy, nothing ran) and runs in-process instead of
+    waiting for ever."""
+    handler = "#!/bin/sh\nsbin/mgrctl -o text user > var/nested.txt\necho '<doc/>'\n"
+    for root in (panel, twin):
+        root.handler("nest.sh", handler, '<event name="user.add" after="yes"/>', type="cgi")
+    server = Served(panel.path, "1")
+    try:
+        line = ("user.add", "name=al", "passwd=x", "sok=ok")
+        assert outcome(mgrctl(panel, *line)) == outcome(mgrctl(twin, *line))
+        assert panel.read("var/nested.txt") == twin.read("var/nested.txt") == "name=al level=16 state=active\n"
+        assert len(served_by(panel, server.process.pid)) == 1  # the outer call; the nested one in-process
+        assert len([line for line in logged(panel).splitlines() if "INFO Request" in line]) == 2
+    finally:
+        server.stop()
+
+
+def test_a_serve_that_dies_mid_call_is_an_error_not_a_second_run(panel: PanelRoot) -> None:
+    panel.handler(
+        "slow.sh",
+        "#!/bin/sh\necho $$ > var/slow.pid\nexec sleep 60\n",
+        '<event name="user.add" before="yes"/>',
+        type="cgi",
+    )
+    server = Served(panel.path)
+    caller = subprocess.Popen(
+        [str(panel.path / "sbin/mgrctl"), "user.add", "name=al", "passwd=x", "sok=ok"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while not (panel.path / "var/slow.pid").exists() or not panel.read("var/slow.pid"):
+            assert caller.poll() is None
+            time.sleep(0.02)
+        server.process.kill()
+        stdout, stderr = caller.communicate(timeout=30)
+    finally:
+        server.process.kill()
+        server.process.communicate()
+        os.kill(int(panel.read("var/slow.pid")), signal.SIGKILL)
+    assert (caller.returncode, stdout) == (client.UNANSWERED, "")
+    where = panel.path / client.SOCKET
+    assert stderr == (
+        f"mgrctl: the resident panel ({where}) took the call and gave no answer (the connection ended mid-answer): "
+        "it may have run\n"
+    )
+    assert "name=al" not in mgrctl(panel, "user").stdout.decode()  # not run again in-process
+
+
+def test_the_clients_exit_statuses_are_the_commands() -> None:
+    assert (client.UNANSWERED, client.REFUSED, client.OUTPUT, client.INTERRUPTED) == (
+        ExitStatus.UNANSWERED,
+        ExitStatus.REFUSED,
+        ExitStatus.OUTPUT,
+        ExitStatus.INTERRUPTED,
+    )

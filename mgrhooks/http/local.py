@@ -6,7 +6,7 @@ root (:data:`mgrhooks.client.SOCKET`), in a directory of mode 700 owned by the r
 directory's owner, the socket itself mode 600: only root and that owner can connect.
 The peer's uid (``SO_PEERCRED``) is checked again on every connection: root (uid 0) or
 the owner of the root directory acts as the super user; anyone else gets a refusal
-(exit status :data:`mgrhooks.client.REFUSED`) and nothing runs.
+(exit status 77, ``ExitStatus.REFUSED``) and nothing runs.
 
 What (the wire: :mod:`mgrhooks.client`): a ``mgrctl`` request carries the command line,
 which :func:`mgrhooks.cli.parse_mgrctl` parses with the ``mgrctl`` command itself; a
@@ -232,6 +232,7 @@ class _Local(NamedTuple):
     root: Root
     resident: ResidentLike
     reload: Callable[[], Awaitable[None]] | None
+    busy: tuple[type[Exception], ...]
     read_timeout: float
     max_request: int
 
@@ -242,6 +243,7 @@ async def serve_local(
     resident: ResidentLike,
     *,
     reload: Callable[[], Awaitable[None]] | None = None,
+    busy: tuple[type[Exception], ...] = (),
     read_timeout: float = READ_TIMEOUT,
     max_request: int = client.MAX_REQUEST,
 ) -> AsyncIterator[asyncio.AbstractServer]:
@@ -251,13 +253,17 @@ async def serve_local(
 
     :param reload: what ``mgrctl exit`` / ``mgrctl -R`` run (drop the resident's caches);
         ``None``: nothing to reload, which they are told
+    :param busy: what ``resident.answer`` raises when it ran nothing for want of a turn
+        (``resident.Busy``): the client runs the call in-process then. A nested call
+        waiting for a turn its ancestors hold would wait for ever; this way it waits at
+        most the resident's queue time
     :param read_timeout: seconds a peer has to send its request
     :param max_request: the largest request frame read (bytes); a larger one is refused
     :raises RootError: ``var/run`` is not a directory of ours (a link, a file), another
         serve answers on the socket, or the socket cannot be made
     """
     path = _prepared_path(root)
-    local = _Local(root, resident, reload, read_timeout, max_request)
+    local = _Local(root, resident, reload, busy, read_timeout, max_request)
     try:
         server = await asyncio.start_unix_server(lambda r, w: _connection(local, r, w), path=str(path))
         os.chmod(path, 0o600)
@@ -334,7 +340,7 @@ async def _reply(local: _Local, reader: asyncio.StreamReader, writer: asyncio.St
     refusal = peer_refusal(uid, os.stat(local.root.path).st_uid, local.root.path)
     if refusal is not None:
         _log.warning("%s", refusal)
-        return Reply(client.REFUSED, _said(refusal))
+        return Reply(ExitStatus.REFUSED, _said(refusal))
     try:
         async with asyncio.timeout(local.read_timeout):
             size = int.from_bytes(await reader.readexactly(4), "big")
@@ -359,6 +365,8 @@ async def _answer(local: _Local, call: Call) -> Reply:
     """Run ``call`` in the resident; errors as the CLI reports them (``mgrhooks.cli._Handled``)."""
     try:
         answer = await local.resident.answer(call)
+    except local.busy:  # nothing ran
+        return FALLBACK
     except MgrhooksError as exc:
         return Reply(exc.exit_status, _said(f"Error: {exc}"))
     except Exception as exc:
