@@ -461,6 +461,42 @@ def _memory(server: Served, work: Path, total: int) -> list[Row]:
     ]
 
 
+#: sbin/mgrctl calls the handler of the "nested mgrctl" scenario makes
+NESTED = 5
+
+
+def nested_mgrctl(work: Path, rounds: int, runs: int) -> list[Row]:
+    """A handler making NESTED ``sbin/mgrctl user`` calls, with a serve of the root running
+    (through its local socket: docs/local.md) and without (in-process, as before issue 12);
+    each side's cost of one nested call is its call minus the same call whose handler makes
+    none (issue 12, item 8: at most a third)."""
+    roots = {side: new_root(work / f"nested-{side}") for side in ("socket", "in-process")}
+    calls = "".join("sbin/mgrctl user > /dev/null\n" for _ in range(NESTED))
+    for root in roots.values():
+        program(root, "nest", f"#!/bin/sh\n{calls}echo '<doc/>'\n")
+        program(root, "bare", "#!/bin/sh\necho '<doc/>'\n")
+        for func in ("fn.nest", "fn.bare"):
+            core_doc(root, func, "<doc><ok/></doc>")
+        plugin(
+            root,
+            "nested",
+            [
+                ("nest", "cgi", '<event name="fn.nest" after="yes"/>'),
+                ("bare", "cgi", '<event name="fn.bare" after="yes"/>'),
+            ],
+        )
+    commands = [exec_argv(root, func) for root in roots.values() for func in ("fn.nest", "fn.bare")]
+    with Served(roots["socket"]):  # its local socket listens before its HTTP port does
+        served_nest, served_bare, local_nest, local_bare = hyperfine(commands, rounds, runs, work)
+    through = (served_nest - served_bare) / NESTED
+    local = (local_nest - local_bare) / NESTED
+    return [
+        Row("nested mgrctl", "one call from a handler, in-process", local * 1000, "ms"),
+        Row("nested mgrctl", "one call from a handler, through the serve's socket", through * 1000, "ms"),
+        Row("nested mgrctl", "socket / in-process", through / local, "x", bound=("<=", 0.33)),
+    ]
+
+
 SCENARIOS: dict[str, Callable[[Path, int, int], list[Row]]] = {
     "cold": cold_start,
     "handlers": per_handler,
@@ -468,6 +504,7 @@ SCENARIOS: dict[str, Callable[[Path, int, int], list[Row]]] = {
     "big": big_documents,
     "embedded": embedded,
     "served": served,
+    "nested": nested_mgrctl,
 }
 #: left out of --quick: its target is not met yet (issue 18, item 1), so a gross check would
 #: only say so on every run; the full bench shows it

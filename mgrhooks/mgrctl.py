@@ -1,4 +1,5 @@
-"""``python -m mgrhooks.mgrctl``: what a root's ``sbin/mgrctl`` runs.
+"""What a root's ``sbin/mgrctl`` runs (``python -c 'from mgrhooks.mgrctl import main; main()'``; the
+scripts of older roots run ``python -m mgrhooks.mgrctl``, which does the same).
 
 A running ``mgrhooks serve`` of the root answers first (:mod:`mgrhooks.client`, which
 imports no more than it needs to ask); without one, or for a command line it does not
