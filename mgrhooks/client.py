@@ -151,14 +151,43 @@ def ask(root: str, request: dict[str, object]) -> tuple[int, str, bytes] | None:
 
 def _connect(path: str) -> _socket.socket | None:
     """A connection to the socket at ``path``; ``None``: no file, nobody listening (a
-    stale file left by a killed serve), not ours to open, or a path too long."""
+    stale file left by a killed serve), or not ours to open."""
     connection = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        connection.connect(path)
+        with reachable(path) as address:
+            connection.connect(address)
     except OSError:
         connection.close()
         return None
     return connection
+
+
+#: the longest path a unix socket address holds (``sun_path``, its NUL left out)
+MAX_ADDRESS = 107
+
+
+class reachable:  # noqa: N801 (used as a function: ``with reachable(path) as address``)
+    """``path`` as a unix socket address: itself, or, when it is longer than
+    :data:`MAX_ADDRESS` bytes (a deep root), its name under ``/proc/self/fd/N`` of its
+    directory opened meanwhile (Linux; our choice, so that any root can be served).
+
+    :raises OSError: the directory cannot be opened
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.descriptor: int | None = None
+
+    def __enter__(self) -> str:
+        if len(os.fsencode(self.path)) <= MAX_ADDRESS:
+            return self.path
+        folder, name = os.path.split(self.path)
+        self.descriptor = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return f"/proc/self/fd/{self.descriptor}/{name}"
+
+    def __exit__(self, *_: object) -> None:
+        if self.descriptor is not None:
+            os.close(self.descriptor)
 
 
 def _read(connection: _socket.socket, size: int, limit: int | None) -> bytes:

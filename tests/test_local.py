@@ -260,7 +260,9 @@ def test_a_peer_of_another_uid_is_refused(open_root: PanelRoot) -> None:
             f"mgrhooks: the resident panel of {open_root.path} refuses uid {nobody}: only root and the root's "
             f"owner (uid 0) may call it through var/run/mgrhooks.sock\n"
         )
-        assert "eve" not in logged(open_root)
+        log = logged(open_root)
+        assert "eve" not in log
+        assert f"action WARNING mgrhooks: the resident panel of {open_root.path} refuses uid {nobody}" in log
     finally:
         server.stop()
 
@@ -388,3 +390,20 @@ def test_the_clients_exit_statuses_are_the_commands() -> None:
         ExitStatus.OUTPUT,
         ExitStatus.INTERRUPTED,
     )
+
+
+def test_a_root_deeper_than_a_socket_address_is_served(tmp_path: Path) -> None:
+    deep = PanelRoot(tmp_path / ("d" * 120))  # its socket's path is over the 107 bytes of sun_path
+    subprocess.run([sys.executable, "-m", "mgrhooks", "init", str(deep.path)], check=True, capture_output=True)
+    assert len(str(deep.path / client.SOCKET)) > client.MAX_ADDRESS
+    server = Served(deep.path)
+    try:
+        result = mgrctl(deep, "-o", "xml", "user")
+        assert result.returncode == 0 and result.stdout.startswith(
+            b'<?xml version="1.0" encoding="UTF-8"?>\n<doc func="user"'
+        )
+        assert served_by(deep, server.process.pid)
+        assert mgrctl(deep, "exit").stderr.decode().endswith("reloaded\n")
+    finally:
+        server.stop()
+    assert not (deep.path / client.SOCKET).exists()

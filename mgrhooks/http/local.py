@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from .. import client
+from .. import client, logs
 from ..dispatch import nesting
 from ..errors import ExitStatus, MgrhooksError, RootError
 from ..model import Level
@@ -264,11 +264,15 @@ async def serve_local(
     """
     path = _prepared_path(root)
     local = _Local(root, resident, reload, busy, read_timeout, max_request)
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        server = await asyncio.start_unix_server(lambda r, w: _connection(local, r, w), path=str(path))
+        with client.reachable(str(path)) as address:
+            listening.bind(address)
         os.chmod(path, 0o600)
         _chown_to_owner(root, path)
+        server = await asyncio.start_unix_server(lambda r, w: _connection(local, r, w), sock=listening)
     except OSError as exc:
+        listening.close()
         raise RootError(f"cannot serve the local socket {path}: {exc.strerror or exc}") from None
     identity = os.stat(path)
     try:
@@ -301,7 +305,8 @@ def _prepared_path(root: Root) -> Path:
             raise RootError(f"{path} is not a socket: remove it to serve the local socket")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            probe.connect(str(path))
+            with client.reachable(str(path)) as address:
+                probe.connect(address)
         except OSError:  # nobody listening: a killed serve's
             os.unlink(path)
         else:
@@ -339,7 +344,7 @@ async def _reply(local: _Local, reader: asyncio.StreamReader, writer: asyncio.St
     _, uid, _ = struct.unpack("3i", peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
     refusal = peer_refusal(uid, os.stat(local.root.path).st_uid, local.root.path)
     if refusal is not None:
-        _log.warning("%s", refusal)
+        await asyncio.to_thread(_log_panel, local.root, logs.WARNING, refusal)
         return Reply(ExitStatus.REFUSED, _said(refusal))
     try:
         async with asyncio.timeout(local.read_timeout):
@@ -391,12 +396,12 @@ async def _restart(local: _Local, restart: Restart) -> Reply:
         said, logged = RELOADED, "reloaded"
     else:
         said, logged = NOTHING_TO_RELOAD, "nothing to reload"
-    await asyncio.to_thread(_log_restart, local.root, restart.asked, logged)
+    message = f"mgrctl {restart.asked}: resident panel (pid {os.getpid()}): {logged}"
+    await asyncio.to_thread(_log_panel, local.root, logs.INFO, message)
     return Reply(ExitStatus.OK, said.format(pid=os.getpid()) + "\n")
 
 
-def _log_restart(root: Root, asked: str, what: str) -> None:
-    from .. import logs
-
+def _log_panel(root: Root, level: int, message: str) -> None:
+    """One ``action`` record in the root's panel log (blocking: a file written)."""
     with root.logging():
-        logs.ACTION.info("mgrctl %s: resident panel (pid %d): %s", asked, os.getpid(), what)
+        logs.ACTION.log(level, "%s", message)
