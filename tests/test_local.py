@@ -9,6 +9,8 @@ The server is a real one (``mgrhooks.http.local.serve_local``) in a subprocess w
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -16,16 +18,21 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+from localserve import PanelResident
 
 from conftest import REPO, PanelRoot
 from mgrhooks import client
-from mgrhooks.errors import ExitStatus
+from mgrhooks.api import Panel
+from mgrhooks.errors import ExitStatus, RootError
+from mgrhooks.http.local import serve_local
 
 SERVER = REPO / "tests" / "localserve.py"
 LOOP = '#!/bin/sh\nsbin/mgrctl -o xml loop.me > /dev/null\necho "<doc><depth>$MGRHOOKS_DEPTH</depth></doc>"\n'
@@ -407,3 +414,108 @@ def test_a_root_deeper_than_a_socket_address_is_served(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert not (deep.path / client.SOCKET).exists()
+
+
+# --- the server in this process (a thread of its own with an event loop) ----------------------
+
+
+@contextlib.contextmanager
+def local_server(root: PanelRoot, **options: Any) -> Iterator[PanelResident]:
+    """serve_local of ``root`` in a thread of this process while the block runs."""
+    resident = PanelResident(Panel(root.path), 64)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    stop = asyncio.Event()
+    failed: list[BaseException] = []
+
+    async def serve() -> None:
+        async with serve_local(resident.panel.root, resident, **options):
+            started.set()
+            await stop.wait()
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(serve())
+        except BaseException as exc:
+            failed.append(exc)
+            started.set()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    started.wait(30)
+    try:
+        if failed:
+            raise failed[0]
+        yield resident
+    finally:
+        if not failed:
+            loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+
+
+def test_restart_without_a_reload_hook_says_there_is_nothing_to_reload(panel: PanelRoot) -> None:
+    with local_server(panel):
+        result = mgrctl(panel, "-R")
+    assert result.returncode == 0
+    assert result.stderr.decode() == (
+        f"mgrctl: the resident panel (mgrhooks serve, pid {os.getpid()}) reads plugin descriptions and addons anew "
+        "on every call, so they are in force already (nothing to reload)\n"
+    )
+    assert f"mgrctl -R: resident panel (pid {os.getpid()}): nothing to reload" in panel.log()
+
+
+def test_an_error_of_the_call_is_reported_as_in_process(panel: PanelRoot, twin: PanelRoot) -> None:
+    for root in (panel, twin):
+        (root.path / "etc" / "mgrhooks.conf").write_text("[serve\n")  # broken: exit status 3
+    with local_server(panel):
+        for line in (("user",), ("-o", "json", "us\x1ber")):
+            ours, theirs = outcome(mgrctl(panel, *line)), outcome(mgrctl(twin, *line))
+            assert ours == tuple(
+                part.replace(bytes(twin.path), bytes(panel.path)) if isinstance(part, bytes) else part
+                for part in theirs
+            ), line
+        assert (mgrctl(panel, "user").returncode, mgrctl(panel, "us\x1ber").returncode) == (3, 2)
+
+
+def test_a_peer_that_sends_nothing_is_dropped(panel: PanelRoot) -> None:
+    with local_server(panel, read_timeout=0.2):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.connect(str(panel.path / client.SOCKET))
+            connection.sendall(b"\0\0\0\x10{")  # 16 bytes announced, 1 sent
+            assert connection.recv(100) == b""  # closed without an answer
+        assert mgrctl(panel, "user").returncode == 0  # and the server goes on
+
+
+def test_the_socket_belongs_to_the_roots_owner(panel: PanelRoot) -> None:
+    nobody = 65534
+    os.chown(panel.path, nobody, nobody)
+    with local_server(panel):
+        path = panel.path / client.SOCKET
+        assert (os.stat(path).st_uid, os.stat(path.parent).st_uid) == (nobody, nobody)
+        assert mgrctl(panel, "user").returncode == 0  # root may still
+
+
+@pytest.mark.parametrize("what", ["a file", "a link"])
+def test_a_var_run_that_is_not_a_directory_is_refused(panel: PanelRoot, tmp_path: Path, what: str) -> None:
+    run = panel.path / "var" / "run"
+    if what == "a file":
+        run.write_text("")
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        run.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(RootError, match=f"^{run} is not a directory \\(a link or a file\\)"):
+        with local_server(panel):
+            pass
+    assert not (tmp_path / "elsewhere" / "mgrhooks.sock").exists()
+
+
+def test_a_file_where_the_socket_goes_is_left_alone(panel: PanelRoot) -> None:
+    path = panel.path / client.SOCKET
+    path.parent.mkdir(mode=0o700)
+    path.write_text("keep me")
+    with pytest.raises(RootError, match="is not a socket: remove it"):
+        with local_server(panel):
+            pass
+    assert path.read_text() == "keep me"

@@ -292,7 +292,8 @@ def _prepared_path(root: Root) -> Path:
     path, folder = folder, folder.parent
     try:
         folder.parent.mkdir(mode=0o750, exist_ok=True)
-        folder.mkdir(mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # (a file or a link there: refused below)
+            folder.mkdir(mode=0o700)
         info = os.lstat(folder)
         if not stat.S_ISDIR(info.st_mode):
             raise RootError(f"{folder} is not a directory (a link or a file): the local socket is not served")
