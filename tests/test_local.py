@@ -519,3 +519,54 @@ def test_a_file_where_the_socket_goes_is_left_alone(panel: PanelRoot) -> None:
         with local_server(panel):
             pass
     assert path.read_text() == "keep me"
+
+
+def test_what_the_client_finds_without_the_scripts_root(panel: PanelRoot, twin: PanelRoot) -> None:
+    """``python -m mgrhooks.mgrctl`` without ``--root`` (older scripts pass it; a user may
+    not): the socket is looked for under $MGRHOOKS_ROOT, and the server parses the rest."""
+    with local_server(panel):
+        results = [
+            subprocess.run(
+                [sys.executable, "-m", "mgrhooks.mgrctl", "-o", "json", "user"],
+                capture_output=True,
+                env={**os.environ, "MGRHOOKS_ROOT": str(root.path)},
+                timeout=60,
+            )
+            for root in (panel, twin)
+        ]
+        assert outcome(results[0]) == outcome(results[1])
+        assert len(served_by(panel, os.getpid())) == 1
+
+
+def test_a_reader_gone_away_is_status_120_as_in_process(panel: PanelRoot, twin: PanelRoot) -> None:
+    with local_server(panel):
+        statuses = []
+        for root in (panel, twin):
+            reader, writer = os.pipe()
+            os.close(reader)
+            try:
+                statuses.append(
+                    subprocess.run(
+                        [str(root.path / "sbin/mgrctl"), "-o", "xml", "user"],
+                        stdout=writer,
+                        stderr=subprocess.PIPE,
+                        timeout=60,
+                    )
+                )
+            finally:
+                os.close(writer)
+        assert [(r.returncode, r.stderr) for r in statuses] == [(120, b""), (120, b"")]
+        assert len(served_by(panel, os.getpid())) == 1
+
+
+def test_the_wire_is_json(tmp_path: Path) -> None:
+    import json
+
+    request = {"argv": ["--root", "/r", "name=\udcff", "é"], "n": 1, "t": 2.5, "none": None, "yes": True}
+    assert json.loads(client.encode(request)) == request
+    assert client.decode(json.dumps(request).encode()) == request
+    for bad in (b"[1]", b'{"a": 1} x', b"", b"nul", b"\xff"):
+        with pytest.raises(ValueError):
+            client.decode(bad)
+    with pytest.raises(TypeError, match="bytes is not JSON"):
+        client.encode({"a": b"x"})
