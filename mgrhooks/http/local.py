@@ -107,7 +107,7 @@ class BadRequest(ValueError):
     """A request frame that is not what :mod:`mgrhooks.client` sends."""
 
 
-# --- pure: requests to calls ---------------------------------------------------------------
+# --- requests to calls (no I/O but resolving the root a request names) --------------------
 
 
 def peer_refusal(uid: int, owner: int, root: Path) -> str | None:
