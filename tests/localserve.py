@@ -19,7 +19,8 @@ from typing import NamedTuple
 
 from mgrhooks.api import Panel
 from mgrhooks.dispatch import Options
-from mgrhooks.http.local import Call, serve_local
+from mgrhooks.http.local import serve_local
+from mgrhooks.http.resident import Call
 from mgrhooks.process import Processes
 from mgrhooks.render import render_bytes
 

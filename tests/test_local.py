@@ -32,10 +32,21 @@ from conftest import REPO, PanelRoot
 from mgrhooks import client
 from mgrhooks.api import Panel
 from mgrhooks.errors import ExitStatus, RootError
-from mgrhooks.http.local import serve_local
+from mgrhooks.http.local import NOTHING_TO_RELOAD, serve_local
 
 SERVER = REPO / "tests" / "localserve.py"
-LOOP = '#!/bin/sh\nsbin/mgrctl -o xml loop.me > /dev/null\necho "<doc><depth>$MGRHOOKS_DEPTH</depth></doc>"\n'
+
+
+def looping(root: PanelRoot) -> str:
+    """A function whose handler calls it again through sbin/mgrctl: its name, random (the
+    test looks for it among every process of the machine)."""
+    func = f"loop.{os.urandom(4).hex()}"
+    root.plugin("loop", f'<mgrdata><handler name="loop.sh" type="cgi"><func name="{func}"/></handler></mgrdata>')
+    root.addon(
+        "loop.sh",
+        f'#!/bin/sh\nsbin/mgrctl -o xml {func} > /dev/null\necho "<doc><depth>$MGRHOOKS_DEPTH</depth></doc>"\n',
+    )
+    return func
 
 
 class Served:
@@ -148,14 +159,13 @@ def test_exec_through_the_socket_prints_what_it_prints_in_process(
 
 
 def test_nested_calls_keep_the_depth_limit_through_the_socket(panel: PanelRoot, served: Served) -> None:
-    panel.plugin("loop", '<mgrdata><handler name="loop.sh" type="cgi"><func name="loop.me"/></handler></mgrdata>')
-    panel.addon("loop.sh", LOOP)
-    result = mgrctl(panel, "-o", "text", "loop.me")
+    func = looping(panel)
+    result = mgrctl(panel, "-o", "text", func)
     assert (result.returncode, result.stdout) == (0, b"depth=1\n")
     log = panel.log()
-    assert "Calls nested deeper than 8: " + " > ".join(["loop.me"] * 9) in log
+    assert "Calls nested deeper than 8: " + " > ".join([func] * 9) in log
     assert len(served_by(panel, served.process.pid)) == 9  # every level served, none in-process
-    assert not [p for p in psutil.process_iter(["cmdline"]) if "loop.me" in " ".join(p.info["cmdline"] or [])]
+    assert not [p for p in psutil.process_iter(["cmdline"]) if func in " ".join(p.info["cmdline"] or [])]
 
 
 def test_a_handler_calling_mgrctl_gets_the_same_answer_served(
@@ -570,3 +580,45 @@ def test_the_wire_is_json(tmp_path: Path) -> None:
             client.decode(bad)
     with pytest.raises(TypeError, match="bytes is not JSON"):
         client.encode({"a": b"x"})
+
+
+# --- through a real `mgrhooks serve` ----------------------------------------------------------
+
+
+@pytest.fixture
+def serve(panel: PanelRoot) -> Iterator[subprocess.Popen[str]]:
+    """A real ``mgrhooks serve`` of ``panel`` (plain HTTP on a free loopback port) with its
+    local socket listening."""
+    process = subprocess.Popen(
+        [*panel.argv("serve", "--http", "--listen", "127.0.0.1:0")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    line = process.stderr.readline()  # the startup line: the local socket listens by then
+    assert line.startswith("mgrhooks serve: http://127.0.0.1:"), line + process.stderr.read()
+    yield process
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert not (panel.path / client.SOCKET).exists()
+
+
+def test_mgrctl_and_exec_through_a_real_serve(panel: PanelRoot, twin: PanelRoot, serve: subprocess.Popen[str]) -> None:
+    for line in MGRCTL_LINES:
+        assert outcome(mgrctl(panel, *line)) == outcome(mgrctl(twin, *line)), line
+    for line in EXEC_LINES:
+        results = [
+            subprocess.run(root.argv("exec", *line), input=b"secret\n", capture_output=True, timeout=60)
+            for root in (panel, twin)
+        ]
+        assert outcome(results[0]) == outcome(results[1]), line
+    assert len(served_by(panel, serve.pid)) == 8 + 5
+    func = looping(panel)
+    result = mgrctl(panel, "-o", "text", func)
+    assert (result.returncode, result.stdout) == (0, b"depth=1\n")
+    assert "Calls nested deeper than 8: " + " > ".join([func] * 9) in panel.log()
+    assert len(served_by(panel, serve.pid)) == 8 + 5 + 9
+    restart = mgrctl(panel, "-m", "billmgr", "exit")
+    assert (restart.returncode, restart.stderr.decode()) == (0, NOTHING_TO_RELOAD.format(pid=serve.pid) + "\n")

@@ -44,27 +44,12 @@ from ..printable import printable
 from ..render import FORMATS
 from ..root import Root
 from ..settings import MAX_SECONDS
+from .resident import Call
 
 #: seconds a peer has, from its connection, to send its whole request
 READ_TIMEOUT = 10.0
 
 _log = logging.getLogger("mgrhooks.local")
-
-
-class Call(NamedTuple):
-    """One call for the resident panel: the fields of ``mgrhooks.http.resident.Call``
-    (DESIGN-12), which this module gives to :meth:`ResidentLike.answer`."""
-
-    func: str
-    params: tuple[tuple[str, str], ...]
-    user: str
-    level: int
-    lang: str = "en"
-    out: str = "xml"
-    environ: Mapping[str, str] = {}
-    depth: int = 1
-    chain: tuple[str, ...] = ()
-    timeout: float | None = None
 
 
 class AnswerLike(Protocol):

@@ -32,7 +32,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ..printable import printable
 from ..settings import listen_address
 from .app import App, Decider, Settings
-from .resident import Resident
+from .local import serve_local
+from .resident import Busy, Resident
 
 if TYPE_CHECKING:
     from ..api import Panel
@@ -127,9 +128,10 @@ async def _serve(
         timeout_graceful_shutdown=math.ceil(serve.grace),
     )
     server = _Server(config, resident, serve.grace, panel.root.mgr)
-    # The local socket of sbin/mgrctl and `mgrhooks exec` (mgrhooks.http.local.serve_local)
-    # is started here, beside uvicorn in this event loop, and stopped when serve() returns.
-    await server.serve()
+    # the local socket of sbin/mgrctl and `mgrhooks exec`, beside uvicorn in this event
+    # loop until serve() returns (a call it takes while the resident stops runs in-process)
+    async with serve_local(panel.root, resident, busy=(Busy,)):
+        await server.serve()
 
 
 class _Protocol(H11Protocol):
