@@ -231,10 +231,12 @@ async def serve_local(
     busy: tuple[type[Exception], ...] = (),
     read_timeout: float = READ_TIMEOUT,
     max_request: int = client.MAX_REQUEST,
-) -> AsyncIterator[asyncio.AbstractServer]:
+) -> AsyncIterator[asyncio.AbstractServer | None]:
     """Serve the local socket of ``root`` in the running event loop meanwhile (``async
     with serve_local(root, resident) as server: ...``); the socket file is removed at the
-    end. A stale socket left by a killed serve is replaced.
+    end. A stale socket left by a killed serve is replaced. Where another serve of the root
+    answers on it already (one serving HTTPS, one a unix socket for nginx), this one has
+    none (``server`` is ``None``), which the panel log says (a warning).
 
     :param reload: what ``mgrctl exit`` / ``mgrctl -R`` run (drop the resident's caches);
         ``None``: nothing to reload, which they are told
@@ -244,10 +246,15 @@ async def serve_local(
         most the resident's queue time
     :param read_timeout: seconds a peer has to send its request
     :param max_request: the largest request frame read (bytes); a larger one is refused
-    :raises RootError: ``var/run`` is not a directory of ours (a link, a file), another
-        serve answers on the socket, or the socket cannot be made
+    :raises RootError: ``var/run`` is not a directory of ours (a link, a file), or the
+        socket cannot be made
     """
-    path = _prepared_path(root)
+    try:
+        path = _prepared_path(root)
+    except _Taken as exc:
+        await asyncio.to_thread(_log_panel, root, logs.WARNING, f"{exc}: this serve has no local socket")
+        yield None
+        return
     local = _Local(root, resident, reload, busy, read_timeout, max_request)
     listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -270,9 +277,14 @@ async def serve_local(
                 os.unlink(path)
 
 
+class _Taken(Exception):
+    """Another serve answers on the root's local socket."""
+
+
 def _prepared_path(root: Root) -> Path:
     """``var/run`` made (mode 700, the root's owner's) and the socket's path, with a stale
-    socket there removed. :raises RootError: see :func:`serve_local`"""
+    socket there removed. :raises RootError: see :func:`serve_local` :raises _Taken: another
+    serve answers there"""
     folder = root.path / client.SOCKET
     path, folder = folder, folder.parent
     try:
@@ -296,7 +308,7 @@ def _prepared_path(root: Root) -> Path:
         except OSError:  # nobody listening: a killed serve's
             os.unlink(path)
         else:
-            raise RootError(f"another mgrhooks serve answers on {path}")
+            raise _Taken(f"another mgrhooks serve answers on {path}")
         finally:
             probe.close()
     return path
