@@ -373,7 +373,7 @@ def exec_command(
     """Call FUNC with mgrctl-style KEY=VALUE parameters and print the response.
 
     Exit status 0 when the response holds no <error>, 1 when it does. With a 'mgrhooks serve'
-    of the root running, the call runs there (see docs/http.md, The local socket), unless
+    of the root running, the call runs there (see docs/local.md), unless
     --dry-run, --record, --core-doc, --panel-path or --verbose asks for this process.
     """
     local = not (dry_run or record or core_doc or panel_path or verbose) and _serve_runs(root_dir)
@@ -874,7 +874,7 @@ def mgrctl(
 
     Without FUNC (or with -i), list the functions, one a line. Calls made from inside a
     handler are nested calls of the same root. With a 'mgrhooks serve' of the root running,
-    calls run there (docs/http.md, The local socket). 'mgrctl -m MGR exit' and 'mgrctl -R',
+    calls run there (docs/local.md). 'mgrctl -m MGR exit' and 'mgrctl -R',
     which install instructions run to make the panel read new plugin files, reload a running
     serve, and else do nothing: mgrhooks reads them on every call.
     """

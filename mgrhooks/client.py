@@ -8,7 +8,7 @@ module ``_socket`` (``socket`` imports ``enum`` and ``selectors``, ~8 ms) and th
 halves of ``json`` (``json`` imports ``re``, ~8 ms). ``python -X importtime -m
 mgrhooks.mgrctl`` shows what it costs.
 
-The wire (docs/http.md, *The local socket*; our choice, local RPC, not HTTP): each side
+The wire (docs/local.md; our choice, local RPC, not HTTP): each side
 sends one frame, a 4-byte big-endian length then that many bytes. The request frame is a
 JSON object (:func:`mgrctl_request`, :func:`call_request`); the answer frame is a JSON
 object ``{"status": int, "stderr": str, "fallback": bool, "length": int}`` followed by

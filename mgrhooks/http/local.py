@@ -1,7 +1,7 @@
 """The local socket of ``mgrhooks serve``: ``sbin/mgrctl`` and ``mgrhooks exec`` of the
 same root run their calls in the resident panel instead of a new Python (issue 12, item 5).
 
-Where (docs/http.md, *The local socket*; our choice): ``var/run/mgrhooks.sock`` of the
+Where (docs/local.md; our choice): ``var/run/mgrhooks.sock`` of the
 root (:data:`mgrhooks.client.SOCKET`), in a directory of mode 700 owned by the root
 directory's owner, the socket itself mode 600: only root and that owner can connect.
 The peer's uid (``SO_PEERCRED``) is checked again on every connection: root (uid 0) or
