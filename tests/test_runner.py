@@ -16,10 +16,15 @@ from mgrhooks.process import Processes, containment, spawn
 from mgrhooks.process.runner import RunOutcome, RunRequest
 
 
-@pytest.fixture(autouse=True, params=["subprocess", "posix_spawn"])
-def start(request: pytest.FixtureRequest) -> str:
-    """Every test runs both ways a handler can start: subprocess.Popen (an application's
-    process), and posix_spawn (the CLI: descriptors sealed), from the test's own directory."""
+@pytest.fixture(autouse=True, params=["subprocess", "posix_spawn", "closefrom"])
+def start(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs each way a handler can start: subprocess.Popen (a process whose C
+    library cannot close descriptors in the child: glibc < 2.34), posix_spawn (the CLI:
+    descriptors sealed), and posix_spawn closing them in the child (an application's
+    process, ``serve``), from the test's own directory."""
+    if request.param != "closefrom":
+        original = spawn.posix_spawner
+        monkeypatch.setattr(spawn, "posix_spawner", lambda close_from=False: None if close_from else original())
     return str(request.param)
 
 
@@ -270,10 +275,13 @@ def test_large_outputs_arrive_whole_through_the_widened_pipe(tmp_path: Path, run
     assert limited.failure == "output" and len(limited.stdout) == 3_000_001
 
 
-def test_spawning_stays_on_the_vfork_fast_path(tmp_path: Path, monkeypatch) -> None:
+def test_spawning_stays_on_the_vfork_fast_path(tmp_path: Path, monkeypatch, start) -> None:
     """preexec_fn, user=, group= and extra_groups= force a real fork(), whose cost grows
     with the runner's memory; a handler gets its own session through start_new_session."""
     import subprocess
+
+    if start == "closefrom":
+        pytest.skip("posix_spawn: no subprocess.Popen")
 
     seen: list[dict[str, object]] = []
     original = subprocess.Popen.__init__
@@ -291,7 +299,7 @@ def test_spawning_stays_on_the_vfork_fast_path(tmp_path: Path, monkeypatch) -> N
 
 
 def test_posix_spawn_when_sealed_whatever_our_directory(tmp_path: Path, monkeypatch, start, run) -> None:
-    """Sealed, handlers start through posix_spawn from any current directory (a chdir
+    """Sealed (or closing descriptors in the child), handlers start through posix_spawn from any current directory (a chdir
     file action puts each in its own), and this process's directory stays where it was."""
     spawned: list[str] = []
     original = spawn.PosixSpawn.__call__
@@ -309,7 +317,7 @@ def test_posix_spawn_when_sealed_whatever_our_directory(tmp_path: Path, monkeypa
     outcome = run(request(tmp_path, "import os\nprint(os.getcwd())\n"))
     assert outcome.stdout.decode().strip() == str(tmp_path)
     assert os.getcwd() == str(elsewhere)
-    assert len(spawned) == (2 if start == "posix_spawn" else 0)
+    assert len(spawned) == (0 if start == "subprocess" else 2)
 
 
 def test_a_directory_that_is_not_there_is_a_spawn_failure(tmp_path: Path, run) -> None:
@@ -320,7 +328,8 @@ def test_a_directory_that_is_not_there_is_a_spawn_failure(tmp_path: Path, run) -
 
 def test_no_descriptor_of_the_runner_reaches_the_handler(tmp_path: Path, monkeypatch, start, run) -> None:
     """An inheritable descriptor the runner's process holds (one its own parent passed it,
-    say) is closed by close_fds=True, or made close-on-exec by seal_descriptors."""
+    say) is closed by close_fds=True, made close-on-exec by seal_descriptors, or closed in
+    the child by posix_spawn's closefrom action."""
     leaked = os.open(tmp_path, os.O_RDONLY)
     os.set_inheritable(leaked, True)
     inheritable = [fd for fd in range(3, 256) if _inheritable(fd)]

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from conftest import PanelRoot
+from conftest import PYTHON_SHEBANG, PanelRoot
 from mgrhooks import Request
 from mgrhooks.core import BuiltinCore
 from mgrhooks.env import Facts, call_environment
@@ -91,16 +91,16 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 @contextlib.contextmanager
-def serving(root: PanelRoot, *args: str) -> Iterator[Served]:
+def serving(root: PanelRoot, *args: str, pass_fds: tuple[int, ...] = ()) -> Iterator[Served]:
     """Start `mgrhooks serve` on a free 127.0.0.1 port (or as ``args`` say), root's
-    password ``secret``; wait for its startup line; SIGTERM it at the end (killed if it
-    does not end)."""
+    password ``secret``, ``pass_fds`` inherited (as a service manager passes some);
+    wait for its startup line; SIGTERM it at the end (killed if it does not end)."""
     if not (root.path / f"var/{root.mgr}.sessions.db").exists():
         given = subprocess.run(root.argv("passwd", "--stdin", "root"), input="secret\n", capture_output=True, text=True)
         assert given.returncode == 0, given.stderr
     listen = [] if "--uds" in args else ["--listen", "127.0.0.1:0"]
     argv = root.argv("serve", *listen, *args)
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, pass_fds=pass_fds)
     try:
         assert proc.stderr is not None
         startup = proc.stderr.readline()
@@ -376,6 +376,41 @@ def test_handlers_see_the_requests_cgi_variables(root: PanelRoot) -> None:
     assert "HTTPS" not in env
     # the handler reads its parameters as the protocol gives them: GET, QUERY_STRING
     assert (env["REQUEST_METHOD"], env["QUERY_STRING"]) == ("GET", "func=desktop&x=1")
+
+
+def test_handlers_inherit_no_descriptor_of_the_server(root: PanelRoot) -> None:
+    """Served handlers start through posix_spawn, the server's descriptors not sealed: the
+    child closes them itself. A handler sees its stdin, stdout and stderr only: no
+    listening socket, client connection, log or database, and not what the server itself
+    inherited (here a pipe, as a service manager passes descriptors)."""
+    lister = (
+        f"{PYTHON_SHEBANG}import os, sys\n"
+        "links = {}\n"
+        "for name in os.listdir('/proc/self/fd'):\n"
+        "    try:\n"
+        "        links[int(name)] = os.readlink(f'/proc/self/fd/{name}')\n"
+        "    except OSError:\n"
+        "        pass  # the directory listdir had open, closed since\n"
+        "open('var/fds.seen', 'w').write(repr(links))\n"
+        "sys.stdout.write(sys.stdin.read())\n"
+    )
+    root.handler("fds.py", lister, '<event name="desktop" before="yes"/>')
+    inherited, other_end = os.pipe()
+    os.set_inheritable(inherited, True)
+    with serving(root, "--http", pass_fds=(inherited,)) as served:
+        os.close(inherited)
+        os.close(other_end)
+        held = served.connection()  # another client's connection, open meanwhile
+        held.connect()
+        try:
+            for _ in range(2):  # a fresh call's processes, then an ended call's taken again
+                answer = served.call(f"func=desktop&{ROOT}")
+                assert b"<doc" in answer and b"error" not in answer, answer
+                links = eval((root.path / "var/fds.seen").read_text())  # noqa: S307 (our own repr)
+                assert sorted(links) == [0, 1, 2], links
+                assert not any("socket" in link for link in links.values()), links
+        finally:
+            held.close()
 
 
 def test_a_call_without_credentials_runs_nothing(root: PanelRoot) -> None:

@@ -36,7 +36,9 @@ class Processes:
         with it, and only with it; the CLI does
     :param seal: make this process's descriptors close-on-exec
         (:func:`~mgrhooks.process.spawn.seal_descriptors`, for the whole process), so that
-        handlers start through ``posix_spawn``; the CLI does
+        handlers start through ``posix_spawn``; the CLI does. Without it handlers start
+        through ``posix_spawn`` too where glibc can close every descriptor above 2 in the
+        child (2.34 and later: ``serve``'s calls), else through ``subprocess.Popen``
     """
 
     def __init__(self, guard: bool = True, adopt_orphans: bool = False, seal: bool = False) -> None:
@@ -108,10 +110,14 @@ class Processes:
             from .containment import adopt_orphans
 
             adopt_orphans()
+        from .spawn import posix_spawner
+
         if self.seal:
-            from .spawn import posix_spawner, seal_descriptors
+            from .spawn import seal_descriptors
 
             self._fast = posix_spawner() if seal_descriptors() else None
+        else:  # the child closes what it must not inherit (glibc 2.34), else subprocess does
+            self._fast = posix_spawner(close_from=True)
         if self.guard:
             from .containment import Guardian
 
