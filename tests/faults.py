@@ -15,6 +15,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from conftest import PYTHON_SHEBANG, PanelRoot
+from serving import ROOT, Served, serving
 
 TIMEOUT = 1.0  # the handler timeout every process case sets
 GRACE = 1.0  # kill_grace, the documented default
@@ -1520,3 +1522,201 @@ def runner_killed_after_action_with_a_notifier(root: PanelRoot) -> Measured:
     measured.rows_lost = 1 - len(records)
     measured.detail = "1 record, 'recovered': true, delivered by the next worker pass"
     return measured
+
+
+# --- served: the same guarantees through a real `mgrhooks serve` ------------------------
+
+
+def _ask(served: Served, params: dict[str, str], got: dict[str, object], key: str) -> threading.Thread:
+    """POST ``params`` (root's credentials added) from a thread; the (status, headers, body)
+    or the exception it ended with goes into ``got[key]``."""
+
+    def ask() -> None:
+        try:
+            got[key] = served.request(ROOT, method="POST", body=urllib.parse.urlencode(params).encode())
+        except Exception as exc:
+            got[key] = exc
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    return thread
+
+
+def _recorded(root: PanelRoot, count: int, seconds: float = 30) -> None:
+    """Wait until the case's handlers recorded ``count`` pids in var/pids."""
+    path = root.path / "var/pids"
+    deadline = time.monotonic() + seconds
+    while (not path.exists() or len(path.read_text().split()) < count) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.exists() and len(path.read_text().split()) >= count, "the handlers never started"
+
+
+def _gone(root: PanelRoot, seconds: float = 5) -> int:
+    """Processes of the case left after waiting up to ``seconds`` for them to go."""
+    deadline = time.monotonic() + seconds
+    while leftover(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return leftover(root)
+
+
+@case("served", "only its own request waits: a call beside it answers at once; it answers with a timeout error")
+def served_hanging_handler_beside_a_fast_request(root: PanelRoot) -> Measured:
+    python_handler(
+        root, "hang.py", "time.sleep(600)", '<event name="user.suspend" before="yes"/>', f'timeout="{TIMEOUT}"'
+    )
+    got: dict[str, object] = {}
+    with serving(root, "--http") as served:
+        started = time.monotonic()
+        thread = _ask(served, {"func": "user.suspend", "elid": "nobody", "out": "text"}, got, "hanging")
+        _recorded(root, 1)
+        asked = time.monotonic()
+        fast = served.call(f"func=desktop&{ROOT}")
+        beside = time.monotonic() - asked
+        waiting = thread.is_alive()
+        thread.join(TIMEOUT + GRACE + SLACK + 30)
+        seconds = time.monotonic() - started
+        left = _gone(root)
+    kill_recorded(root)
+    status, _, body = got["hanging"]  # type: ignore[misc]
+    assert b"<doc" in fast and waiting, "the fast call waited for the hanging one"
+    assert status == 200 and f"timed out after {TIMEOUT:g}s".encode() in body, body
+    assert seconds < TIMEOUT + GRACE + SLACK, seconds
+    assert left == 0, f"{left} process(es) left"
+    return Measured(seconds, left, detail=f"the call beside it answered in {beside:.2f}s; {body.decode().strip()}")
+
+
+def _killed_serve(root: PanelRoot, stage: str) -> tuple[Measured, object, list[str]]:
+    """SIGKILL a serve while ``user.add`` (name ``al``) runs a ``stage`` handler that sleeps;
+    what the client got, and the users afterwards (the root served anew)."""
+    python_handler(root, "slow.py", "time.sleep(600)", f'<event name="user.add" {stage}="yes"/>')
+    got: dict[str, object] = {}
+    with serving(root, "--http") as served:
+        thread = _ask(served, {"func": "user.add", "name": "al", "passwd": "pw-al", "sok": "ok"}, got, "add")
+        _recorded(root, 1)
+        started = time.monotonic()
+        served.proc.kill()
+        served.proc.wait()
+        thread.join(30)
+        left = _gone(root)
+        seconds = time.monotonic() - started
+    kill_recorded(root)
+    (root.path / f"etc/xml/{root.mgr}_mod_slow_py.xml").unlink()
+    with serving(root, "--http") as served:
+        listed = served.call(f"func=user&out=text&{ROOT}").decode().split()
+        whoami = served.call("func=whoami&authinfo=al:pw-al&out=text").decode()
+    created = [field.removeprefix("name=") for field in listed if field.startswith("name=")]
+    assert left == 0, f"{left} handler process(es) left"
+    assert isinstance(got["add"], OSError), got["add"]  # the connection ended without an answer
+    if created:  # the whole row, password included
+        assert "al" in whoami, whoami
+    return Measured(seconds, left), got["add"], created
+
+
+@case("served", "serve SIGKILLed in a before-handler: the client's connection ends, no user written, handler gone")
+def served_killed_before_action(root: PanelRoot) -> Measured:
+    measured, seen, created = _killed_serve(root, "before")
+    assert created == [], created
+    measured.detail = f"client: {type(seen).__name__}; no row written; the guardian killed the handler"
+    return measured
+
+
+@case("served", "serve SIGKILLed in an after-handler: the committed user exists once, whole (logs in); handler gone")
+def served_killed_after_action(root: PanelRoot) -> Measured:
+    measured, seen, created = _killed_serve(root, "after")
+    assert created == ["al"], created
+    measured.detail = (
+        f"client: {type(seen).__name__}; the committed row is there and logs in; the guardian killed the handler"
+    )
+    return measured
+
+
+@case("served", "500 user.add over HTTP at once: each user created exactly once; a 503 only with Retry-After, retried")
+def served_500_concurrent_user_add(root: PanelRoot) -> Measured:
+    names = [f"u{n}" for n in range(500)]
+    outcomes: dict[str, list[int]] = {}
+    failures: list[str] = []
+    with serving(root, "--http") as served:
+        login = json.loads(served.call("func=auth&username=root&password=secret&out=json"))
+        key = login["doc"]["auth"]["$id"]  # a session, as API clients do: no scrypt per request
+
+        def add(name: str) -> None:
+            body = urllib.parse.urlencode({"func": "user.add", "name": name, "passwd": f"pw-{name}", "sok": "ok"})
+            statuses = outcomes.setdefault(name, [])
+            for _ in range(100):
+                status, headers, answer = served.request(f"auth={key}", method="POST", body=body.encode())
+                statuses.append(status)
+                if status != 503:
+                    if status != 200 or b"<ok/>" not in answer:
+                        failures.append(f"{name}: {status} {answer[:200]!r}")
+                    return
+                if not headers.get("Retry-After", "").isdigit():
+                    failures.append(f"{name}: 503 without Retry-After")
+                    return
+                time.sleep(int(headers["Retry-After"]))
+            failures.append(f"{name}: still 503 after 100 tries")
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=add, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(600)
+        seconds = time.monotonic() - started
+        listed = served.call(f"func=user&out=text&auth={key}").decode().split()
+    created = [field.removeprefix("name=") for field in listed if field.startswith("name=")]
+    busy = sum(statuses.count(503) for statuses in outcomes.values())
+    assert failures == [], failures[:3]
+    assert sorted(created) == sorted(names), f"{len(created)} rows, {len(set(created))} names"
+    return Measured(
+        seconds,
+        rows_lost=len(set(names) - set(created)),
+        detail=f"{len(created)} users, 0 errors; {busy} answers 503 (Retry-After), each retried",
+    )
+
+
+@case("served", "SIGTERM with calls in flight: those within the grace answer whole; the rest killed, nothing written")
+def served_sigterm_with_calls_in_flight(root: PanelRoot) -> Measured:
+    body = "time.sleep(600 if os.environ['PARAM_name'].startswith('hang') else 1)\nsys.stdout.write(sys.stdin.read())"
+    python_handler(root, "nap.py", body, '<event name="user.add" before="yes"/>', 'timeout="60"')
+    grace = 3.0
+    (root.path / "etc/mgrhooks.conf").write_text(f"[serve]\ngrace = {grace:g}\n")
+    names = ["nap0", "nap1", "nap2", "hang0", "hang1"]
+    got: dict[str, object] = {}
+    with serving(root, "--http") as served:
+        threads = [
+            _ask(served, {"func": "user.add", "name": name, "passwd": "x", "sok": "ok"}, got, name) for name in names
+        ]
+        _recorded(root, len(names))
+        started = time.monotonic()
+        served.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        try:
+            refused = served.request(f"func=user&{ROOT}")[0]
+        except OSError as exc:
+            refused = type(exc).__name__  # type: ignore[assignment]
+        code = served.proc.wait(60)
+        seconds = time.monotonic() - started
+        for thread in threads:
+            thread.join(30)
+        left = _gone(root)
+    kill_recorded(root)
+    created = users(root)
+    napped = {name: got[name] for name in names if name.startswith("nap")}
+    hung = {name: got[name] for name in names if name.startswith("hang")}
+    assert code == 0 and left == 0, (code, left)
+    assert all(isinstance(a, tuple) and a[0] == 200 and b"<ok/>" in a[2] for a in napped.values()), napped
+    assert sorted(created) == ["nap0", "nap1", "nap2"], created
+    assert seconds < grace + SLACK + 10, seconds
+    seen = {type(a).__name__ if isinstance(a, Exception) else f"{a[0]} {_first_error(a[2])}" for a in hung.values()}  # type: ignore[index]
+    return Measured(
+        seconds,
+        left,
+        rows_lost=3 - len(created),
+        detail=f"3 calls within the grace answered <ok/>; the 2 hanging: {', '.join(sorted(seen))}; "
+        f"a new request meanwhile: {refused}; exit status 0",
+    )
+
+
+def _first_error(body: bytes) -> str:
+    found = re.search(rb"<msg>(.*?)</msg>", body)
+    return found[1].decode() if found else body[:80].decode(errors="replace")
