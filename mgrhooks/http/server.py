@@ -140,18 +140,28 @@ class _Protocol(H11Protocol):
     last answer) is closed (a slowloris client holds nothing for long)."""
 
     head_timeout = 30.0
+    _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._arm(None, again=False)
 
     def on_response_complete(self) -> None:
         answered = self.cycle
         super().on_response_complete()
         self._arm(answered)
 
-    def _arm(self, cycle: object) -> None:
-        self.loop.call_later(self.head_timeout, self._head_due, cycle)
+    def _arm(self, cycle: object, again: bool = True) -> None:
+        # one deadline a connection: the previous one is cancelled (which drops the answered
+        # request it held); left to run out, each request's was kept 30 s, and with it its
+        # request cycle: ~12,000 of them at 400 requests/s (bench row "serve peak memory")
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_due, cycle) if again else None
 
     def _head_due(self, cycle: object) -> None:
         if self.cycle is cycle and not self.transport.is_closing():  # no request head came since
