@@ -1674,7 +1674,11 @@ def served_500_concurrent_user_add(root: PanelRoot) -> Measured:
     )
 
 
-@case("served", "SIGTERM with calls in flight: those within the grace answer whole; the rest killed, nothing written")
+@case(
+    "served",
+    "SIGTERM with calls in flight: those within the grace answer whole; the rest answer an error, their handlers killed, "
+    "nothing written",
+)
 def served_sigterm_with_calls_in_flight(root: PanelRoot) -> Measured:
     body = "time.sleep(600 if os.environ['PARAM_name'].startswith('hang') else 1)\nsys.stdout.write(sys.stdin.read())"
     python_handler(root, "nap.py", body, '<event name="user.add" before="yes"/>', 'timeout="60"')
@@ -1706,6 +1710,10 @@ def served_sigterm_with_calls_in_flight(root: PanelRoot) -> Measured:
     assert code == 0 and left == 0, (code, left)
     assert all(isinstance(a, tuple) and a[0] == 200 and b"<ok/>" in a[2] for a in napped.values()), napped
     assert sorted(created) == ["nap0", "nap1", "nap2"], created
+    # the others answer too: their handler killed at the end of the grace, nothing written
+    assert all(isinstance(a, tuple) and a[0] == 200 and b"killed by signal SIGKILL" in a[2] for a in hung.values()), (
+        hung
+    )
     assert seconds < grace + SLACK + 10, seconds
     seen = {type(a).__name__ if isinstance(a, Exception) else f"{a[0]} {_first_error(a[2])}" for a in hung.values()}  # type: ignore[index]
     return Measured(

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ..settings import Serve
 
 #: seconds the threads of killed calls get to end after their handlers were killed
-_AFTER_KILL = 10.0
+AFTER_KILL = 10.0
 
 
 class Call(NamedTuple):
@@ -256,7 +256,7 @@ class Resident:
             logs.ACTION.warning(
                 "stopping: %d call(s) still running after %gs, their handlers killed", len(running), grace
             )
-            await asyncio.wait(set(self._jobs), timeout=_AFTER_KILL)
+            await asyncio.wait(set(self._jobs), timeout=AFTER_KILL)
         with self._lock:
             idle, self._idle = self._idle, []
         for processes in idle:

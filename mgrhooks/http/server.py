@@ -22,7 +22,6 @@ import contextlib
 import math
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -33,7 +32,7 @@ from ..printable import printable
 from ..settings import listen_address
 from .app import App, Decider, Settings
 from .local import serve_local
-from .resident import Busy, Resident
+from .resident import AFTER_KILL, Busy, Resident
 
 if TYPE_CHECKING:
     from ..api import Panel
@@ -125,7 +124,7 @@ async def _serve(
         proxy_headers=False,  # X-Forwarded-For from trusted proxies only: mgrhooks.http.contract
         server_header=False,
         timeout_keep_alive=KEEP_ALIVE,
-        timeout_graceful_shutdown=math.ceil(serve.grace),
+        timeout_graceful_shutdown=math.ceil(serve.grace + AFTER_KILL),
     )
     server = _Server(config, resident, serve.grace, panel.root.mgr)
     # the local socket of sbin/mgrctl and `mgrhooks exec`, beside uvicorn in this event
@@ -193,9 +192,12 @@ class _Server(uvicorn.Server):
         return f"{scheme}://{host}:{port}"
 
     async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
-        begun = time.monotonic()
+        # the resident's grace runs beside uvicorn's wait for the open requests, which lasts
+        # longer (timeout_graceful_shutdown): a call whose handlers were killed still answers
+        # (its error document) instead of being cancelled into a bare 500
+        stopping = asyncio.ensure_future(self.resident.stop(self.grace))
         await super().shutdown(sockets)  # type: ignore[arg-type]
-        await self.resident.stop(max(0.0, begun + self.grace - time.monotonic()))
+        await stopping
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
