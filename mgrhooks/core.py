@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from .db import transaction
 from .errors import PanelError
@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS users (
     state TEXT NOT NULL DEFAULT 'active',
     password TEXT NOT NULL,
     balance TEXT NOT NULL DEFAULT '0.00'
-)
+);
 """
 
 
@@ -109,11 +109,40 @@ Action = Callable[["BuiltinCore", "sqlite3.Connection", Request, Element], None]
 Within = Callable[["sqlite3.Connection", Path, Element], None]
 
 
-class BuiltinCore:
-    """The embedded default core, on the SQLite database ``db_path`` (created on use)."""
+class Product(NamedTuple):
+    """What the built-in core serves under one panel name (``--mgr``): its functions, their
+    internal handlers in order, the parameters each reads (``mgrctl -i FUNC``), the lowest
+    caller level of those that need more than :meth:`BuiltinCore.needed_level`'s rule, and
+    the SQL that makes the product's own tables."""
 
-    def __init__(self, db_path: Path, prehashed: Mapping[str, str] | None = None) -> None:
+    actions: Mapping[str, Action]
+    internals: Mapping[str, tuple[InternalHandler, ...]]
+    parameters: Mapping[str, tuple[str, ...]]
+    levels: Mapping[str, int]
+    schema: str = ""
+
+    def joined(self, other: Product) -> Product:
+        """This product with ``other``'s functions, internals, parameters, levels and tables
+        added (``other``'s win where both have one)."""
+        return Product(
+            {**self.actions, **other.actions},
+            {**self.internals, **other.internals},
+            {**self.parameters, **other.parameters},
+            {**self.levels, **other.levels},
+            self.schema + other.schema,
+        )
+
+
+class BuiltinCore:
+    """The embedded default core, on the SQLite database ``db_path`` (created on use),
+    serving ``product``'s functions (:data:`BILLING`, BILLmanager's, unless told:
+    :func:`mgrhooks.products.product` picks it by panel name)."""
+
+    def __init__(
+        self, db_path: Path, product: Product | None = None, prehashed: Mapping[str, str] | None = None
+    ) -> None:
         self.db_path = db_path
+        self.product = product if product is not None else BILLING
         self._hashes: Mapping[str, str] = prehashed or {}  # never changed: calls in threads share a core
 
     def hashed(self, password: str) -> str:
@@ -122,21 +151,30 @@ class BuiltinCore:
         return self._hashes.get(password) or hash_password(password)
 
     def catalogue(self) -> Mapping[str, Sequence[InternalHandler]]:
-        """Every function of :data:`ACTIONS`, each with its internal handlers in order
-        (:data:`INTERNALS`: ``desktop`` has ``desktop.user``, then ``desktop.balance``)."""
-        return {name: INTERNALS.get(name, ()) for name in ACTIONS}
+        """Every function of the product, each with its internal handlers in order
+        (BILLmanager's ``desktop`` has ``desktop.user``, then ``desktop.balance``; other
+        products' only ``desktop.user``)."""
+        return {name: self.product.internals.get(name, ()) for name in self.product.actions}
+
+    def parameters(self, func: str) -> tuple[str, ...]:
+        """The parameters the product's function ``func`` reads (``mgrctl -i FUNC``)."""
+        return self.product.parameters.get(func, ())
 
     def transaction(self, write: bool = True) -> AbstractContextManager[sqlite3.Connection]:
-        """A transaction on the core's database, its ``users`` table made if new.
+        """A transaction on the core's database, its ``users`` table and the product's own
+        made if new.
 
         :raises RootError: the database cannot be used (see :func:`mgrhooks.db.transaction`)
         """
-        return transaction(self.db_path, _SCHEMA, write)
+        return transaction(self.db_path, _SCHEMA + self.product.schema, write)
 
     def needed_level(self, func: str) -> int:
         """The lowest caller level the function ``func`` accepts: :attr:`Level.ADMIN <mgrhooks.model.Level.ADMIN>` for
-        ``user`` and ``user.*``, else 0 (our choice)."""
-        return Level.ADMIN if func == "user" or func.startswith("user.") else 0
+        ``user`` and ``user.*``, the product's own level for its other functions, else 0
+        (our choice)."""
+        if func == "user" or func.startswith("user."):
+            return Level.ADMIN
+        return self.product.levels.get(func, 0)
 
     def action(self, request: Request, doc: Element, within: Within | None = None) -> None:
         """Run ``request.func`` (one of :meth:`catalogue`; the dispatcher calls no other)
@@ -156,9 +194,9 @@ class BuiltinCore:
         if password and request.get("sok"):
             # scrypt takes tens of milliseconds: not while holding the database's write lock;
             # the hash goes with this call's own core (calls side by side share this one)
-            core = BuiltinCore(self.db_path, {password: hash_password(password)})
+            core = BuiltinCore(self.db_path, self.product, {password: hash_password(password)})
         with self.transaction() as conn:
-            ACTIONS[request.func](core, conn, request, doc)
+            self.product.actions[request.func](core, conn, request, doc)
             if within is not None:
                 within(conn, self.db_path, doc)
 
@@ -362,3 +400,7 @@ INTERNALS: dict[str, tuple[InternalHandler, ...]] = {
         InternalHandler("desktop.balance", Stage.AFTER, Base.PROJECT),
     ),
 }
+#: what every product has: the user functions and ``desktop`` with the caller's data
+USERS = Product(ACTIONS, {"desktop": INTERNALS["desktop"][:1]}, PARAMETERS, {})
+#: BILLmanager's: the users' functions, its ``desktop`` adds the caller's ``<balance>``
+BILLING = Product(ACTIONS, INTERNALS, PARAMETERS, {})

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from .core import PARAMETERS, BuiltinCore, Core, Within, needed_level
+from .core import BuiltinCore, Core, Within, needed_level
 from .errors import PanelError
 from .model import EMPTY, HandlerType, InternalHandler, Problem, Registry, Request, Severity, Source
 from .xmldoc import DocumentError, Element, Rows, add, as_rows, parse
@@ -211,12 +211,14 @@ class Functions:
 
     def parameters(self, func: str) -> list[str]:
         """The parameters ``func`` reads: the fields named in its ``<metadata>``, else the
-        built-in core's list (``mgrctl -i FUNC``)."""
+        core's own list for its product (``mgrctl -i FUNC``; none from a core that keeps
+        no list)."""
         metadata = self.registry.metadata.get(func)
         if metadata is not None:
             names = (e.get("name", "") for e in parse(metadata, root_tag="metadata").iter(*_FIELDS))
             return list(dict.fromkeys(n for n in names if n))
-        return list(PARAMETERS.get(func, ()))
+        listed: Callable[[str], Sequence[str]] | None = getattr(self.core, "parameters", None)
+        return list(listed(func)) if listed is not None else []
 
     def _eventlist(self, doc: Element, level: int) -> None:
         """One ``<elem>`` per registration a caller of ``level`` can set off: event, stage,
@@ -245,8 +247,11 @@ class Functions:
 
 def builtin_core(root: Root) -> BuiltinCore:
     """The core of ``root`` when none is given: the built-in SQLite core on
-    ``var/<mgr>.db`` (created on first use). The one place it is built."""
-    return BuiltinCore(root.db_file)
+    ``var/<mgr>.db`` (created on first use) serving the product ``root.mgr`` names
+    (:func:`mgrhooks.products.product`). The one place it is built."""
+    from .products import product
+
+    return BuiltinCore(root.db_file, product(root.mgr))
 
 
 def for_call(root: Root, core: Core | None, registry: Registry, core_docs: Mapping[str, CoreDoc]) -> Functions:

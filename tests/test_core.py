@@ -256,3 +256,11 @@ def test_eventlist_shows_what_the_callers_level_may_set_off(panel: Root) -> None
         "f.sh:shop.f:action",
     ]
     assert len(listed(29)) == len(listed(30)) == 8 and "users.sh:user.add:after" in listed(29)
+
+
+@pytest.mark.parametrize(
+    ("mgr", "balance"), [("billmgr", True), ("ispmgr", False), ("dnsmgr", False), ("vmmgr", False)]
+)
+def test_only_billmanagers_desktop_has_a_balance(tmp_path: Path, mgr: str, balance: bool) -> None:
+    desktop = text(Root.open(tmp_path, mgr), "desktop")
+    assert desktop == "user.name=root\nuser.level=30\n" + ("balance=0.00\n" if balance else "")
