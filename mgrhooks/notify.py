@@ -8,7 +8,7 @@ and :mod:`mgrhooks.delivery`).
 A call is a *change* by COREmanager's naming (our reading): lists are named after the
 object (``user``) and operations ``object.verb`` (``user.add``, ``user.delete``); a call
 is a change when its function has a verb, except a form (``.add``/``.edit``) that is only
-shown (no ``sok``). Record shape::
+shown (no ``sok``) and a list of sub-objects (``domain.record``, a zone's records). Record shape::
 
     {"id": "<hex>", "event": "user.add", "timestamp": "2026-11-21T09:40:06.123Z",
      "service": "billmgr", "user": "root", "level": 30, "call": "<call id>",
@@ -38,11 +38,13 @@ from .secret import masked
 from .xmldoc import Element, find_error
 
 _FORMS = (".add", ".edit")
+#: lists of sub-objects, named ``object.subobject`` with no verb (DNSmanager's records of a zone)
+_LISTS = frozenset({"domain.record"})
 
 
 def is_change(request: Request) -> bool:
     """Whether a successful call of ``request`` changed something (see the module docstring)."""
-    if "." not in request.func:
+    if "." not in request.func or request.func in _LISTS:
         return False
     return not (request.func.endswith(_FORMS) and not request.get("sok"))
 
