@@ -204,6 +204,10 @@ def test_users_see_and_change_only_their_own_zones(panel: Root) -> None:
     assert do(panel, "domain.edit", name="c.example", user="carol", ns="ns.example.org", sok="ok") == (
         "ERROR missed(user,carol): User 'carol' not found\n"
     )
+    assert do(panel, "domain.edit", alice, name="sub.bob.example", ns="ns.example.org", sok="ok") == (
+        "ERROR exists(name,sub.bob.example): Zone 'sub.bob.example' would overlap the zone 'bob.example' of another user\n"
+    )
+    assert do(panel, "domain.edit", alice, name="example", ns="ns.example.org", sok="ok").startswith("ERROR value(name")
     assert do(panel, "domain.edit", elid="alice.example", user="bob", sok="ok") == "OK\nid=alice.example\n"
     assert do(panel, "domain", alice) == "" and do(panel, "domain", ("mailbox", 9)).startswith(
         "ERROR access(func,domain)"
@@ -350,3 +354,32 @@ def test_a_before_handler_refuses_a_record_and_an_after_handler_sees_its_rkey(ro
     )
     assert added.returncode == 0
     assert f"<id>{ACME} TXT  tok</id>" in root.read("var/after.seen")
+
+
+def test_the_zone_list_filters_by_name_as_clients_ask(panel: Root) -> None:
+    for zone in ("example.com", "example.net", "пример.example"):
+        do(panel, "domain.edit", name=zone, ns="ns.example.org", sok="ok")
+    assert (
+        do(panel, "domain", filter="on", name="example.net")
+        == "name=example.net user=root dtype=master status=active\n"
+    )
+    assert do(panel, "domain", filter="on", name="Пример.example").startswith("name=xn--e1afmkfd.example ")
+    assert len(do(panel, "domain", name="example.net").splitlines()) == 3  # no filter=on: every zone
+
+
+def test_concurrent_changes_all_land_in_the_database_and_the_zone_file(panel: Root) -> None:
+    do(panel, "domain.edit", name="example.com", ip="192.0.2.1", sok="ok")
+    first = serial(panel)
+    argv = [sys.executable, "-m", "mgrhooks", "exec", "domain.record.edit", "plid=example.com", "rtype=txt", "sok=ok"]
+    where = ["--root", str(panel.path), "--mgr", "dnsmgr"]
+    running = [
+        subprocess.Popen([*argv, "name=_acme-challenge", f"value=token{n}", *where], stdout=subprocess.PIPE)
+        for n in range(8)
+    ]
+    assert [process.wait(timeout=120) for process in running] == [0] * 8
+    for process in running:
+        assert process.stdout is not None
+        process.stdout.close()
+    txt = zone_file(panel).find_rdataset("_acme-challenge.example.com.", "TXT")
+    assert sorted(b"".join(rd.strings).decode() for rd in txt) == sorted(f"token{n}" for n in range(8))
+    assert serial(panel) == first + 8

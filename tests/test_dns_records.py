@@ -108,7 +108,7 @@ def test_the_message_of_an_out_of_zone_name_says_how_to_give_it() -> None:
 def test_zone_names() -> None:
     assert records.zone_name("Example.COM.") == "example.com"
     assert records.zone_name("пример.рф") == "xn--e1afmkfd.xn--p1ai"
-    for bad in ("com", "", "a b.com", "-"):
+    for bad in ("com", "", "a b.com", "-", "../etc.com", "a/b.com", "a..com"):
         with pytest.raises(PanelError) as caught:
             records.zone_name(bad)
         assert (caught.value.type, caught.value.object) == ("value", "name")

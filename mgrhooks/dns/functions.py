@@ -106,6 +106,7 @@ def _create_zone(core: BuiltinCore, conn: sqlite3.Connection, request: Request, 
     owner = _owner(conn, request, request.user)
     if conn.execute("SELECT 1 FROM domains WHERE name = ?", (zone,)).fetchone():
         raise PanelError("exists", "name", zone, f"Zone '{zone}' already exists")
+    _not_in_anothers(conn, request, zone)
     servers = _servers(request.get("ns"), zone)
     apex = f"{zone}."
     inside = [server for server in servers if server == apex or server.endswith(f".{apex}")]
@@ -263,6 +264,18 @@ def _owner(conn: sqlite3.Connection, request: Request, current: str) -> str:
     if owner != request.user and not conn.execute("SELECT 1 FROM users WHERE name = ?", (owner,)).fetchone():
         raise PanelError("missed", "user", owner, f"User '{owner}' not found")
     return owner
+
+
+def _not_in_anothers(conn: sqlite3.Connection, request: Request, zone: str) -> None:
+    """:raises PanelError: ``exists`` on ``name``: a caller below an administrator makes a
+    zone inside another user's zone, or around one (our choice: no one takes over names
+    another user's zone serves)"""
+    if request.level >= Level.ADMIN:
+        return
+    for row in conn.execute("SELECT name, owner FROM domains WHERE owner != ?", (request.user,)):
+        if zone.endswith(f".{row['name']}") or row["name"].endswith(f".{zone}"):
+            message = f"Zone '{zone}' would overlap the zone '{row['name']}' of another user"
+            raise PanelError("exists", "name", zone, message)
 
 
 def _servers(text: str, zone: str) -> list[str]:
