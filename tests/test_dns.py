@@ -364,7 +364,18 @@ def test_the_zone_list_filters_by_name_as_clients_ask(panel: Root) -> None:
         == "name=example.net user=root dtype=master status=active\n"
     )
     assert do(panel, "domain", filter="on", name="Пример.example").startswith("name=xn--e1afmkfd.example ")
+    assert do(panel, "domain", filter="on", name="ample.n") == "name=example.net user=root dtype=master status=active\n"
     assert len(do(panel, "domain", name="example.net").splitlines()) == 3  # no filter=on: every zone
+
+
+def test_empty_zones_and_groups_are_value_errors(panel: Root) -> None:
+    assert do(panel, "domain.record", elid="") == "ERROR value(elid): No zone given (parameter 'elid' is empty)\n"
+    assert do(panel, "domain.delete") == "ERROR value(elid): No zone selected (parameter 'elid' is empty)\n"
+    do(panel, "domain.edit", name="example.com", ns="ns.example.org", sok="ok")
+    assert do(panel, "domain.delete", elid="example.com, ") == (
+        "ERROR value(elid,example.com, ): Empty zone in the group 'example.com, ' (keys are joined by ', ')\n"
+    )
+    assert do(panel, "domain.record", elid="exa mple.com").startswith("ERROR missed(domain,exa mple.com)")
 
 
 def test_concurrent_changes_all_land_in_the_database_and_the_zone_file(panel: Root) -> None:

@@ -187,10 +187,16 @@ def _target(text: str, zone: str, field: str) -> str:
 
 
 def _txt(text: str) -> str:
-    """A TXT value: any text that is UTF-8 and whose record fits :data:`MAX_RDATA` bytes
-    once split into :data:`TXT_CHUNK`-byte strings."""
+    """A TXT value: any text that is UTF-8, holds no control character (our choice: XML
+    cannot carry one back, so the value and rkey listed would not be the record's) and
+    whose record fits :data:`MAX_RDATA` bytes once split into :data:`TXT_CHUNK`-byte
+    strings."""
     if text == "":
         raise PanelError("value", "value", text, "Parameter 'value' is required: the text of the TXT record")
+    control = next((position for position, char in enumerate(text, 1) if char < " " or char == "\x7f"), 0)
+    if control:
+        message = f"The text of the TXT record holds a control character at position {control}"
+        raise PanelError("value", "value", text, message)
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError:
