@@ -1728,3 +1728,81 @@ def served_sigterm_with_calls_in_flight(root: PanelRoot) -> Measured:
 def _first_error(body: bytes) -> str:
     found = re.search(rb"<msg>(.*?)</msg>", body)
     return found[1].decode() if found else body[:80].decode(errors="replace")
+
+
+# --- the DNS product (docs/dns.md) --------------------------------------------------------
+
+
+def dns_zone(root: PanelRoot) -> None:
+    """The DNS product on ``root`` with the zone example.com (name servers outside it)."""
+    root.mgr = "dnsmgr"
+    made = root.mgrhooks("exec", "domain.edit", "name=example.com", "ns=ns.example.org", "sok=ok")
+    assert made.returncode == 0, made.stdout + made.stderr
+
+
+def dns_rkeys(root: PanelRoot) -> list[str]:
+    result = root.mgrhooks("exec", "domain.record", "elid=example.com", "--out", "json")
+    rows = json.loads(result.stdout)["doc"].get("elem", [])
+    return [row["rkey"]["$"] for row in (rows if isinstance(rows, list) else [rows])]
+
+
+@case("caller input", "value error naming name; the zone and its file unchanged")
+def a_dns_record_outside_its_zone(root: PanelRoot) -> Measured:
+    dns_zone(root)
+    before = (root.path / "var/named/example.com").read_bytes()
+    name = "_acme-challenge.example.org."
+    args = ("domain.record.edit", "plid=example.com", f"name={name}", "rtype=txt", "value=t", "sok=ok")
+    result, seconds = exec_timed(root, *args, "--out", "text")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.startswith(f"ERROR value(name,{name}): The name '{name}' is outside the zone"), result.stdout
+    assert dns_rkeys(root) == ["example.com. NS  ns.example.org."]
+    assert (root.path / "var/named/example.com").read_bytes() == before
+    return Measured(seconds, detail=result.stdout.strip().split(": ", 1)[0])
+
+
+@case("caller input", "a zone name that would leave var/named: value error, no file made")
+def a_dns_zone_named_with_a_slash(root: PanelRoot) -> Measured:
+    root.mgr = "dnsmgr"
+    result, seconds = exec_timed(
+        root, "domain.edit", "name=../../etc/x.com", "ns=ns.example.org", "sok=ok", "--out", "text"
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.startswith("ERROR value(name,../../etc/x.com): Invalid name"), result.stdout
+    assert not (root.path / "var/named").exists() and not (root.path / "etc/x.com").exists()
+    return Measured(seconds, detail=result.stdout.strip())
+
+
+@case("crashes", "a zone file that cannot be written: exit 3 naming it, the record not added")
+def a_dns_zone_file_that_cannot_be_written(root: PanelRoot) -> Measured:
+    dns_zone(root)
+    (root.path / "var/named/example.com").unlink()
+    (root.path / "var/named").rmdir()
+    (root.path / "var/named").write_text("a file where the folder was\n")
+    args = ("domain.record.edit", "plid=example.com", "name=x", "rtype=a", "ip=192.0.2.1", "sok=ok")
+    result, seconds = exec_timed(root, *args)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"cannot write the zone file {root.path}/var/named/example.com" in result.stderr, result.stderr
+    assert dns_rkeys(root) == ["example.com. NS  ns.example.org."]
+    return Measured(seconds, detail=result.stderr.strip().splitlines()[0].split(": ", 1)[1])
+
+
+@case("races", "8 record changes at once: every one in the database and the zone file, serial +8")
+def eight_dns_changes_at_once(root: PanelRoot) -> Measured:
+    dns_zone(root)
+
+    def serial() -> int:
+        soa = next(line for line in (root.path / "var/named/example.com").read_text().splitlines() if " SOA " in line)
+        return int(soa.split()[6])
+
+    first = serial()
+    argv = root.argv("exec", "domain.record.edit", "plid=example.com", "name=_acme-challenge", "rtype=txt", "sok=ok")
+    started = time.monotonic()
+    running = [subprocess.Popen([*argv, f"value=token{n}"], stdout=subprocess.DEVNULL) for n in range(8)]
+    assert [process.wait(timeout=120) for process in running] == [0] * 8
+    seconds = time.monotonic() - started
+    zone = (root.path / "var/named/example.com").read_text()
+    lost = sum(f'"token{n}"' not in zone for n in range(8)) + sum(
+        f"_acme-challenge.example.com. TXT  token{n}" not in dns_rkeys(root) for n in range(8)
+    )
+    assert (lost, serial()) == (0, first + 8), zone
+    return Measured(seconds, rows_lost=lost, detail=f"serial {first} -> {serial()}")

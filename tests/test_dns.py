@@ -376,21 +376,3 @@ def test_empty_zones_and_groups_are_value_errors(panel: Root) -> None:
         "ERROR value(elid,example.com, ): Empty zone in the group 'example.com, ' (keys are joined by ', ')\n"
     )
     assert do(panel, "domain.record", elid="exa mple.com").startswith("ERROR missed(domain,exa mple.com)")
-
-
-def test_concurrent_changes_all_land_in_the_database_and_the_zone_file(panel: Root) -> None:
-    do(panel, "domain.edit", name="example.com", ip="192.0.2.1", sok="ok")
-    first = serial(panel)
-    argv = [sys.executable, "-m", "mgrhooks", "exec", "domain.record.edit", "plid=example.com", "rtype=txt", "sok=ok"]
-    where = ["--root", str(panel.path), "--mgr", "dnsmgr"]
-    running = [
-        subprocess.Popen([*argv, "name=_acme-challenge", f"value=token{n}", *where], stdout=subprocess.PIPE)
-        for n in range(8)
-    ]
-    assert [process.wait(timeout=120) for process in running] == [0] * 8
-    for process in running:
-        assert process.stdout is not None
-        process.stdout.close()
-    txt = zone_file(panel).find_rdataset("_acme-challenge.example.com.", "TXT")
-    assert sorted(b"".join(rd.strings).decode() for rd in txt) == sorted(f"token{n}" for n in range(8))
-    assert serial(panel) == first + 8
