@@ -364,6 +364,8 @@ def _publish(core: BuiltinCore, conn: sqlite3.Connection, zone: str, bump: bool 
     try:
         folder.mkdir(mode=0o755, exist_ok=True)
         replace(folder / zone, zonefile.render(zone, soa, _records(conn, zone)).encode(), 0o644)
+    except FileExistsError:  # (mkdir: var/named is there, not as a folder)
+        raise RootError(f"cannot write the zone file {folder / zone}: {folder} is not a folder") from None
     except OSError as exc:
         raise RootError(f"cannot write the zone file {folder / zone}: {exc.strerror}") from None
 
