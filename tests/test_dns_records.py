@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import dns.rdatatype
 import dns.zone
 import pytest
 from hypothesis import given
@@ -176,3 +177,45 @@ def test_the_zone_file_loads_with_dnspython_and_keeps_every_record() -> None:
     assert (txt.ttl, b"".join(txt[0].strings).decode()) == (60, "x" * 300 + ' "quoted" ; not a comment')
     assert [len(s) for s in txt[0].strings] == [255, 70]
     assert zone.find_rdataset("xn--e1afmkfd.example.com.", "A")[0].address == "192.0.2.1"
+
+
+LABEL = st.from_regex(r"[a-z0-9_]([a-z0-9_-]{0,10}[a-z0-9_])?", fullmatch=True)
+RELATIVE = st.lists(LABEL, min_size=0, max_size=3).map(".".join)
+PRINTABLE = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0x2FF, exclude_characters="\x7f"), min_size=1, max_size=600
+)
+PARAMS = st.one_of(
+    st.builds(lambda n, ip: {"name": n, "rtype": "A", "ip": ip}, RELATIVE, st.ip_addresses(v=4).map(str)),
+    st.builds(lambda n, ip: {"name": n, "rtype": "aaaa", "ip": ip}, RELATIVE, st.ip_addresses(v=6).map(str)),
+    st.builds(lambda n, text: {"name": n, "rtype": "txt", "value": text}, RELATIVE, PRINTABLE),
+    st.builds(
+        lambda n, p, target: {"name": n, "rtype": "mx", "priority": str(p), "domain": target},
+        RELATIVE,
+        st.integers(0, 65535),
+        RELATIVE.filter(bool),
+    ),
+)
+
+
+@given(st.lists(PARAMS, min_size=1, max_size=8), st.integers(0, 2**32 - 1))
+def test_the_zone_file_reads_back_as_the_records_and_each_rkey_finds_its_record(
+    params: list[dict[str, str]], number: int
+) -> None:
+    made = list({rec.key: rec for rec in (made_from(p) for p in params)}.values())
+    for rec in made:
+        assert records.parse_rkey(rec.rkey, ZONE) == rec.key
+    text = zonefile.render(ZONE, zonefile.Soa("ns.example.net.", "hostmaster.example.com.", number), made)
+    zone = dns.zone.from_text(text, origin=ZONE, relativize=False, check_origin=False)
+    read = {
+        (name.to_text(), dns.rdatatype.to_text(rdataset.rdtype), rdata.to_text())
+        for name, node in zone.nodes.items()
+        for rdataset in node.rdatasets
+        if rdataset.rdtype != dns.rdatatype.SOA
+        for rdata in rdataset
+    }
+    assert read == {(rec.name, rec.rtype, records.rdata(rec).to_text()) for rec in made}
+    assert zone.find_rdataset(f"{ZONE}.", "SOA")[0].serial == number
+
+
+def made_from(params: dict[str, str]) -> Record:
+    return records.record(ZONE, params)
