@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import dns.zone
 import pytest
@@ -379,3 +380,31 @@ def test_empty_zones_and_groups_are_value_errors(panel: Root) -> None:
         "ERROR value(elid,example.com, ): Empty zone in the group 'example.com, ' (keys are joined by ', ')\n"
     )
     assert do(panel, "domain.record", elid="exa mple.com").startswith("ERROR missed(domain,exa mple.com)")
+
+
+def test_observers_refuse_a_record_before_and_see_its_rkey_after(tmp_path: Path) -> None:
+    from mgrhooks import Panel
+    from mgrhooks.errors import PanelError
+
+    panel = Panel(tmp_path, "ispmgr")
+    seen: list[str] = []
+
+    @panel.observe("domain.record.edit", stage="before")
+    def no_wildcards(request: Request, doc: object) -> None:
+        if request.get("name").startswith("*"):
+            raise PanelError("value", "name", request.get("name"), "No wildcard records here")
+
+    @panel.observe("domain.record.edit", stage="after")
+    def note(request: Request, doc: Any) -> None:
+        seen.append(doc.findtext("id"))
+
+    assert not panel.call("domain.edit", {"name": "example.com", "ns": "ns.example.org", "sok": "ok"}).error
+    refused = panel.call(
+        "domain.record.edit", {"plid": "example.com", "name": "*", "rtype": "a", "ip": "192.0.2.1", "sok": "ok"}
+    )
+    assert render(refused.doc, "text") == "ERROR value(name,*): No wildcard records here\n"
+    assert seen == [] and "*.example.com" not in (tmp_path / "var/named/example.com").read_text()
+    panel.call(
+        "domain.record.edit", {"plid": "example.com", "name": "www", "rtype": "a", "ip": "192.0.2.1", "sok": "ok"}
+    )
+    assert seen == ["www.example.com. A  192.0.2.1"]
