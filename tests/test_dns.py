@@ -221,7 +221,7 @@ def test_domain_delete_removes_the_zones_and_their_files(panel: Root) -> None:
     assert do(panel, "domain.delete", elid="a.example, b.example") == "OK\n"
     assert do(panel, "domain") == "" and list((panel.var_dir / "named").iterdir()) == []
     with sqlite3.connect(panel.db_file) as db:
-        assert db.execute("SELECT count(*) FROM records").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM dns_records").fetchone() == (0,)
 
 
 def test_a_zone_file_that_cannot_be_written_undoes_the_change(panel: Root) -> None:

@@ -34,14 +34,14 @@ if TYPE_CHECKING:  # dnspython loads when a domain function runs, not at start-u
     from .records import Record
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS domains (
+CREATE TABLE IF NOT EXISTS dns_domains (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
     serial INTEGER NOT NULL,
     mname TEXT NOT NULL,
     rname TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS records (
+CREATE TABLE IF NOT EXISTS dns_records (
     zone TEXT NOT NULL,
     name TEXT NOT NULL,
     rtype TEXT NOT NULL,
@@ -91,7 +91,7 @@ def domain_edit(core: BuiltinCore, conn: sqlite3.Connection, request: Request, d
     else:
         row = _zone(conn, request, elid, "elid")
         owner = _owner(conn, request, row["owner"])
-        conn.execute("UPDATE domains SET owner = ? WHERE name = ?", (owner, row["name"]))
+        conn.execute("UPDATE dns_domains SET owner = ? WHERE name = ?", (owner, row["name"]))
         add(doc, "ok")
         add(doc, "id", row["name"])
 
@@ -104,7 +104,7 @@ def _create_zone(core: BuiltinCore, conn: sqlite3.Connection, request: Request, 
 
     zone = records.zone_name(request.get("name"))
     owner = _owner(conn, request, request.user)
-    if conn.execute("SELECT 1 FROM domains WHERE name = ?", (zone,)).fetchone():
+    if conn.execute("SELECT 1 FROM dns_domains WHERE name = ?", (zone,)).fetchone():
         raise PanelError("exists", "name", zone, f"Zone '{zone}' already exists")
     _not_in_anothers(conn, request, zone)
     servers = _servers(request.get("ns"), zone)
@@ -121,7 +121,7 @@ def _create_zone(core: BuiltinCore, conn: sqlite3.Connection, request: Request, 
         raise PanelError("value", "ip", "", message)
     serial = zonefile.first_serial(datetime.now(UTC).date())
     conn.execute(
-        "INSERT INTO domains (name, owner, serial, mname, rname) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO dns_domains (name, owner, serial, mname, rname) VALUES (?, ?, ?, ?, ?)",
         (zone, owner, serial, servers[0], f"hostmaster.{apex}"),
     )
     for rec in made:
@@ -136,8 +136,8 @@ def domain_delete(core: BuiltinCore, conn: sqlite3.Connection, request: Request,
     all or none."""
     zones = [_zone(conn, request, elid, "elid")["name"] for elid in _group(request.get("elid"), "zone")]
     for zone in zones:
-        conn.execute("DELETE FROM records WHERE zone = ?", (zone,))
-        conn.execute("DELETE FROM domains WHERE name = ?", (zone,))
+        conn.execute("DELETE FROM dns_records WHERE zone = ?", (zone,))
+        conn.execute("DELETE FROM dns_domains WHERE name = ?", (zone,))
         path = zone_dir(core) / zone
         try:
             path.unlink(missing_ok=True)
@@ -230,8 +230,8 @@ def _filter(request: Request) -> str:
 
 def _visible(conn: sqlite3.Connection, request: Request) -> list[sqlite3.Row]:
     if request.level >= Level.ADMIN:
-        return conn.execute("SELECT * FROM domains ORDER BY name").fetchall()
-    return conn.execute("SELECT * FROM domains WHERE owner = ? ORDER BY name", (request.user,)).fetchall()
+        return conn.execute("SELECT * FROM dns_domains ORDER BY name").fetchall()
+    return conn.execute("SELECT * FROM dns_domains WHERE owner = ? ORDER BY name", (request.user,)).fetchall()
 
 
 def _zone(conn: sqlite3.Connection, request: Request, text: str, field: str) -> sqlite3.Row:
@@ -247,7 +247,7 @@ def _zone(conn: sqlite3.Connection, request: Request, text: str, field: str) -> 
         zone = records.zone_name(text, field)
     except PanelError:
         zone = ""
-    row: sqlite3.Row | None = conn.execute("SELECT * FROM domains WHERE name = ?", (zone,)).fetchone()
+    row: sqlite3.Row | None = conn.execute("SELECT * FROM dns_domains WHERE name = ?", (zone,)).fetchone()
     if row is None or (request.level < Level.ADMIN and row["owner"] != request.user):
         raise PanelError("missed", "domain", text, f"Zone '{text}' not found")
     return row
@@ -272,7 +272,7 @@ def _not_in_anothers(conn: sqlite3.Connection, request: Request, zone: str) -> N
     another user's zone serves)"""
     if request.level >= Level.ADMIN:
         return
-    for row in conn.execute("SELECT name, owner FROM domains WHERE owner != ?", (request.user,)):
+    for row in conn.execute("SELECT name, owner FROM dns_domains WHERE owner != ?", (request.user,)):
         if zone.endswith(f".{row['name']}") or row["name"].endswith(f".{zone}"):
             message = f"Zone '{zone}' would overlap the zone '{row['name']}' of another user"
             raise PanelError("exists", "name", zone, message)
@@ -302,7 +302,7 @@ def _records(conn: sqlite3.Connection, zone: str) -> list[Record]:
     <mgrhooks.dns.records.RTYPES>` orders them) and value."""
     from .records import RTYPES, Record
 
-    rows = conn.execute("SELECT name, rtype, value, ttl FROM records WHERE zone = ?", (zone,))
+    rows = conn.execute("SELECT name, rtype, value, ttl FROM dns_records WHERE zone = ?", (zone,))
     found = [Record(row["name"], row["rtype"], row["value"], row["ttl"]) for row in rows]
     apex = f"{zone}."
     return sorted(found, key=lambda rec: (rec.name != apex, rec.name, RTYPES.index(rec.rtype), rec.value))
@@ -335,14 +335,14 @@ def _keeps_ns(zone: str, remaining: list[Record]) -> None:
 
 def _insert(conn: sqlite3.Connection, zone: str, rec: Record) -> None:
     conn.execute(
-        "INSERT INTO records (zone, name, rtype, value, ttl) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO dns_records (zone, name, rtype, value, ttl) VALUES (?, ?, ?, ?, ?)",
         (zone, rec.name, rec.rtype, rec.value, rec.ttl),
     )
 
 
 def _delete(conn: sqlite3.Connection, zone: str, rec: Record) -> None:
     conn.execute(
-        "DELETE FROM records WHERE zone = ? AND name = ? AND rtype = ? AND value = ?",
+        "DELETE FROM dns_records WHERE zone = ? AND name = ? AND rtype = ? AND value = ?",
         (zone, rec.name, rec.rtype, rec.value),
     )
 
@@ -356,9 +356,9 @@ def _publish(core: BuiltinCore, conn: sqlite3.Connection, zone: str, bump: bool 
     from ..files import replace
     from . import zonefile
 
-    row = conn.execute("SELECT * FROM domains WHERE name = ?", (zone,)).fetchone()
+    row = conn.execute("SELECT * FROM dns_domains WHERE name = ?", (zone,)).fetchone()
     serial = zonefile.next_serial(row["serial"], datetime.now(UTC).date()) if bump else row["serial"]
-    conn.execute("UPDATE domains SET serial = ? WHERE name = ?", (serial, zone))
+    conn.execute("UPDATE dns_domains SET serial = ? WHERE name = ?", (serial, zone))
     soa = zonefile.Soa(row["mname"], row["rname"], serial)
     folder = zone_dir(core)
     try:
