@@ -10,12 +10,16 @@ DNSmanager and ISPmanager have the DNS functions (``domain``, ``domain.edit``,
 from __future__ import annotations
 
 from .core import BILLING, USERS, Product
-from .dns.functions import DNS
 
-#: the products by panel name; any other name serves :data:`~mgrhooks.core.USERS`
-PRODUCTS = {"billmgr": BILLING, "dnsmgr": USERS.joined(DNS), "ispmgr": USERS.joined(DNS)}
+#: the panel names that have the DNS functions
+DNS_PRODUCTS = ("dnsmgr", "ispmgr")
 
 
 def product(mgr: str) -> Product:
-    """The product the panel name ``mgr`` serves."""
-    return PRODUCTS.get(mgr, USERS)
+    """The product the panel name ``mgr`` serves (the DNS functions, and dnspython with
+    them, load only for a panel that has them)."""
+    if mgr in DNS_PRODUCTS:
+        from .dns.functions import DNS
+
+        return USERS.joined(DNS)
+    return BILLING if mgr == "billmgr" else USERS

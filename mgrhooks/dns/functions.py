@@ -19,7 +19,6 @@ choices are written down in docs/dns.md.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..core import GROUP_SEPARATOR, BuiltinCore, Product
@@ -29,6 +28,7 @@ from ..xmldoc import Element, add
 
 if TYPE_CHECKING:  # dnspython loads when a domain function runs, not at start-up
     import sqlite3
+    from datetime import date
     from pathlib import Path
 
     from .records import Record
@@ -119,7 +119,7 @@ def _create_zone(core: BuiltinCore, conn: sqlite3.Connection, request: Request, 
     elif inside:
         message = f"The name server {inside[0]} is inside the zone: give its address in 'ip' (or other servers in 'ns')"
         raise PanelError("value", "ip", "", message)
-    serial = zonefile.first_serial(datetime.now(UTC).date())
+    serial = zonefile.first_serial(_today())
     conn.execute(
         "INSERT INTO dns_domains (name, owner, serial, mname, rname) VALUES (?, ?, ?, ?, ?)",
         (zone, owner, serial, servers[0], f"hostmaster.{apex}"),
@@ -347,6 +347,13 @@ def _delete(conn: sqlite3.Connection, zone: str, rec: Record) -> None:
     )
 
 
+def _today() -> date:
+    """Today's date in UTC (serials are dated in UTC: our choice)."""
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).date()
+
+
 def _publish(core: BuiltinCore, conn: sqlite3.Connection, zone: str, bump: bool = True) -> None:
     """Increment ``zone``'s serial (unless ``bump`` is false: a new zone) and write its zone
     file ``var/named/<zone>`` at once (:func:`mgrhooks.files.replace`, mode 644), from the
@@ -357,7 +364,7 @@ def _publish(core: BuiltinCore, conn: sqlite3.Connection, zone: str, bump: bool 
     from . import zonefile
 
     row = conn.execute("SELECT * FROM dns_domains WHERE name = ?", (zone,)).fetchone()
-    serial = zonefile.next_serial(row["serial"], datetime.now(UTC).date()) if bump else row["serial"]
+    serial = zonefile.next_serial(row["serial"], _today()) if bump else row["serial"]
     conn.execute("UPDATE dns_domains SET serial = ? WHERE name = ?", (serial, zone))
     soa = zonefile.Soa(row["mname"], row["rname"], serial)
     folder = zone_dir(core)
