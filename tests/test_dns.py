@@ -408,3 +408,27 @@ def test_observers_refuse_a_record_before_and_see_its_rkey_after(tmp_path: Path)
         "domain.record.edit", {"plid": "example.com", "name": "www", "rtype": "a", "ip": "192.0.2.1", "sok": "ok"}
     )
     assert seen == ["www.example.com. A  192.0.2.1"]
+
+
+def test_a_zone_file_that_is_a_folder_stops_changes_and_deletes_and_names_it(panel: Root) -> None:
+    do(panel, "domain.edit", name="example.com", ns="ns.example.org", sok="ok")
+    (panel.var_dir / "named/example.com").unlink()
+    (panel.var_dir / "named/example.com").mkdir()
+    where = ["--root", str(panel.path), "--mgr", "dnsmgr"]
+    for args in (
+        ["domain.record.edit", "plid=example.com", "name=x", "rtype=a", "ip=192.0.2.5", "sok=ok"],
+        ["domain.delete", "elid=example.com"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "mgrhooks", "exec", *args, *where], capture_output=True, text=True
+        )
+        assert result.returncode == 3, result.stdout + result.stderr
+        assert f"zone file {panel.var_dir}/named/example.com: Is a directory" in result.stderr
+    assert do(panel, "domain") == "name=example.com user=root dtype=master status=active\n"
+    assert rkeys(panel) == ["example.com. NS  ns.example.org."]
+
+
+def test_a_filter_that_is_not_a_zone_name_matches_part_of_one(panel: Root) -> None:
+    do(panel, "domain.edit", name="example.com", ns="ns.example.org", sok="ok")
+    assert do(panel, "domain", filter="on", name="EXAM") == "name=example.com user=root dtype=master status=active\n"
+    assert do(panel, "domain", filter="on", name="nothing") == ""

@@ -127,6 +127,12 @@ def test_txt_is_split_into_strings_of_at_most_255_bytes_that_join_back(text: str
     assert all(part.decode("utf-8") for part in strings)  # never a character cut in two
 
 
+def test_txt_strings_are_cut_between_characters() -> None:
+    strings = records.txt_rdata("é" * 200).strings  # 400 bytes: 255 would cut an "é" in two
+    assert [len(part) for part in strings] == [254, 146]
+    assert "".join(part.decode("utf-8") for part in strings) == "é" * 200
+
+
 def test_a_txt_record_too_large_for_the_wire_is_refused() -> None:
     assert made(name="x", rtype="txt", value="a" * 65000).value == "a" * 65000
     assert refused(name="x", rtype="txt", value="a" * 65400)[:2] == ("value", "value")
