@@ -14,6 +14,12 @@ What is kept between calls and what is not (issue 12 items 5 and 6):
   per-call state of the built-in core (the password hash made outside the write lock);
 * at most ``concurrency`` calls run at once (a thread each); a call beyond them waits up
   to ``queue_wait`` seconds for a turn, then is :class:`Busy` (HTTP 503, ``Retry-After``);
+* a nested call (``depth`` above 1: a handler's ``sbin/mgrctl`` through the local socket)
+  never waits for a turn its ancestors hold: it takes none of those turns but one of its
+  own allowance, ``concurrency * MAX_DEPTH`` calls at once in threads of their own
+  (each outer call's chain holds at most ``MAX_DEPTH`` of them at a time: depths 2 to
+  ``MAX_DEPTH``, and the one too deep, answered with its ``nesting`` error; our choice,
+  docs/local.md), with the same ``queue_wait`` beyond it;
 * final-stage handlers run after the answer is given, still holding the call's turn;
 * a call whose client went away runs to its end (its handlers within their timeouts), so
   no transaction is left half done; its answer is dropped;
@@ -34,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
 
 from .. import logs
+from ..dispatch import MAX_DEPTH
 from ..process import Processes
 from .contract import content_type
 
@@ -148,6 +155,10 @@ class Resident:
         self.serve = serve
         self._turns = asyncio.Semaphore(serve.concurrency)
         self._pool = ThreadPoolExecutor(serve.concurrency, thread_name_prefix="mgrhooks-call")
+        # nested calls: their own allowance and threads, so none waits for its ancestors'
+        nested = serve.concurrency * MAX_DEPTH
+        self._nested_turns = asyncio.Semaphore(nested)
+        self._nested_pool = ThreadPoolExecutor(nested, thread_name_prefix="mgrhooks-nested")
         self._jobs: set[asyncio.Future[None]] = set()
         self._running: set[_Contained] = set()
         # the Processes of ended calls, taken again by the next ones: a guardian and a
@@ -159,19 +170,22 @@ class Resident:
 
     async def answer(self, call: Call) -> Answer:
         """Run ``call`` in the pool under the limit; its final handlers run after this
-        returns (holding its turn).
+        returns (holding its turn). A nested call (``depth`` above 1) takes a turn of the
+        nested calls' allowance, never one of the outer calls' (see the module docstring).
 
         :raises Busy: no turn within ``queue_wait`` seconds, or the server is stopping
         :raises UsageError: a name no call can take (``user``, ``func``, ``lang``)
         :raises RootError: the root's ``etc/mgrhooks.conf`` is broken, or the core's
             database cannot be used (see :meth:`mgrhooks.api.Panel.call`)
         """
+        serve = self.serve
         if self._stopping:
-            raise Busy(self.serve.retry_after)
+            raise Busy(serve.retry_after)
+        turns, pool = (self._nested_turns, self._nested_pool) if call.depth > 1 else (self._turns, self._pool)
         try:
-            await asyncio.wait_for(self._turns.acquire(), self.serve.queue_wait)
+            await asyncio.wait_for(turns.acquire(), serve.queue_wait)
         except TimeoutError:
-            raise Busy(self.serve.retry_after) from None
+            raise Busy(serve.retry_after) from None
         loop = asyncio.get_running_loop()
         answered: asyncio.Future[Answer] = loop.create_future()
 
@@ -179,17 +193,17 @@ class Resident:
             loop.call_soon_threadsafe(_settle, answered, answer, failure)
 
         try:
-            job = loop.run_in_executor(self._pool, self._work, call, tell)
+            job = loop.run_in_executor(pool, self._work, call, tell)
         except BaseException:
-            self._turns.release()
+            turns.release()
             raise
         self._jobs.add(job)
-        job.add_done_callback(self._ended)
+        job.add_done_callback(lambda ended: self._ended(ended, turns))
         return await answered
 
-    def _ended(self, job: asyncio.Future[None]) -> None:
+    def _ended(self, job: asyncio.Future[None], turns: asyncio.Semaphore) -> None:
         self._jobs.discard(job)
-        self._turns.release()
+        turns.release()
 
     def _work(self, call: Call, tell: Callable[[Answer | None, BaseException | None], None]) -> None:
         """The call in its thread: answered through ``tell``, then its final stage."""
@@ -215,7 +229,7 @@ class Resident:
         finally:
             with self._lock:
                 self._running.discard(processes)
-                kept = not self._stopping and not processes.stopped
+                kept = not self._stopping and not processes.stopped and len(self._idle) < self.serve.concurrency
                 if kept:
                     self._idle.append(processes)
             if not kept:
@@ -262,6 +276,7 @@ class Resident:
         for processes in idle:
             processes.close()
         self._pool.shutdown(wait=False)
+        self._nested_pool.shutdown(wait=False)
 
 
 def _settle(answered: asyncio.Future[Answer], answer: Answer | None, failure: BaseException | None) -> None:
