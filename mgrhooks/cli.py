@@ -760,7 +760,8 @@ def serve_command(panel: Panel, listen: str | None, plain: bool, uds: str | None
     HTTPS with the certificate of etc/mgrhooks.conf [serve], else a self-signed one made
     under etc/ on first start. Callers log in as the core's users (authinfo=USER:PASS,
     func=auth sessions; root's password: 'mgrhooks passwd root'). SIGTERM: running calls
-    get [serve] grace seconds (30), then their handlers are killed.
+    get [serve] grace seconds (30), then their handlers are killed. SIGHUP (or 'mgrctl
+    exit') reloads: [serve] read anew, kept handler processes dropped.
     """
     from .http import server
 

@@ -32,7 +32,7 @@ from conftest import REPO, PanelRoot
 from mgrhooks import client
 from mgrhooks.api import Panel
 from mgrhooks.errors import ExitStatus, RootError
-from mgrhooks.http.local import NOTHING_TO_RELOAD, serve_local
+from mgrhooks.http.local import RELOADED, serve_local
 
 SERVER = REPO / "tests" / "localserve.py"
 
@@ -627,4 +627,4 @@ def test_mgrctl_and_exec_through_a_real_serve(panel: PanelRoot, twin: PanelRoot,
     assert "Calls nested deeper than 8: " + " > ".join([func] * 9) in panel.log()
     assert len(served_by(panel, serve.pid)) == 8 + 5 + 9
     restart = mgrctl(panel, "-m", "billmgr", "exit")
-    assert (restart.returncode, restart.stderr.decode()) == (0, NOTHING_TO_RELOAD.format(pid=serve.pid) + "\n")
+    assert (restart.returncode, restart.stderr.decode()) == (0, RELOADED.format(pid=serve.pid) + "\n")

@@ -1,16 +1,26 @@
 """The resident panel of a real ``mgrhooks serve`` (issue 12 follow-ups): a handler's
-nested ``sbin/mgrctl`` call never waits for a turn its ancestors hold (docs/local.md)."""
+nested ``sbin/mgrctl`` call never waits for a turn its ancestors hold, and ``mgrctl exit``
+/ ``mgrctl -R`` / SIGHUP reload the serve (docs/http.md, docs/local.md)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
-from test_local import looping, served_by
+from test_local import looping, mgrctl, served_by
 
 from conftest import PanelRoot
-from serving import ROOT, serving
+from mgrhooks.http.local import RELOADED
+from mgrhooks.http.resident import RESTART_ONLY, reloaded
+from mgrhooks.settings import Serve
+from serving import ROOT, Served, serving
+
+#: a POST body over ``max_body = 1K`` (a call all the same: ``user`` with a parameter)
+BIG = b"func=user&" + ROOT.encode() + b"&pad=" + b"x" * 2000
 
 
 @pytest.fixture
@@ -22,6 +32,14 @@ def panel(root: PanelRoot) -> PanelRoot:
 
 def conf(root: PanelRoot, text: str) -> None:
     (root.path / "etc/mgrhooks.conf").write_text(text)
+
+
+def wait_for_log(root: PanelRoot, text: str, seconds: float = 30) -> None:
+    ends = time.monotonic() + seconds
+    log = root.path / f"var/{root.mgr}.log"
+    while not log.exists() or text not in root.log():
+        assert time.monotonic() < ends, f"never logged: {text}"
+        time.sleep(0.05)
 
 
 # --- nested calls and the concurrency limit ----------------------------------------------
@@ -50,3 +68,92 @@ def test_nested_calls_through_the_serve_keep_the_depth_limit(panel: PanelRoot) -
         assert served.call(f"func={func}&out=text&{ROOT}") == b"depth=1\n"
         assert "Calls nested deeper than 8: " + " > ".join([func] * 9) in panel.log()
         assert len(served_by(panel, served.proc.pid)) == 9  # the HTTP call and 8 nested, every one served
+
+
+# --- reload ---------------------------------------------------------------------------------
+
+
+def test_a_reload_keeps_the_keys_that_need_a_restart() -> None:
+    old = Serve(listen="127.0.0.1:1500", max_body=1024, concurrency=2)
+    new = Serve(listen="127.0.0.1:1501", max_body=2048, concurrency=3, queue_wait=9.0)
+    serve, restart = reloaded(old, new)
+    assert serve == new._replace(listen="127.0.0.1:1500", concurrency=2)
+    assert restart == ("listen", "concurrency")
+    assert set(RESTART_ONLY) <= set(Serve._fields)
+
+
+def _reloads(panel: PanelRoot, served: Served, reload: object, logged: str) -> None:
+    """A change of ``max_body`` and an edited plugin file are in force after ``reload()``;
+    a change of ``listen`` is logged as needing a restart; the kept handler processes (an
+    ended call's guardian) are gone."""
+    panel.handler("keep.sh", "#!/bin/sh\necho '<doc/>'\n", '<event name="user" before="yes"/>')
+    served.call(f"func=user&{ROOT}")
+    kept = psutil.Process(served.proc.pid).children()
+    assert kept  # the ended call's guardian, kept for the next call
+    assert served.request(method="POST", body=BIG)[0] == 413
+    conf(panel, "[serve]\nlisten = 127.0.0.1:1\nmax_body = 1M\n")
+    reload()  # type: ignore[operator]
+    wait_for_log(panel, logged)
+    psutil.wait_procs(kept, timeout=30)
+    assert not [process for process in kept if process.is_running()]
+    status, _, body = served.request(method="POST", body=BIG)
+    assert status == 200 and b"<error" not in body, body
+    assert "reload: [serve] listen changed in etc/mgrhooks.conf: in force after a restart of mgrhooks serve" in (
+        panel.log()
+    )
+    # the registry stays never stale after a reload: an edited plugin file is in force at once
+    panel.handler("mark.sh", "#!/bin/sh\ntouch var/marked\necho '<doc/>'\n", '<event name="user" before="yes"/>')
+    served.call(f"func=user&{ROOT}")
+    assert (panel.path / "var/marked").exists()
+
+
+def test_mgrctl_exit_reloads_a_running_serve(panel: PanelRoot) -> None:
+    conf(panel, "[serve]\nmax_body = 1K\n")
+    with serving(panel, "--http") as served:
+        pid = served.proc.pid
+
+        def reload() -> None:
+            result = mgrctl(panel, "-m", "billmgr", "exit")
+            assert (result.returncode, result.stdout, result.stderr.decode()) == (
+                0,
+                b"",
+                RELOADED.format(pid=pid) + "\n",
+            )
+
+        _reloads(panel, served, reload, f"action INFO mgrctl exit: resident panel (pid {pid}): reloaded")
+        result = mgrctl(panel, "-R")
+        assert (result.returncode, result.stderr.decode()) == (0, RELOADED.format(pid=pid) + "\n")
+        assert f"mgrctl -R: resident panel (pid {pid}): reloaded" in panel.log()
+
+
+def test_a_reload_with_broken_settings_changes_nothing(panel: PanelRoot) -> None:
+    conf(panel, "[serve]\nmax_body = 1K\n")
+    with serving(panel, "--http") as served:
+        conf(panel, "[serve]\nmax_body = lots\n")
+        result = mgrctl(panel, "exit")
+        assert result.returncode == 3
+        assert result.stderr.decode().startswith("Error: ") and "max_body" in result.stderr.decode()
+        assert f"mgrctl exit: resident panel (pid {served.proc.pid}): not reloaded: " in panel.log()
+        assert served.request(method="POST", body=BIG)[0] == 413  # the old settings hold
+
+
+def test_sighup_reloads_a_running_serve(panel: PanelRoot) -> None:
+    conf(panel, "[serve]\nmax_body = 1K\n")
+    with serving(panel, "--http") as served:
+        pid = served.proc.pid
+        _reloads(
+            panel,
+            served,
+            lambda: served.proc.send_signal(signal.SIGHUP),
+            f"action INFO SIGHUP: resident panel (pid {pid}): reloaded",
+        )
+        assert served.proc.poll() is None  # still serving
+
+
+def test_sighup_with_broken_settings_is_logged(panel: PanelRoot) -> None:
+    with serving(panel, "--http") as served:
+        conf(panel, "[serve]\nmax_body = lots\n")
+        served.proc.send_signal(signal.SIGHUP)
+        wait_for_log(panel, f"SIGHUP: resident panel (pid {served.proc.pid}): not reloaded: ")
+        conf(panel, "")
+        assert served.call(f"func=user&{ROOT}")  # still serving

@@ -388,9 +388,15 @@ NOTHING_TO_RELOAD = (
 
 
 async def _restart(local: _Local, restart: Restart) -> Reply:
-    """``mgrctl exit`` / ``-R``: the reload hook, said on stderr and in the panel's log."""
+    """``mgrctl exit`` / ``-R``: the reload hook, said on stderr and in the panel's log; a
+    reload that fails (:class:`MgrhooksError`) is reported as a call's error is."""
     if local.reload is not None:
-        await local.reload()
+        try:
+            await local.reload()
+        except MgrhooksError as exc:  # (a broken etc/mgrhooks.conf: nothing changed)
+            message = f"mgrctl {restart.asked}: resident panel (pid {os.getpid()}): not reloaded: {exc}"
+            await asyncio.to_thread(_log_panel, local.root, logs.ERROR, message)
+            return Reply(exc.exit_status, _said(f"Error: {exc}"))
         said, logged = RELOADED, "reloaded"
     else:
         said, logged = NOTHING_TO_RELOAD, "nothing to reload"

@@ -20,6 +20,8 @@ What is kept between calls and what is not (issue 12 items 5 and 6):
   (each outer call's chain holds at most ``MAX_DEPTH`` of them at a time: depths 2 to
   ``MAX_DEPTH``, and the one too deep, answered with its ``nesting`` error; our choice,
   docs/local.md), with the same ``queue_wait`` beyond it;
+* :meth:`Resident.reload` (``mgrctl exit``, ``mgrctl -R``, SIGHUP) reads the ``[serve]``
+  settings anew and drops the kept ``Processes``;
 * final-stage handlers run after the answer is given, still holding the call's turn;
 * a call whose client went away runs to its end (its handlers within their timeouts), so
   no transaction is left half done; its answer is dropped;
@@ -52,6 +54,10 @@ if TYPE_CHECKING:
 
 #: seconds the threads of killed calls get to end after their handlers were killed
 AFTER_KILL = 10.0
+#: the ``[serve]`` settings a reload does not change: in force after a restart of ``serve``
+#: (sockets, the certificate, the number of threads, the request head's deadline and the
+#: Gate's session lifetime are set up once, at start)
+RESTART_ONLY = ("listen", "cert", "key", "concurrency", "read_timeout", "session_idle")
 
 
 class Call(NamedTuple):
@@ -92,11 +98,31 @@ class Busy(Exception):
         self.retry_after = retry_after
 
 
+class Reloaded(NamedTuple):
+    """What :meth:`Resident.reload` did: ``serve`` the settings now in force, ``restart``
+    the ``[serve]`` keys changed in the file that need a restart (:data:`RESTART_ONLY`),
+    ``dropped`` how many kept ``Processes`` (idle guardians) were closed."""
+
+    serve: Serve
+    restart: tuple[str, ...]
+    dropped: int
+
+
+def reloaded(old: Serve, new: Serve) -> tuple[Serve, tuple[str, ...]]:
+    """The settings in force after a reload that read ``new`` while ``old`` were: ``new``
+    but the :data:`RESTART_ONLY` keys kept as ``old``; and those keys that differ. Pure."""
+    kept = {name: getattr(old, name) for name in RESTART_ONLY}
+    changed = tuple(name for name in RESTART_ONLY if getattr(new, name) != kept[name])
+    return new._replace(**kept), changed
+
+
 class _Contained(Processes):
     """The handler processes of one served call, which the server can stop from another
     thread (:meth:`stop`): the running handler's tree is killed, no further one starts."""
 
-    def __init__(self) -> None:
+    def __init__(self, generation: int = 0) -> None:
+        #: the reloads of the resident before this was made (one made earlier is not kept)
+        self.generation = generation
         # no adopt_orphans (a subreaper would collect every daemon's zombie for the whole
         # server's life) and no seal (a process-wide action): the CLI's own choices
         super().__init__(guard=True)
@@ -152,6 +178,7 @@ class Resident:
 
     def __init__(self, panel: Panel, serve: Serve) -> None:
         self.panel = panel
+        #: the ``[serve]`` settings in force (a reload replaces them)
         self.serve = serve
         self._turns = asyncio.Semaphore(serve.concurrency)
         self._pool = ThreadPoolExecutor(serve.concurrency, thread_name_prefix="mgrhooks-call")
@@ -167,6 +194,7 @@ class Resident:
         self._idle: list[_Contained] = []
         self._lock = threading.Lock()
         self._stopping = False
+        self._generation = 0  # reloads so far
 
     async def answer(self, call: Call) -> Answer:
         """Run ``call`` in the pool under the limit; its final handlers run after this
@@ -208,7 +236,7 @@ class Resident:
     def _work(self, call: Call, tell: Callable[[Answer | None, BaseException | None], None]) -> None:
         """The call in its thread: answered through ``tell``, then its final stage."""
         with self._lock:
-            processes = self._idle.pop() if self._idle else _Contained()
+            processes = self._idle.pop() if self._idle else _Contained(self._generation)
             if self._stopping:
                 processes.stop()
             self._running.add(processes)
@@ -229,7 +257,12 @@ class Resident:
         finally:
             with self._lock:
                 self._running.discard(processes)
-                kept = not self._stopping and not processes.stopped and len(self._idle) < self.serve.concurrency
+                kept = (
+                    not self._stopping
+                    and not processes.stopped
+                    and processes.generation == self._generation  # not one from before a reload
+                    and len(self._idle) < self.serve.concurrency
+                )
                 if kept:
                     self._idle.append(processes)
             if not kept:
@@ -253,6 +286,33 @@ class Resident:
         doc = None if response.serialised is not None else response.doc  # no tree built for nothing
         body = render_bytes(doc, call.out, (("func", call.func), *call.params), response.serialised)
         return Answer(body, content_type(call.out), response.error), response.finish
+
+    async def reload(self) -> Reloaded:
+        """Drop what is kept warm and could be stale: the ``[serve]`` settings are read
+        anew (those of :data:`RESTART_ONLY` stay as they are, logged as needing a restart;
+        the others apply from the next call on), and the kept idle ``Processes`` are closed
+        (later calls start theirs anew; those of running calls are closed when they end).
+        Running calls end as they began. Nothing else is
+        kept: the registry, the handler settings and ``etc/debug.conf`` are read on every
+        call, the built-in core keeps only its database's path, SQLite connections are a
+        transaction's. Logged in the panel log (``action``).
+
+        :raises RootError: ``etc/mgrhooks.conf`` is broken (nothing changed then)
+        """
+        settings = await asyncio.to_thread(self.panel.root.settings)
+        serve, restart = reloaded(self.serve, settings.serve)
+        with self._lock:
+            self.serve = serve
+            self._generation += 1  # those of running calls are closed when they end
+            idle, self._idle = self._idle, []
+        for processes in idle:
+            await asyncio.to_thread(processes.close)
+        if restart:
+            logs.ACTION.warning(
+                "reload: [serve] %s changed in etc/mgrhooks.conf: in force after a restart of mgrhooks serve",
+                ", ".join(restart),
+            )
+        return Reloaded(serve, restart, len(idle))
 
     async def stop(self, grace: float) -> None:
         """Take no new call; let running ones (final stages included) end within ``grace``

@@ -13,6 +13,10 @@ SIGTERM (or SIGINT): the listening socket is closed and idle connections with it
 running calls get ``[serve] grace`` seconds to finish and answer (their final stages
 too); then their handler trees are killed and the process exits 0 with nothing left
 running (:meth:`mgrhooks.http.resident.Resident.stop`).
+
+SIGHUP, ``mgrctl exit`` and ``mgrctl -R`` (the local socket) reload the serve
+(:func:`reload`): the ``[serve]`` settings read anew, the kept handler processes dropped;
+logged in the panel log.
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .. import logs
+from ..errors import MgrhooksError
 from ..printable import printable
 from ..settings import listen_address
 from .app import App, Decider, Settings
@@ -127,10 +134,24 @@ async def _serve(
         timeout_graceful_shutdown=math.ceil(serve.grace + AFTER_KILL),
     )
     server = _Server(config, resident, serve.grace, panel.root.mgr)
+
+    async def reloading() -> None:
+        await reload(resident, app, server)
+
+    server.reload = reloading
     # the local socket of sbin/mgrctl and `mgrhooks exec`, beside uvicorn in this event
     # loop until serve() returns (a call it takes while the resident stops runs in-process)
-    async with serve_local(panel.root, resident, busy=(Busy,)):
+    async with serve_local(panel.root, resident, reload=reloading, busy=(Busy,)):
         await server.serve()
+
+
+async def reload(resident: Resident, app: App, server: _Server) -> None:
+    """Reload the serve (:meth:`Resident.reload <mgrhooks.http.resident.Resident.reload>`)
+    and give the front and the stop the settings now in force (``max_body``,
+    ``trusted_proxies``, ``grace``). :raises RootError: ``etc/mgrhooks.conf`` is broken"""
+    serve = (await resident.reload()).serve
+    app.settings = app.settings._replace(max_body=serve.max_body, trusted_proxies=serve.trusted_proxies)
+    server.grace = serve.grace
 
 
 class _Protocol(H11Protocol):
@@ -176,6 +197,9 @@ class _Server(uvicorn.Server):
         self.resident = resident
         self.grace = grace
         self.mgr = mgr
+        #: what SIGHUP runs (:func:`reload`); ``None``: SIGHUP is ignored
+        self.reload: Callable[[], Awaitable[None]] | None = None
+        self._reloads: set[asyncio.Task[None]] = set()
 
     async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         await super().startup(sockets)  # type: ignore[arg-type]
@@ -201,13 +225,32 @@ class _Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        """SIGTERM and SIGINT start the shutdown (a second SIGINT forces it)."""
+        """SIGTERM and SIGINT start the shutdown (a second SIGINT forces it); SIGHUP
+        reloads (what operators expect of a daemon; our choice, docs/http.md)."""
         original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self._hangup)
         try:
             yield
         finally:
+            loop.remove_signal_handler(signal.SIGHUP)
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+
+    def _hangup(self) -> None:
+        if self.reload is None or self.should_exit:
+            return
+        task = asyncio.ensure_future(self._reload(self.reload))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self, reload: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await reload()
+        except MgrhooksError as exc:
+            logs.ACTION.error("SIGHUP: resident panel (pid %d): not reloaded: %s", os.getpid(), exc)
+        else:
+            logs.ACTION.info("SIGHUP: resident panel (pid %d): reloaded", os.getpid())
 
 
 def _say(line: str) -> None:
