@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up mgrhooks in this checkout: the system packages its examples, tests and
-# benchmarks use (Perl's CGI.pm, PHP with SimpleXML, hyperfine, wrk, BIND's named-checkzone), then a virtual
+# benchmarks use (Perl's CGI.pm, PHP with SimpleXML, hyperfine, wrk, BIND's named-checkzone,
+# and the brokers of central delivery: RabbitMQ and Redis, whose tests start private
+# instances), then a virtual
 # environment .venv with mgrhooks and its test tools. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,6 +13,8 @@ php -r 'exit(class_exists("SimpleXMLElement") ? 0 : 1);' 2>/dev/null || missing+
 command -v hyperfine >/dev/null || missing+=(hyperfine)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v named-checkzone >/dev/null || missing+=(bind9-utils)  # tests load the DNS zone files with it
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if ((${#missing[@]})); then
     if command -v apt-get >/dev/null; then
         sudo=""
@@ -19,7 +23,7 @@ if ((${#missing[@]})); then
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "setup: please install ${missing[*]} (Perl CGI.pm, PHP with SimpleXML, hyperfine, wrk, named-checkzone)" >&2
+        echo "setup: please install ${missing[*]} (Perl CGI.pm, PHP with SimpleXML, hyperfine, wrk, named-checkzone, RabbitMQ, Redis)" >&2
     fi
 fi
 

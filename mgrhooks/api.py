@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Concatenate, Generic, ParamSpec, TypeVar, over
 from .core import Core
 from .dispatch import Options, Response, call, nesting, reachable
 from .env import with_group_ids
-from .errors import UsageError
+from .errors import RootError, UsageError
 from .functions import Function, Functions, PythonFunction, builtin_core
 from .model import InternalHandler, Level, Plan, Problem, Request
 from .observers import Observers
@@ -46,11 +46,14 @@ from .root import DEFAULT_MGR, Root
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
+    from .broker import DeadLetter
     from .delivery import Pass
     from .dryrun import Planned
     from .modules import ModuleAnswer, ModuleCall
     from .process import Processes
     from .record import Recorder, Recording
+    from .relay import Relayed
+    from .settings import Relay
     from .spool import Queued
 
 __all__ = ["Function", "Panel", "PluginInfo"]
@@ -331,7 +334,50 @@ class Panel:
 
         settings = self.root.settings()
         with self.logging():
-            return work(self.root, settings.notifiers, days=settings.spool_days)
+            return work(self.root, settings.notifiers, days=settings.spool_days, skip=settings.relay.notifiers)
+
+    def relay(self) -> Relayed:
+        """One pass of the relay: the pending deliveries of the notifiers ``[relay]``
+        relays, published to its broker (:mod:`mgrhooks.relay`).
+
+        :returns: how many the broker confirmed, and the error that stopped the pass
+        :raises RootError: the spool's database cannot be used
+        """
+        from .relay import relay
+
+        settings = self.root.settings()
+        with self.logging():
+            return relay(self.root, settings.relay)
+
+    def central_queue(self) -> list[DeadLetter]:
+        """The dead letters of central delivery, in the broker's ``QUEUE.dead``
+        (:class:`~mgrhooks.broker.DeadLetter`).
+
+        :raises RootError: no ``[relay]`` broker
+        :raises Exception: the broker's (kombu's) errors
+        """
+        from .broker import dead_letters
+
+        return dead_letters(self._broker())
+
+    def central_retry(self, records: Collection[str] = ()) -> int:
+        """Dead letters of central delivery (``records``, or all) back to the task queue,
+        their attempts counted anew. :returns: how many (errors as :meth:`central_queue`)"""
+        from .broker import retry
+
+        return retry(self._broker(), list(records))
+
+    def central_drop(self, records: Collection[str] = ()) -> int:
+        """Forget dead letters of central delivery (``records``, or all). :returns: how many"""
+        from .broker import drop
+
+        return drop(self._broker(), list(records))
+
+    def _broker(self) -> Relay:
+        relay = self.root.settings().relay
+        if not relay.broker_url:
+            raise RootError(f"{self.root.path / 'etc/mgrhooks.conf'}: no [relay] section: no broker")
+        return relay
 
     def queue(self, dead_only: bool = False) -> list[Queued]:
         """Deliveries not done, oldest first (:class:`~mgrhooks.spool.Queued`: record,

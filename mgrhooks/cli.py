@@ -718,7 +718,7 @@ def _switch(panel: Panel, name: str, enabled: bool) -> None:
     click.echo(f"{plugin.name}: {state}" + ("" if changed else " (already)"))
 
 
-@main.command("worker")
+@main.command("worker", context_settings={"ignore_unknown_options": True})
 @_root_options
 @click.option("--once", is_flag=True, help="One pass over the due deliveries, then exit (for cron).")
 @click.option(
@@ -729,17 +729,38 @@ def _switch(panel: Panel, name: str, enabled: bool) -> None:
     callback=_number,
     help="Seconds between passes.",
 )
-def worker_command(panel: Panel, once: bool, interval: float) -> None:
-    """Deliver spooled event records, and try failed ones again when due.
+@click.option(
+    "--central",
+    is_flag=True,
+    help="Run a Celery worker delivering what panels relayed to the broker of [relay] (options after --).",
+)
+@click.argument("celery_options", nargs=-1, type=click.UNPROCESSED)
+def worker_command(panel: Panel, once: bool, interval: float, central: bool, celery_options: tuple[str, ...]) -> None:
+    """Deliver spooled event records, try failed ones again when due, and relay those of
+    [relay] notifiers to its broker.
 
     Runs until stopped (a killed worker loses nothing: what it was sending is sent again).
+    With --central: a Celery worker for this root's [notify.NAME] sections
+    ('mgrhooks worker --central -- -c 4'; docs/notifications.md).
     """
     import time
 
+    if celery_options and not central:
+        raise click.UsageError(f"unexpected argument(s) {' '.join(celery_options)} (options for Celery need --central)")
+    if central:
+        from .central import run
+
+        with panel.logging():
+            run(panel.root, panel.root.settings(), celery_options)
+        return
     while True:
         done = panel.deliver()
+        relayed = panel.relay()
         if once:
-            click.echo(f"delivered {done.delivered}, to retry {done.retried}, dead {done.dead}")
+            line = f"delivered {done.delivered}, to retry {done.retried}, dead {done.dead}"
+            if panel.root.settings().relay.notifiers:
+                line += f", relayed {relayed.relayed}" + (f" ({relayed.error})" if relayed.error else "")
+            click.echo(line)
             return
         time.sleep(interval)
 
@@ -773,11 +794,22 @@ def queue_group() -> None:
     """The spooled event records that are not delivered yet, and the dead letters."""
 
 
+_CENTRAL = click.option(
+    "--central", is_flag=True, help="The dead letters of central delivery, at the broker of [relay] (QUEUE.dead)."
+)
+
+
 @queue_group.command("list")
 @_root_options
 @click.option("--dead", "only_dead", is_flag=True, help="Only the dead letters.")
-def queue_list(panel: Panel, only_dead: bool) -> None:
+@_CENTRAL
+def queue_list(panel: Panel, only_dead: bool, central: bool) -> None:
     """One line per delivery: record, notifier, state, attempts, event, last error."""
+    if central:
+        for letter in _at_broker(panel.central_queue):
+            last = f"  {letter.error}" if letter.error else ""
+            click.echo(f"{letter.record} {letter.notifier} dead attempts={letter.attempts} {letter.event}{last}")
+        return
     for queued in panel.queue(only_dead):
         last = f"  {queued.error}" if queued.error else ""
         click.echo(f"{queued.record} {queued.notifier} {queued.state} attempts={queued.attempts} {queued.event}{last}")
@@ -785,18 +817,35 @@ def queue_list(panel: Panel, only_dead: bool) -> None:
 
 @queue_group.command("retry")
 @_root_options
+@_CENTRAL
 @click.argument("records", nargs=-1)
-def queue_retry(panel: Panel, records: tuple[str, ...]) -> None:
+def queue_retry(panel: Panel, central: bool, records: tuple[str, ...]) -> None:
     """Send dead letters again (RECORDS, or every one), with their attempts counted anew."""
-    click.echo(f"{panel.retry(records)} delivery(ies) pending again")
+    count = _at_broker(lambda: panel.central_retry(records)) if central else panel.retry(records)
+    click.echo(f"{count} delivery(ies) pending again")
 
 
 @queue_group.command("drop")
 @_root_options
+@_CENTRAL
 @click.argument("records", nargs=-1)
-def queue_drop(panel: Panel, records: tuple[str, ...]) -> None:
+def queue_drop(panel: Panel, central: bool, records: tuple[str, ...]) -> None:
     """Forget dead letters (RECORDS, or every one)."""
-    click.echo(f"{panel.drop(records)} delivery(ies) dropped")
+    count = _at_broker(lambda: panel.central_drop(records)) if central else panel.drop(records)
+    click.echo(f"{count} delivery(ies) dropped")
+
+
+_T = TypeVar("_T")
+
+
+def _at_broker(action: Callable[[], _T]) -> _T:
+    """``action()``, the broker's failures (it is down, refuses) as a clean error (exit 1)."""
+    try:
+        return action()
+    except MgrhooksError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (kombu's and the transport's errors have no common base)
+        raise click.ClickException(f"the broker cannot be used: {type(exc).__name__}: {exc}") from None
 
 
 @main.command("init")

@@ -86,11 +86,17 @@ class Notifications(Monitor):
     :param notifiers: the root's notifiers (``[notify.NAME]`` sections); each gets the
         record of a change whose function matches its ``events``
     :param request: the call's request
+    :param relayed: names of the notifiers relayed to a broker (``[relay] notifiers``):
+        their deliveries are spooled as the others', but a call never tries them (the
+        worker relays them: no call waits on a broker)
     """
 
-    def __init__(self, root: Root, notifiers: tuple[Notifier, ...], request: Request) -> None:
+    def __init__(
+        self, root: Root, notifiers: tuple[Notifier, ...], request: Request, relayed: tuple[str, ...] = ()
+    ) -> None:
         self.root = root
         self.notifiers = notifiers
+        self.relayed = relayed
         self.request = request
         self.spool = spool_of(root)
         self.runs: list[HandlerRun] = []
@@ -161,7 +167,7 @@ class Notifications(Monitor):
         def deliver() -> None:  # inline, when quick; the worker does the rest
             try:
                 recover(self.root)
-                work(self.root, self.notifiers, only=record_id, cap=INLINE_TIMEOUT)
+                work(self.root, self.notifiers, only=record_id, cap=INLINE_TIMEOUT, skip=self.relayed)
             except Exception as exc:  # noqa: BLE001 (a notifier never fails a call)
                 NOTIFY.warning("inline delivery of '%s' failed: %s (the worker will)", record_id, exc)
 
@@ -213,7 +219,12 @@ def recover(root: Root) -> int:
 
 
 def work(
-    root: Root, notifiers: tuple[Notifier, ...], only: str | None = None, cap: float | None = None, days: float = 7.0
+    root: Root,
+    notifiers: tuple[Notifier, ...],
+    only: str | None = None,
+    cap: float | None = None,
+    days: float = 7.0,
+    skip: tuple[str, ...] = (),
 ) -> Pass:
     """Take over an earlier version's ``var/<mgr>.spool.db`` and recover intents of dead
     processes (:func:`recover`; not inline), then try every due
@@ -226,6 +237,8 @@ def work(
     :param cap: the longest an attempt may take, in seconds (inline: :data:`INLINE_TIMEOUT`)
     :param days: a worker's pass (not inline) then purges deliveries delivered or dropped
         more than this many days ago (``[spool] days``)
+    :param skip: notifiers whose deliveries are not tried here (the relayed ones:
+        :func:`mgrhooks.relay.relay` sends them to the broker)
     :raises RootError: the spool's database cannot be used
     """
     by_name = {n.name: n for n in notifiers}
@@ -237,7 +250,7 @@ def work(
     lease = (min(longest, cap) if cap else longest) + LEASE_MARGIN
     counts = {"delivered": 0, "retried": 0, "dead": 0}
     started = time.time()
-    while claimed := spool.claim(time.time(), lease=lease, only=only, limit=1, due_by=started):
+    while claimed := spool.claim(time.time(), lease=lease, only=only, limit=1, due_by=started, skip=skip):
         (delivery,) = claimed
         notifier = by_name.get(delivery.notifier)
         error = "no such notifier in etc/mgrhooks.conf" if notifier is None else None

@@ -136,7 +136,7 @@ def standard(root: Root, settings: Settings, request: Request, extra: Sequence[M
     if settings.notifiers:
         from .delivery import Notifications
 
-        subscribers.append(Notifications(root, settings.notifiers, request))
+        subscribers.append(Notifications(root, settings.notifiers, request, settings.relay.notifiers))
     subscribers += extra
     subscribers += _recorder(root, settings, extra)
     return subscribers[0] if len(subscribers) == 1 else Monitors(subscribers)

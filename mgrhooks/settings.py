@@ -30,6 +30,13 @@
     [spool]               ; the event records' spool (mgrhooks.spool)
     days = 7              ; days a delivered (or dropped) delivery is kept, then purged
 
+    [relay]               ; central delivery on Celery (mgrhooks.relay, mgrhooks.central)
+    engine = celery       ; the only engine
+    broker_url = amqp://mgrhooks:secret@mq.example.com:5672/mgrhooks   ; or redis://HOST:6379/0
+    notifiers = crm       ; [notify.NAME] sections relayed to the broker (the others stay local)
+    queue = mgrhooks      ; the broker's queue (its dead letters: QUEUE.dead)
+    delivery_limit = 10   ; RabbitMQ: deliveries of one message before it is dead-lettered
+
     [notify.audit]        ; an event notifier (see mgrhooks.notify): one section each
     driver = log          ; log | http | script
     path = var/events.jsonl
@@ -161,6 +168,22 @@ class Serve(NamedTuple):
     session_idle: float = 3600.0
 
 
+class Relay(NamedTuple):
+    """The ``[relay]`` section: ``engine`` (``celery``; empty: no relay), the broker
+    (``broker_url``: ``amqp://``, ``pyamqp://`` or ``redis://``/``rediss://``), the names of
+    the notifiers whose deliveries go to it, the ``queue`` (its dead letters in
+    ``QUEUE.dead``) and, on RabbitMQ, the ``delivery_limit`` after which a message that
+    keeps coming back (workers dying on it) is dead-lettered by the broker. On a panel the
+    relayed ``[notify.NAME]`` sections choose the ``events``; on the central root they say
+    where and how records are delivered (docs/notifications.md)."""
+
+    engine: str = ""
+    broker_url: str = ""
+    notifiers: tuple[str, ...] = ()
+    queue: str = "mgrhooks"
+    delivery_limit: int = 10
+
+
 class Settings(NamedTuple):
     """Limits for handler runs: ``timeout``, ``kill_grace`` and ``drain_grace`` in
     seconds, ``output_limit`` in bytes, ``pass_env`` the runner's variables handed on;
@@ -178,6 +201,7 @@ class Settings(NamedTuple):
     record: Record = Record()
     serve: Serve = Serve()
     spool_days: float = 7.0
+    relay: Relay = Relay()
 
 
 _HANDLER_KEYS = {"timeout", "kill_grace", "drain_grace", "output_limit", "pass_env"}
@@ -232,8 +256,8 @@ class _Bad(Exception):
 
 def _settings(path: Path, parser: "configparser.ConfigParser") -> Settings:
     for name in parser.sections():
-        if name not in ("handlers", "record", "serve", "spool") and not name.startswith("notify."):
-            known = "[handlers], [notify.NAME], [record], [serve], [spool]"
+        if name not in ("handlers", "record", "relay", "serve", "spool") and not name.startswith("notify."):
+            known = "[handlers], [notify.NAME], [record], [relay], [serve], [spool]"
             raise _Bad(name, "", f"unknown section [{name}]; known: {known}")
     section = parser["handlers"] if parser.has_section("handlers") else {}
     _known_keys("handlers", section, _HANDLER_KEYS)
@@ -246,7 +270,35 @@ def _settings(path: Path, parser: "configparser.ConfigParser") -> Settings:
     spool = parser["spool"] if parser.has_section("spool") else {}
     _known_keys("spool", spool, {"days"})
     values["spool_days"] = _days("spool", spool.get("days", str(Settings().spool_days)))
-    return Settings(**values, notifiers=notifiers, record=record, serve=serve)  # type: ignore[arg-type]
+    relay = _relay(parser["relay"], {n.name for n in notifiers}) if parser.has_section("relay") else Relay()
+    return Settings(**values, notifiers=notifiers, record=record, serve=serve, relay=relay)  # type: ignore[arg-type]
+
+
+_BROKERS = ("amqp", "pyamqp", "redis", "rediss")
+
+
+def _relay(section: Mapping[str, str], names: set[str]) -> Relay:
+    """The ``[relay]`` section (see :class:`Relay`)."""
+    _known_keys("relay", section, set(Relay._fields))
+    engine = section.get("engine", "").strip()
+    if engine != "celery":
+        raise _Bad("relay", "engine", f"[relay] engine: expected celery, got {engine!r}")
+    url = section.get("broker_url", "").strip()
+    if url.partition("://")[0] not in _BROKERS or not url.partition("://")[2]:
+        schemes = ", ".join(f"{scheme}://" for scheme in _BROKERS)
+        raise _Bad("relay", "broker_url", f"[relay] broker_url: expected a URL starting {schemes}, got {url!r}")
+    relayed = tuple(section.get("notifiers", "").split())
+    unknown = [name for name in relayed if name not in names]
+    if unknown:
+        reason = f"[relay] notifiers: no [notify.{unknown[0]}] section (relayed notifiers need one for their events)"
+        raise _Bad("relay", "notifiers", reason)
+    queue = section.get("queue", Relay().queue).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", queue):
+        raise _Bad("relay", "queue", f"[relay] queue: expected letters, digits and _.:- (at most 200), got {queue!r}")
+    limit = section.get("delivery_limit", str(Relay().delivery_limit)).strip()
+    if not limit.isdigit() or int(limit) < 1:
+        raise _Bad("relay", "delivery_limit", f"[relay] delivery_limit: expected a whole number >= 1, got {limit!r}")
+    return Relay(engine, url, relayed, queue, int(limit))
 
 
 def _serve(section: Mapping[str, str]) -> Serve:

@@ -11,7 +11,9 @@ say ``"recovered": true``) is kept and its deliveries added. Either way the reco
 the id it got in the change's transaction: one record per committed change.
 
 A delivery is *pending* until a driver confirms it (*delivered*), or its attempts run out
-(*dead*: the dead-letter list; *dropped* when forgotten). A worker *claims* one due
+(*dead*: the dead-letter list; *dropped* when forgotten); a delivery of a notifier relayed
+to a broker (``[relay]``, :mod:`mgrhooks.relay`) is *relayed* once the broker confirmed it
+(its attempts and dead letters are then the broker's workers'). A worker *claims* one due
 delivery at a time with a lease of its own, naming itself its *holder*; only the holder
 may settle it (:meth:`Spool.delivered`, :meth:`Spool.failed`): a worker whose lease ran out
 and was claimed again cannot overwrite the new holder's outcome. A worker killed mid-try
@@ -53,6 +55,7 @@ _TABLES = (
 )""",
     "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (due) WHERE state = 'pending'",
     "CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (done) WHERE state IN ('delivered', 'dropped')",
+    "CREATE INDEX IF NOT EXISTS deliveries_relayed ON deliveries (done) WHERE state = 'relayed'",
     "CREATE TABLE IF NOT EXISTS sequences (object TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
 )
 _SCHEMA = ";\n".join(_TABLES) + ";"
@@ -60,7 +63,7 @@ _SCHEMA = ";\n".join(_TABLES) + ";"
 
 class Delivery(NamedTuple):
     """One record for one notifier: ``state`` is ``pending``, ``delivered``, ``dead`` or
-    ``dropped``; ``attempts`` made so far; ``due`` when it may be tried next, in epoch
+    ``dropped`` (or ``relayed``); ``attempts`` made so far; ``due`` when it may be tried next, in epoch
     seconds; ``error`` the last attempt's reason (empty before the first); ``event`` the
     function (``user.add``) and ``body`` the record as JSON text
     (:func:`mgrhooks.notify.record`); ``holder`` the claim that leased it (empty when not
@@ -192,6 +195,8 @@ class Spool:
         limit: int = 100,
         holder_name: str | None = None,
         due_by: float | None = None,
+        skip: Sequence[str] = (),
+        notifiers: Sequence[str] | None = None,
     ) -> list[Delivery]:
         """Pending deliveries that are due and not leased, oldest due first, leased now for
         ``lease`` seconds to a new holder (another worker skips them meanwhile; only this
@@ -204,11 +209,19 @@ class Spool:
         :param holder_name: the holder (default: a new random one, :func:`holder`)
         :param due_by: just those due by then (default ``now``; a worker's pass gives its
             start, so that a retry falling due during the pass waits for the next)
+        :param skip: not those of these notifiers (the relayed ones, for the local drivers)
+        :param notifiers: just those of these notifiers (the relayed ones, for the relay)
         """
         name = holder_name or holder()
         where = "d.state = 'pending' AND d.due <= ? AND d.lease <= ?" + (" AND d.record = ?" if only else "")
         due = now if due_by is None else due_by
         args: tuple[object, ...] = (due, now, only) if only else (due, now)
+        if skip:
+            where += f" AND d.notifier NOT IN ({', '.join('?' for _ in skip)})"
+            args += tuple(skip)
+        if notifiers is not None:
+            where += f" AND d.notifier IN ({', '.join('?' for _ in notifiers)})"
+            args += tuple(notifiers)
         with self.transaction() as conn:
             rows = conn.execute(f"{_SELECT} WHERE {where} ORDER BY d.due LIMIT {int(limit)}", args).fetchall()
             conn.executemany(
@@ -240,8 +253,30 @@ class Spool:
                 == 1
             )
 
+    def relayed(self, deliveries: Sequence[Delivery], now: float) -> int:
+        """Mark ``deliveries`` relayed (the broker confirmed them: its workers deliver them
+        now), their leases released; those whose holder lost them are left alone.
+        :returns: how many were marked"""
+        with self.transaction() as conn:
+            return conn.executemany(
+                "UPDATE deliveries SET state = 'relayed', lease = 0, holder = '', error = '', done = ?"
+                " WHERE record = ? AND notifier = ? AND state = 'pending' AND holder = ?",
+                [(now, d.record, d.notifier, d.holder) for d in deliveries],
+            ).rowcount
+
+    def release(self, deliveries: Sequence[Delivery], error: str) -> None:
+        """Release the leases of ``deliveries`` that could not be relayed (the broker is
+        down), keeping ``error`` (its first 500 characters) and their attempts as they
+        were: the next pass tries them again."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE deliveries SET lease = 0, holder = '', error = ?"
+                " WHERE record = ? AND notifier = ? AND state = 'pending' AND holder = ?",
+                [(error[:500], d.record, d.notifier, d.holder) for d in deliveries],
+            )
+
     def purge(self, before: float, limit: int = 10000) -> int:
-        """Forget deliveries delivered or dropped before ``before`` (epoch seconds), at most
+        """Forget deliveries delivered, relayed or dropped before ``before`` (epoch seconds), at most
         ``limit`` at once, and the records left without deliveries. :returns: how many
         deliveries"""
         if not exists(self.path):
@@ -250,6 +285,10 @@ class Spool:
             rows = conn.execute(
                 "SELECT record, notifier FROM deliveries WHERE state IN ('delivered', 'dropped') AND done < ?"
                 f" LIMIT {int(limit)}",
+                (before,),
+            ).fetchall()
+            rows += conn.execute(
+                f"SELECT record, notifier FROM deliveries WHERE state = 'relayed' AND done < ? LIMIT {int(limit)}",
                 (before,),
             ).fetchall()
             conn.executemany("DELETE FROM deliveries WHERE record = ? AND notifier = ?", rows)
