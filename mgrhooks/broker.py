@@ -113,12 +113,12 @@ def send(
     relay: Relay,
     args: tuple[str, str, str, str],
     headers: dict[str, str] | None = None,
-    connection: Any = None,  # noqa: ANN401 (kombu's Connection)
+    producer: Any = None,  # noqa: ANN401 (kombu's Producer)
 ) -> None:
     """Publish one delivery (``(notifier, record id, event, body)``) to ``QUEUE``, or with
     ``headers`` (a dead letter's) to ``QUEUE.dead``, and return once the broker confirmed
-    it; no retry (the caller's next pass is the retry). ``connection``: the one to use
-    (default: one of the application's pool).
+    it; no retry (the caller's next pass is the retry). ``producer``: the one to use
+    (default: one of the application's pool; one kept for many messages is twice as fast).
 
     :raises Exception: kombu's and the transport's errors (the broker is down, refused it)
     """

@@ -163,11 +163,13 @@ class Notifications(Monitor):
         status = "error" if document.has_error() else "ok"
         self._complete(request, document.tree(), status)
         record_id = self.intent.record
+        local = any(name not in self.relayed for name in self._wanted(request))
 
         def deliver() -> None:  # inline, when quick; the worker does the rest
             try:
                 recover(self.root)
-                work(self.root, self.notifiers, only=record_id, cap=INLINE_TIMEOUT, skip=self.relayed)
+                if local:  # (relayed deliveries are the relay's: nothing to claim)
+                    work(self.root, self.notifiers, only=record_id, cap=INLINE_TIMEOUT, skip=self.relayed)
             except Exception as exc:  # noqa: BLE001 (a notifier never fails a call)
                 NOTIFY.warning("inline delivery of '%s' failed: %s (the worker will)", record_id, exc)
 

@@ -51,6 +51,7 @@ def relay(root: Root, settings: Relay) -> Relayed:
     started = time.time()
     count = 0
     with app.connection_for_write() as connection:
+        producer = app.amqp.Producer(connection)
         while batch := spool.claim(time.time(), LEASE, limit=BATCH, due_by=started, notifiers=settings.notifiers):
             sent = []
             try:
@@ -59,7 +60,7 @@ def relay(root: Root, settings: Relay) -> Relayed:
                 )  # a broker that is down: at once, not after retries
                 for delivery in batch:
                     args = (delivery.notifier, delivery.record, delivery.event, delivery.body)
-                    send(app, settings, args, connection=connection)
+                    send(app, settings, args, producer=producer)
                     sent.append(delivery)
             except Exception as exc:  # noqa: BLE001 (a broker's failure leaves deliveries pending)
                 error = f"cannot relay to the broker: {type(exc).__name__}: {exc}"
