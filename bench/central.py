@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Event records through the spool and through Celery: throughput, latency, the outbox's cost.
+
+Usage: .venv/bin/python bench/central.py [--records N] [--calls N] [--broker rabbitmq|redis]
+
+Starts a private broker (tests/services.py: RabbitMQ by default) and a real HTTP receiver
+in a temporary directory, then measures:
+
+* into the spool: records written by :meth:`mgrhooks.spool.Spool.add`, each in its own
+  transaction, per second;
+* out of the spool, locally: ``--records`` records drained through the ``log`` driver by
+  1 and by 2 ``mgrhooks worker --once`` processes at once;
+* relayed: ``--records`` records published by one ``mgrhooks worker --once`` to the broker,
+  each confirmed (``[relay]``);
+* delivered centrally: the same records, already at the broker, delivered over HTTP by 1
+  and by 2 ``mgrhooks worker --central`` (``-P threads -c 8``), from the moment every
+  worker is ready to the last arrival; every id is checked to have arrived;
+* latency: ``--calls`` sequential ``user.add`` calls (the API, in this process) with the
+  record relayed by a running ``mgrhooks worker --interval 0.05`` and delivered by a
+  central worker; from the record's ``timestamp`` (the change's commit) to its arrival,
+  p50 and p99; the same for the local path (an http notifier, delivered inline after the
+  call);
+* the outbox's cost on ``user.add``: ``--calls`` calls (the API, in this process) with no
+  notifier against the same with one relayed notifier (the call writes the record's intent
+  in the core's transaction and completes it, and tries nothing: the relay sends it),
+  alternating rounds, medians; target <= 5 %.
+
+Absolute figures on a shared machine mean little; the machine's load is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from services import RabbitMQ, Receiver, Redis  # noqa: E402
+
+from mgrhooks import Panel  # noqa: E402
+from mgrhooks.spool import Spool  # noqa: E402
+
+MGR = "billmgr"
+
+
+def make_root(path: Path, conf: str) -> Path:
+    for folder in ("etc/xml", "addon", "var"):
+        (path / folder).mkdir(parents=True, exist_ok=True)
+    (path / "etc/mgrhooks.conf").write_text(conf)
+    return path
+
+
+def argv(root: Path, *command: str) -> list[str]:
+    return [sys.executable, "-m", "mgrhooks", *command[:1], "--root", str(root), "--mgr", MGR, *command[1:]]
+
+
+def fill(root: Path, count: int, notifier: str) -> tuple[set[str], float]:
+    """``count`` records for ``notifier`` in the spool; their ids and records per second."""
+    spool = Spool(root / f"var/{MGR}.db")
+    ids = set()
+    started = time.perf_counter()
+    for _ in range(count):
+        record = secrets.token_hex(16)
+        spool.add(record, "user.add", json.dumps({"id": record, "event": "user.add"}), [notifier], time.time())
+        ids.add(record)
+    return ids, count / (time.perf_counter() - started)
+
+
+def drain_local(base: Path, count: int, workers: int) -> float:
+    root = make_root(base / f"local{workers}", "[notify.audit]\ndriver = log\n")
+    fill(root, count, "audit")
+    started = time.perf_counter()
+    processes = [subprocess.Popen(argv(root, "worker", "--once"), stdout=subprocess.DEVNULL) for _ in range(workers)]
+    for process in processes:
+        process.wait()
+    seconds = time.perf_counter() - started
+    lines = (root / f"var/{MGR}.events.jsonl").read_text().count("\n")
+    assert lines >= count, f"{lines} of {count} delivered"
+    return count / seconds
+
+
+def relay_conf(broker: str, receiver: Receiver, queue: str) -> str:
+    return (
+        f"[relay]\nengine = celery\nbroker_url = {broker}\nnotifiers = crm\nqueue = {queue}\n\n"
+        f"[notify.crm]\ndriver = http\nurl = {receiver.url}\ntimeout = 5\n"
+    )
+
+
+def start_central(root: Path) -> subprocess.Popen[bytes]:
+    """A central worker; its output in ``var/central-PID.out``."""
+    options = ("--", "-P", "threads", "-c", "8", "--loglevel=INFO")
+    log = root / f"var/central-{secrets.token_hex(3)}.out"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv(root, "worker", "--central", *options), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    log.rename(root / f"var/central-{process.pid}.out")
+    return process
+
+
+def ready(root: Path, processes: list[subprocess.Popen[bytes]]) -> float:
+    """Wait until every one of ``processes`` says it is ready; :returns: the time then."""
+    while not all(" ready." in (root / f"var/central-{p.pid}.out").read_text() for p in processes):
+        assert all(p.poll() is None for p in processes), "a central worker exited"
+        time.sleep(0.05)
+    return time.time()
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def central(base: Path, broker: str, count: int, workers: int) -> tuple[float, float]:
+    """Relay ``count`` records, then deliver them with ``workers`` central workers:
+    (relayed per second, delivered per second)."""
+    receiver = Receiver()
+    root = make_root(base / f"central{workers}", relay_conf(broker, receiver, f"bench{secrets.token_hex(3)}"))
+    ids, _ = fill(root, count, "crm")
+    started = time.perf_counter()
+    done = subprocess.run(argv(root, "worker", "--once"), capture_output=True, text=True, check=True)
+    relayed = count / (time.perf_counter() - started)
+    assert done.stdout.strip().endswith(f"relayed {count}"), done.stdout
+    processes = [start_central(root) for _ in range(workers)]
+    try:
+        all_ready = ready(root, processes)
+        missing = receiver.wait(ids, 600)
+    finally:
+        for process in processes:
+            stop(process)
+        receiver.stop()
+    assert not missing, f"{len(missing)} records never arrived"
+    after = sorted(t for t in receiver.arrived if t >= all_ready)  # once every worker is up
+    return relayed, (len(after) - 1) / (after[-1] - after[0])
+
+
+def latency(base: Path, broker: str, calls: int) -> tuple[list[float], list[float]]:
+    """Commit-to-receiver seconds of ``calls`` calls: relayed through the broker, and local (inline)."""
+    results = []
+    for relayed in (True, False):
+        receiver = Receiver()
+        conf = relay_conf(broker, receiver, f"lat{secrets.token_hex(3)}")
+        root = make_root(base / f"latency{relayed}", conf if relayed else conf.split("\n\n", 1)[1])
+        relay = argv(root, "worker", "--interval", "0.05")
+        helpers = [start_central(root), subprocess.Popen(relay, start_new_session=True)] if relayed else []
+        try:
+            if relayed:
+                ready(root, helpers[:1])
+            panel = Panel(root, MGR)
+            for n in range(calls):
+                assert not panel.call("user.add", {"name": f"u{n}", "passwd": "pw", "sok": "ok"}).error
+            deadline = time.monotonic() + 60
+            while len(receiver.bodies) < calls and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            for helper in helpers:
+                stop(helper)
+            receiver.stop()
+        delays = []
+        for body, arrival in zip(receiver.bodies, receiver.arrived, strict=True):
+            stamp = datetime.fromisoformat(json.loads(body)["timestamp"].replace("Z", "+00:00")).timestamp()
+            delays.append(arrival - stamp)
+        assert len(delays) == calls, f"{len(delays)} of {calls} arrived"
+        results.append(delays)
+    return results[0], results[1]
+
+
+def outbox_cost(base: Path, calls: int, rounds: int = 5) -> tuple[float, float]:
+    """Median seconds per ``user.add`` call without a notifier and with a relayed one."""
+    plain = Panel(make_root(base / "plain", ""), MGR)
+    conf = "[relay]\nengine = celery\nbroker_url = amqp://127.0.0.1:1//\nnotifiers = crm\n\n"
+    outboxed = Panel(make_root(base / "outbox", conf + "[notify.crm]\ndriver = http\nurl = http://127.0.0.1:1/\n"), MGR)
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for round_ in range(rounds):
+        for side, panel in enumerate((plain, outboxed)):
+            started = time.perf_counter()
+            for n in range(calls):
+                panel.call("user.add", {"name": f"r{round_}u{n}", "passwd": "pw", "sok": "ok"})
+            times[side].append((time.perf_counter() - started) / calls)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=10000)
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--broker", choices=("rabbitmq", "redis"), default="rabbitmq")
+    args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpu(s)")
+    with tempfile.TemporaryDirectory(prefix="mgrhooks-bench-") as temp:
+        base = Path(temp)
+        server = RabbitMQ(base / "rabbitmq") if args.broker == "rabbitmq" else Redis(base / "redis")
+        server.start()
+        try:
+            _, into = fill(make_root(base / "into", ""), args.records, "audit")
+            print(f"into the spool:          {into:8.0f} records/s")
+            for workers in (1, 2):
+                print(f"out, {workers} local worker(s):  {drain_local(base, args.records, workers):8.0f} records/s")
+            for workers in (1, 2):
+                relayed, delivered = central(base, server.url, args.records, workers)
+                print(f"relayed to {args.broker}:     {relayed:8.0f} records/s")
+                print(
+                    f"delivered, {workers} central:    {delivered:8.0f} records/s ({args.records} records, all arrived)"
+                )
+            remote, local = latency(base, server.url, args.calls)
+            for name, delays in (("relayed", remote), ("local", local)):
+                p50, p99 = percentile(delays, 0.5) * 1000, percentile(delays, 0.99) * 1000
+                print(f"latency {name:8}         p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")
+            plain, outboxed = outbox_cost(base, args.calls)
+            cost = (outboxed / plain - 1) * 100
+            line = f"{plain * 1000:.2f} ms, with the outbox {outboxed * 1000:.2f} ms: {cost:+.1f} % (target <= 5 %)"
+            print(f"user.add: {line}")
+        finally:
+            server.close()
+    print(f"load average {os.getloadavg()[0]:.2f} after")
+
+
+if __name__ == "__main__":
+    main()
