@@ -79,8 +79,16 @@ def queues(relay: Relay) -> tuple[Queue, Queue]:
 def application(relay: Relay) -> Celery:
     """A Celery application for ``relay``'s broker: late acknowledgement, a task whose
     worker died given back to the queue, publisher confirms, no results; its own, never
-    the process's current application."""
-    from celery import Celery
+    the process's current application.
+
+    :raises RootError: Celery is not installed (``pip install 'mgrhooks[celery]'``)
+    """
+    try:
+        from celery import Celery
+    except ImportError:
+        from .errors import RootError
+
+        raise RootError("[relay] needs Celery: pip install 'mgrhooks[celery]'") from None
 
     main, _ = queues(relay)
     transport: dict[str, Any] = (

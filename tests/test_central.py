@@ -309,3 +309,20 @@ def test_central_needs_a_broker(root: PanelRoot) -> None:
     done = root.mgrhooks("queue list", "--central")
     assert done.returncode == 3
     assert f"{root.path / 'etc/mgrhooks.conf'}: no [relay] section: no broker" in done.stderr
+
+
+def test_relay_without_celery_installed_is_a_clean_error(root: PanelRoot, tmp_path: Path) -> None:
+    (tmp_path / "nocelery/celery").mkdir(parents=True)
+    (tmp_path / "nocelery/celery/__init__.py").write_text("raise ImportError('No module named celery')\n")
+    receiver_url = "http://127.0.0.1:1/hook"
+    (root.path / "etc/mgrhooks.conf").write_text(
+        f"[relay]\nengine = celery\nbroker_url = redis://127.0.0.1:1/0\nnotifiers = crm\n\n[notify.crm]\ndriver = http\nurl = {receiver_url}\n"
+    )
+    assert (
+        root.mgrhooks("exec", "user.add", "name=al", "passwd=secret", "sok=ok").returncode == 0
+    )  # calls never need it
+    spool(root, 1)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "nocelery")}
+    done = root.mgrhooks("worker", "--once", env=env)
+    assert done.returncode == 3
+    assert "[relay] needs Celery: pip install 'mgrhooks[celery]'" in done.stderr
