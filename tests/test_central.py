@@ -230,10 +230,10 @@ def test_nothing_is_lost_when_rabbitmq_restarts_mid_stream(
     root: PanelRoot, rabbitmq: RabbitMQ, receiver: Receiver, workers: list[Worker], queue_name: str
 ) -> None:
     configure(root, rabbitmq.url, receiver, queue_name)
-    ids = spool(root, 300)
+    ids = spool(root, 200)
     relay(root)
     workers.append(Worker(root))
-    while len(receiver.ids) < 30:
+    while len(receiver.ids) < 20:
         time.sleep(0.02)
     rabbitmq.stop()
     ids |= spool(root, 100)
