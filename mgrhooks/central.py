@@ -28,8 +28,8 @@ from .spool import Delivery
 if TYPE_CHECKING:
     from celery import Celery
 
-#: options always given to ``celery worker`` (before the caller's): no start-up exchange
-#: with other workers (mingle) and no gossip, which central delivery does not use
+#: options always given to ``celery worker`` (before the caller's, which win): no start-up
+#: exchange with other workers (mingle) and no gossip, which central delivery does not use
 WORKER_OPTIONS = ("--without-mingle", "--without-gossip")
 
 
@@ -75,7 +75,13 @@ def application(root: Root, settings: Settings) -> Celery:
 
 
 def run(root: Root, settings: Settings, options: Sequence[str]) -> None:
-    """Run ``celery worker`` on the root's application until it is stopped; ``options``
-    go to ``celery worker`` (``-c 4``, ``-P threads``, ``--loglevel``)."""
+    """Run ``celery worker`` on the root's application until it is stopped, named
+    ``mgrhooks-PID@HOST``; ``options`` go to ``celery worker`` (``-c 4``, ``-P threads``,
+    ``--loglevel``, ``-n NAME``)."""
+    import os
+
     app = application(root, settings)
-    app.worker_main(["worker", "--loglevel=INFO", *WORKER_OPTIONS, "-Q", settings.relay.queue, *options])
+    # a node name of its own (Celery's default, celery@HOST, is one per machine: a second
+    # worker on the machine fails to take its exclusive control queue); -n overrides it
+    name = f"mgrhooks-{os.getpid()}@%h"
+    app.worker_main(["worker", "--loglevel=INFO", *WORKER_OPTIONS, "-n", name, "-Q", settings.relay.queue, *options])

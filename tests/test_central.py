@@ -209,6 +209,7 @@ def test_two_workers_drain_many_records(
     assert relay(root).endswith("relayed 1000")
     workers += [Worker(root), Worker(root)]
     assert receiver.wait(ids, 90) == set(), workers[0].output()
+    assert [worker.process.poll() for worker in workers] == [None, None], workers[1].output()  # both ran
 
 
 def test_a_worker_killed_mid_delivery_leaves_it_to_another(
