@@ -2,6 +2,7 @@
 """Event records through the spool and through Celery: throughput, latency, the outbox's cost.
 
 Usage: .venv/bin/python bench/central.py [--records N] [--calls N] [--broker rabbitmq|redis]
+                                        [--only central|outbox]
 
 Starts a private broker (tests/services.py: RabbitMQ by default) and a real HTTP receiver
 in a temporary directory, then measures:
@@ -209,7 +210,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10000)
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--broker", choices=("rabbitmq", "redis"), default="rabbitmq")
-    parser.add_argument("--central-only", action="store_true", help="only the broker's rows (relayed, delivered)")
+    parser.add_argument(
+        "--only", choices=("central", "outbox"), help="only the relay and central rows, or the outbox cost"
+    )
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpu(s)")
     with tempfile.TemporaryDirectory(prefix="mgrhooks-bench-") as temp:
@@ -217,7 +220,11 @@ def main() -> None:
         server = RabbitMQ(base / "rabbitmq") if args.broker == "rabbitmq" else Redis(base / "redis")
         server.start()
         try:
-            if not args.central_only:
+            if args.only == "outbox":
+                plain, outboxed = outbox_cost(base, args.calls)
+                print(f"user.add: {plain * 1000:.2f} ms, with the outbox {outboxed * 1000:.2f} ms")
+                return
+            if not args.only:
                 _, into = fill(make_root(base / "into", ""), args.records, "audit")
                 print(f"into the spool:          {into:8.0f} records/s")
                 for workers in (1, 2):
@@ -228,7 +235,7 @@ def main() -> None:
                 print(
                     f"delivered, {workers} central:    {delivered:8.0f} records/s ({args.records} records, all arrived)"
                 )
-            if args.central_only:
+            if args.only == "central":
                 return
             remote, local = latency(base, server.url, args.calls)
             for name, delays in (("relayed", remote), ("local", local)):
