@@ -1551,8 +1551,10 @@ def _recorded(root: PanelRoot, count: int, seconds: float = 30) -> None:
     assert path.exists() and len(path.read_text().split()) >= count, "the handlers never started"
 
 
-def _gone(root: PanelRoot, seconds: float = 5) -> int:
-    """Processes of the case left after waiting up to ``seconds`` for them to go."""
+def _gone(root: PanelRoot, seconds: float = 15) -> int:
+    """Processes of the case left after waiting up to ``seconds`` for them to go (the
+    guardian kills at once; the wait is for a machine loaded by parallel work, where one
+    run of 5 s fell short)."""
     deadline = time.monotonic() + seconds
     while leftover(root) and time.monotonic() < deadline:
         time.sleep(0.05)
