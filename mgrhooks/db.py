@@ -7,6 +7,7 @@ for a lock, so concurrent calls queue instead of failing with "database is locke
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,11 @@ if TYPE_CHECKING:  # loaded by the first transaction, not at start-up
 
 #: seconds a connection waits for another's lock
 LOCK_TIMEOUT = 60
+
+#: the mode a database file is made with: they hold password hashes, session digests and
+#: event records (our choice, as ``var/<mgr>.log``; SQLite would use the umask, and its
+#: ``-wal`` and ``-shm`` files take the database file's mode)
+MODE = 0o600
 
 
 #: SQLite's primary result codes that come from the file or the machine, not from our SQL
@@ -57,7 +63,8 @@ def _unusable(path: Path, reason: str) -> RootError:
 @contextmanager
 def transaction(path: Path, schema: str, write: bool = True) -> Iterator[sqlite3.Connection]:
     """A connection to ``path`` (created with ``schema`` if new) inside a transaction:
-    committed when the block ends, rolled back when it raises.
+    committed when the block ends, rolled back when it raises. A missing file is made
+    with :data:`MODE` first.
 
     :param write: take the write lock at once (``BEGIN IMMEDIATE``), so that a
         read-check-write cannot race another process; ``False`` for reads
@@ -74,6 +81,11 @@ def transaction(path: Path, schema: str, write: bool = True) -> Iterator[sqlite3
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _unusable(path, f"cannot make {path.parent}: {exc.strerror}") from None
+    if not exists(path):
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, MODE))
+        except OSError as exc:
+            raise _unusable(path, f"cannot make it: {exc.strerror}") from None
     try:
         yield from _transaction(path, schema, write)
     except sqlite3.Error as exc:

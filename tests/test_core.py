@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,17 @@ def text(root: Root, func: str, **params: str) -> str:
 def rows(root: Root) -> list[tuple[str, int, str]]:
     with sqlite3.connect(root.db_file) as db:
         return db.execute("SELECT name, level, state FROM users ORDER BY name").fetchall()
+
+
+def test_the_database_holding_password_hashes_is_mode_600_under_any_umask(panel: Root) -> None:
+    old = os.umask(0o002)
+    try:
+        assert text(panel, "user.add", name="alice", passwd="pw", sok="ok") == "OK\nid=alice\n"
+    finally:
+        os.umask(old)
+    made = sorted(panel.db_file.parent.glob(panel.db_file.name + "*"))
+    assert panel.db_file in made
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in made} == {path.name: 0o600 for path in made}
 
 
 def test_create_view_change(panel: Root) -> None:

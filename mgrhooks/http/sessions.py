@@ -18,22 +18,18 @@ every access is one transaction of :func:`mgrhooks.db.transaction`.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..db import transaction
-from ..errors import RootError
 from ..root import Root
 from .throttle import Count
 
 if TYPE_CHECKING:
     import sqlite3
 
-#: the mode of the database file
-MODE = 0o600
 #: random bytes of a session key (shown as twice as many hex digits)
 KEY_BYTES = 16
 SESSION, KEY = "session", "key"
@@ -85,18 +81,7 @@ class Store:
         self.path = path
 
     def _transaction(self, write: bool = True) -> AbstractContextManager[sqlite3.Connection]:
-        self._create()
         return transaction(self.path, _SCHEMA, write)
-
-    def _create(self) -> None:
-        """Make the file with :data:`MODE` when it does not exist yet (SQLite would use the umask)."""
-        if self.path.exists():
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, MODE))
-        except OSError as exc:
-            raise RootError(f"cannot make the session store {self.path}: {exc.strerror}") from None
 
     # --- sessions and keys -----------------------------------------------------------
 
