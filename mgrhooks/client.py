@@ -6,7 +6,9 @@ imports before it knows whether a serve answers, so it uses the standard library
 and only its cheap parts (our choice, measured in bench/ row "nested mgrctl"): the C
 module ``_socket`` (``socket`` imports ``enum`` and ``selectors``, ~8 ms) and the C
 halves of ``json`` (``json`` imports ``re``, ~8 ms). ``python -X importtime -m
-mgrhooks.mgrctl`` shows what it costs.
+mgrhooks.mgrctl`` shows what it costs. Both are imported when a request is made or sent:
+``mgrhooks exec`` imports this module for :data:`SOCKET` on every call, and without a
+serve sends nothing (~1 ms of its start; bench row "cold start").
 
 The wire (docs/local.md; our choice, local RPC, not HTTP): each side
 sends one frame, a 4-byte big-endian length then that many bytes. The request frame is a
@@ -24,9 +26,11 @@ a second run.
 
 from __future__ import annotations
 
-import _json  # the C half of json: ``import json`` costs ``re`` (see the docstring)
-import _socket  # the C half of socket (ditto)
 import os
+
+TYPE_CHECKING = False  # (typing itself is not imported: ``sbin/mgrctl`` needs nothing of it)
+if TYPE_CHECKING:
+    import _socket
 
 #: where the socket is, relative to the root
 SOCKET = "var/run/mgrhooks.sock"
@@ -152,6 +156,8 @@ def ask(root: str, request: dict[str, object]) -> tuple[int, str, bytes] | None:
 def _connect(path: str) -> _socket.socket | None:
     """A connection to the socket at ``path``; ``None``: no file, nobody listening (a
     stale file left by a killed serve), or not ours to open."""
+    import _socket
+
     connection = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         with reachable(path) as address:
@@ -224,20 +230,23 @@ def _unencodable(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-_scan = _json.make_scanner(_Context())  # type: ignore[arg-type] # (typeshed wants a JSONDecoder: these are its fields)
-_encode = _json.make_encoder(None, _unencodable, _json.encode_basestring_ascii, None, ": ", ", ", False, False, False)
-
-
 def encode(value: dict[str, object]) -> bytes:
     """``json.dumps(value).encode()``: ASCII, lone surrogates of a command line escaped."""
-    return "".join(_encode(value, 0)).encode("ascii")
+    import _json
+
+    ascii_only = _json.encode_basestring_ascii
+    encoder = _json.make_encoder(None, _unencodable, ascii_only, None, ": ", ", ", False, False, False)
+    return "".join(encoder(value, 0)).encode("ascii")
 
 
 def decode(data: bytes) -> dict[str, object]:
     """``json.loads(data)`` for an object. :raises ValueError: not one JSON object"""
+    import _json
+
     text = data.decode("utf-8")
+    scan = _json.make_scanner(_Context())  # type: ignore[arg-type] # (typeshed wants a JSONDecoder: these are its fields)
     try:
-        value, end = _scan(text, 0)
+        value, end = scan(text, 0)
     except StopIteration:
         raise ValueError("not JSON") from None
     if end != len(text) or not isinstance(value, dict):
