@@ -104,7 +104,8 @@ class Root(NamedTuple):
         :raises RootError: the file is broken, or not believed (:mod:`mgrhooks.trust`)
         """
         path = self.path / "etc" / "mgrhooks.conf"
-        self._believe(path)
+        if os.path.lexists(path):  # (else the defaults: nothing to believe, trust not imported)
+            self._believe(path)
         return load_settings(path)
 
     def _believe(self, path: Path) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from . import logs
 from .model import Request
 from .monitor import Monitor, StepEnd, StepStart
-from .secret import Hider
+from .secret import Hider, masked
 
 #: seconds a handler runs before its end is logged at the default level (our choice: one
 #: record per handler that went well and quickly, the ``Executing:`` line, as the panel)
@@ -41,15 +41,14 @@ def log_request(request: Request) -> None:
     """The request line every call gets in the panel log, handlers or not, at INFO in
     ``action`` (written at the default level), as the panel logs each request:
     ``Request [USER][LEVEL] 'func=F&key=value...'``. Values of keys that look secret
-    (``passwd``, ``token``, ...: :func:`mgrhooks.notify.redact`) are ``***``; a query over
-    :data:`REQUEST_SHOWN` characters is cut there and ends in ``...`` (our choice)."""
+    (``passwd``, ``token``, ...: :func:`mgrhooks.secret.masked`, as in event records) are
+    ``***``; a query over :data:`REQUEST_SHOWN` characters is cut there and ends in ``...``
+    (our choice)."""
     if not logs.ACTION.enabled(logs.INFO):
         return
     from urllib.parse import urlencode
 
-    from .notify import redact
-
-    shown = redact((("func", request.func), *request.params))
+    shown = dict(masked((("func", request.func), *request.params)))
     query = urlencode(list(shown.items()), safe="*", encoding="utf-8", errors="surrogateescape")
     if len(query) > REQUEST_SHOWN:
         query = query[:REQUEST_SHOWN] + "..."
