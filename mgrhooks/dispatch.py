@@ -8,8 +8,6 @@ a :class:`~mgrhooks.document.Document`; the panel log and event notifications fo
 walk through its monitor (:mod:`mgrhooks.monitor`).
 """
 
-from __future__ import annotations
-
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,7 +26,7 @@ from .root import Root
 from .runlog import log_request
 from .shape import initial_document, panel_attributes
 from .step import StepResult, panel_error
-from .xmldoc import error_doc
+from .xmldoc import Element, error_doc
 
 if TYPE_CHECKING:
     import sqlite3
@@ -36,7 +34,6 @@ if TYPE_CHECKING:
     from .handlers import Handlers
     from .process import Processes
     from .process.runner import RunOutcome, RunRequest
-    from .xmldoc import Element
 
 #: runs one handler: :meth:`mgrhooks.process.Processes.run` unless a test or an application swaps it
 Runner = Callable[["RunRequest"], "RunOutcome"]
@@ -105,7 +102,7 @@ class Options(NamedTuple):
     chain: tuple[str, ...] = ()
     core_doc: Path | None = None
     defer_final: bool = False
-    processes: Processes | None = None
+    processes: "Processes | None" = None
     observers: Observers | None = None
     monitors: tuple[Monitor, ...] = ()
     request_env: Mapping[str, str] | None = None
@@ -237,7 +234,7 @@ class _Walk:
         else:
             spill.release(None)
 
-    def _handlers(self) -> Handlers:
+    def _handlers(self) -> "Handlers":
         """The call's handlers, made at the first handler step (a call without handlers
         imports none of what running them needs)."""
         if self.handlers is None:
@@ -279,7 +276,7 @@ class _Walk:
 
             return StepResult(Document.text(append_rows(document.edit(), rows)))
 
-        def within(conn: sqlite3.Connection, path: Path, doc: Element) -> None:
+        def within(conn: "sqlite3.Connection", path: Path, doc: Element) -> None:
             self.monitor.committing(self.request, conn, path, doc)
 
         try:

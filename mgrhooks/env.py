@@ -5,8 +5,6 @@ the protocol's variables, never the runner's whole environment (our choice: secr
 the runner's environment do not leak into addons).
 """
 
-from __future__ import annotations
-
 import os
 import sys
 from collections.abc import Collection, Mapping

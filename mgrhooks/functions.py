@@ -21,8 +21,6 @@ FIFO would hang the call, a device could be read without end, a link could show 
 the system as a response.
 """
 
-from __future__ import annotations
-
 import contextlib
 import errno
 import os
@@ -74,7 +72,7 @@ class Functions:
         self,
         core: Core,
         registry: Registry = _NO_PLUGINS,
-        core_docs: Mapping[str, CoreDoc] = EMPTY,
+        core_docs: Mapping[str, "CoreDoc"] = EMPTY,
         python: Mapping[str, PythonFunction] = EMPTY,
     ) -> None:
         self.core = core
@@ -245,7 +243,7 @@ class Functions:
             add(elem, "plugin", str(source))
 
 
-def builtin_core(root: Root) -> BuiltinCore:
+def builtin_core(root: "Root") -> BuiltinCore:
     """The core of ``root`` when none is given: the built-in SQLite core on
     ``var/<mgr>.db`` (created on first use) serving the product ``root.mgr`` names
     (:func:`mgrhooks.products.product`). The one place it is built."""
@@ -254,7 +252,7 @@ def builtin_core(root: Root) -> BuiltinCore:
     return BuiltinCore(root.db_file, product(root.mgr))
 
 
-def for_call(root: Root, core: Core | None, registry: Registry, core_docs: Mapping[str, CoreDoc]) -> Functions:
+def for_call(root: "Root", core: Core | None, registry: Registry, core_docs: Mapping[str, "CoreDoc"]) -> Functions:
     """The functions one call can reach: ``core`` (:func:`builtin_core` when ``None``)
     with ``eventlist`` and ``core_docs`` in front of it; a :class:`Functions` given as
     ``core`` keeps its Python functions and gets this call's registry and documents."""

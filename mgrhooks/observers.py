@@ -34,8 +34,6 @@ Registering the same callback for the same event and stage again replaces the ea
 registration (it never runs twice).
 """
 
-from __future__ import annotations
-
 import contextvars
 import threading
 from collections.abc import Callable, Iterator

@@ -6,8 +6,6 @@ its path, line and reason, and the other files still load (PROTOCOL §2); with
 :func:`load_keeping`, a broken file's last good version stays in force.
 """
 
-from __future__ import annotations
-
 import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path

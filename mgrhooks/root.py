@@ -4,8 +4,6 @@ Layout (PROTOCOL §1): ``etc/xml/<mgr>_mod_*.xml`` plugin descriptions, ``addon/
 handler programs, ``var/<mgr>.log`` the log, ``var/<mgr>.db`` the built-in core's data.
 """
 
-from __future__ import annotations
-
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -61,7 +59,7 @@ class Root(NamedTuple):
     mgr: str = DEFAULT_MGR
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], mgr: str = DEFAULT_MGR) -> Root:
+    def open(cls, path: str | os.PathLike[str], mgr: str = DEFAULT_MGR) -> "Root":
         """The root at ``path`` (made absolute).
 
         :raises RootError: ``path`` is not a directory, or ``mgr`` is not a plain name

@@ -15,8 +15,6 @@
   block and those attributes again, so the caller never sees them.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from typing import NamedTuple
 

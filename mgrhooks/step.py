@@ -6,8 +6,6 @@ own steps (:mod:`mgrhooks.dispatch`); read by the walk (stop or go on) and by th
 monitor's subscribers (:mod:`mgrhooks.monitor`: the panel log, event records).
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 from .document import Document
