@@ -1,0 +1,62 @@
+"""What the command loads at start-up: a call without handlers imports what it uses, not
+what other calls need (docs/performance.md, "Start-up"; bench/run.py row "cold start")."""
+
+import os
+import subprocess
+import sys
+
+from conftest import PanelRoot, unmeasured
+
+#: modules a call without handlers, on a root with no serve and no etc/mgrhooks.conf, does
+#: not need (each was once imported by every call), and what needs them
+NOT_NEEDED = {
+    "_socket": "asking a running serve (var/run/mgrhooks.sock)",
+    "_json": "asking a running serve",
+    "shlex": "exec --dry-run, the Executing: line of a handler",
+    "mgrhooks.trust": "believing etc/mgrhooks.conf, plugin files, core documents",
+    "mgrhooks.notify": "event records",
+    "mgrhooks.handlers": "running handlers",
+    "subprocess": "starting handlers where posix_spawn cannot",
+    "logging": "records outside a panel log",
+}
+
+
+def _imported(root: PanelRoot, *extra: str) -> list[str]:
+    """The modules ``mgrhooks exec user`` imports on ``root`` (``python -X importtime``)."""
+    env = {k: v for k, v in unmeasured().items() if not k.startswith(("OTEL_", "MGRHOOKS_"))}
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *root.argv("exec", "user", *extra)[1:]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '<doc func="user"' in result.stdout
+    return [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+
+
+def test_a_call_without_handlers_imports_nothing_it_does_not_use(root: PanelRoot) -> None:
+    imported = _imported(root)
+    assert "mgrhooks.dispatch" in imported  # (the listing is there)
+    assert {name: why for name, why in NOT_NEEDED.items() if name in imported} == {}
+
+
+def test_the_local_client_is_loaded_when_a_serve_may_answer(root: PanelRoot) -> None:
+    # a socket file nobody listens on (a killed serve's): the call is offered there, then
+    # runs in this process
+    (root.path / "var" / "run").mkdir()
+    (root.path / "var" / "run" / "mgrhooks.sock").write_text("")
+    imported = _imported(root)
+    assert {"_socket", "_json"} <= set(imported)
+
+
+def test_a_root_with_settings_believes_them_before_reading(root: PanelRoot) -> None:
+    settings = root.path / "etc" / "mgrhooks.conf"
+    settings.write_text("[record]\n")
+    settings.chmod(0o644)
+    assert "mgrhooks.trust" in _imported(root)
+    settings.chmod(0o666)
+    result = root.mgrhooks("exec", "user", env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")})
+    assert result.returncode == 3, result.stderr
+    assert "not trusted" in result.stderr
