@@ -659,7 +659,8 @@ def parse_mgrctl(argv: list[str], environ: Mapping[str, str], cwd: str) -> Mgrct
 
 
 def run(command: click.Command = main, prog_name: str | None = None) -> NoReturn:
-    """The console scripts' entry (``mgrhooks``, ``python -m mgrhooks``, ``sbin/mgrctl``):
+    """The commands' run (``mgrhooks`` and ``python -m mgrhooks`` through
+    :mod:`mgrhooks.__main__`, ``sbin/mgrctl`` through :mod:`mgrhooks.mgrctl`):
     ``command`` in click's standalone mode (``prog_name`` names it in usage lines), then
     the process ends without tearing the interpreter down.
 
