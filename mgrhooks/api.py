@@ -40,7 +40,6 @@ from .errors import RootError, UsageError
 from .functions import Function, Functions, PythonFunction, builtin_core
 from .model import InternalHandler, Level, Plan, Problem, Request
 from .observers import Observers
-from .plugins import PluginInfo
 from .root import DEFAULT_MGR, Root
 
 if TYPE_CHECKING:
@@ -50,6 +49,7 @@ if TYPE_CHECKING:
     from .delivery import Pass
     from .dryrun import Planned
     from .modules import ModuleAnswer, ModuleCall
+    from .plugins import PluginInfo
     from .process import Processes
     from .record import Recorder, Recording
     from .relay import Relayed
@@ -57,6 +57,18 @@ if TYPE_CHECKING:
     from .spool import Queued
 
 __all__ = ["Function", "Panel", "PluginInfo"]
+
+
+def __getattr__(name: str) -> object:
+    """``PluginInfo``, re-exported from :mod:`mgrhooks.plugins` (docs/api.md) and imported
+    on first use: the plugin files' parser is not needed by a call while the registry
+    cache holds."""
+    if name == "PluginInfo":
+        from .plugins import PluginInfo
+
+        return PluginInfo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 P = ParamSpec("P")
 R = TypeVar("R")

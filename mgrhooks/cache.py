@@ -26,11 +26,13 @@ import os
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from .model import Event, FuncDecl, Handler, Problem, Registry, Source
-from .plugins import PluginFile
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .root import PluginFile
 
 #: the records' fields and their types: a cache written with other record shapes (a field
 #: added, or a ``str`` that became an enum) is never read
@@ -45,7 +47,7 @@ _MEANING = "2"
 
 
 def fingerprint(files: list[PluginFile], stat_of: Callable[[str], os.stat_result] = os.stat) -> str:
-    """The cache key for plugin files (see :func:`~mgrhooks.plugins.plugin_files`); raises
+    """The cache key for plugin files (see :func:`~mgrhooks.root.plugin_files`); raises
     nothing: a file that vanished meanwhile simply gives another key.
 
     :param stat_of: gives a file's ``stat`` by its path (one already known may be reused)

@@ -6,7 +6,6 @@ its path, line and reason, and the other files still load (PROTOCOL §2); with
 :func:`load_keeping`, a broken file's last good version stays in force.
 """
 
-import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeVar
@@ -27,6 +26,7 @@ from .model import (
     Source,
     Stage,
 )
+from .root import PluginFile, plugin_files
 from .settings import seconds
 from .shape import is_form, merge_form
 from .xmldoc import DocumentError, Element, parse
@@ -247,35 +247,6 @@ def _func(elem: Element, handler: Handler, file: _File) -> FuncDecl | None:
 
 
 #: a plugin file: (path shown in messages, relative to the root; full path; generation)
-PluginFile = tuple[str, str, int]
-
-
-def plugin_files(root: Path, mgr: str) -> list[PluginFile]:
-    """Every plugin description of ``mgr`` under ``root``, as ``(shown, path, generation)``
-    (:data:`PluginFile`; plain strings: a root may have a thousand, listed on every call).
-    A directory that cannot be listed has none.
-
-    ``etc/xml/<mgr>_mod_*.xml`` are generation 5, ``etc/<mgr>_mod_*.xml`` generation 4;
-    together they are sorted by file name (byte order), ``etc/xml/`` first on a tie.
-    """
-    found: list[tuple[str, str, int]] = []
-    for relative, generation in (("etc/xml", 5), ("etc", 4)):
-        found += [(name, relative, generation) for name in _plugin_names(os.path.join(root, relative), mgr)]
-    found.sort(key=lambda item: (item[0].encode(), -item[2]))
-    return [(f"{relative}/{name}", os.path.join(root, relative, name), gen) for name, relative, gen in found]
-
-
-def _plugin_names(directory: str, mgr: str) -> list[str]:
-    """Names of the regular files ``<mgr>_mod_*.xml`` in ``directory`` (os.scandir: a
-    root with a thousand plugin files is listed in a millisecond, not five)."""
-    prefix = f"{mgr}_mod_"
-    try:
-        with os.scandir(directory) as entries:
-            return [e.name for e in entries if e.name.startswith(prefix) and e.name.endswith(".xml") and e.is_file()]
-    except OSError:
-        return []
-
-
 def build_registry(parsed: Iterable[tuple[str, bytes, int]]) -> Registry:
     """Combine files (``(shown path, bytes, generation)`` in load order) into one registry,
     with every file's problems and a warning for each ``<func>`` declared again (the first

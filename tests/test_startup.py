@@ -15,6 +15,7 @@ NOT_NEEDED = {
     "shlex": "exec --dry-run, the Executing: line of a handler",
     "mgrhooks.trust": "believing etc/mgrhooks.conf, plugin files, core documents",
     "mgrhooks.notify": "event records",
+    "mgrhooks.plugins": "parsing plugin files (none here; else only when the registry cache is rebuilt)",
     "mgrhooks.handlers": "running handlers",
     "subprocess": "starting handlers where posix_spawn cannot",
     "logging": "records outside a panel log",
@@ -40,6 +41,14 @@ def test_a_call_without_handlers_imports_nothing_it_does_not_use(root: PanelRoot
     imported = _imported(root)
     assert "mgrhooks.dispatch" in imported  # (the listing is there)
     assert {name: why for name, why in NOT_NEEDED.items() if name in imported} == {}
+
+
+def test_the_plugin_files_parser_is_loaded_only_to_build_the_registry(root: PanelRoot) -> None:
+    root.handler("h", "#!/bin/sh\necho '<doc/>'\n", '<event name="desktop" after="yes"/>', type="cgi")
+    assert "mgrhooks.plugins" in _imported(root)  # the registry cache is made
+    assert "mgrhooks.plugins" not in _imported(root)  # and used
+    (root.path / "etc" / "xml" / "billmgr_mod_h.xml").write_text("<mgrdata><broken></mgrdata>")
+    assert "mgrhooks.plugins" in _imported(root)  # a file changed: parsed anew
 
 
 def test_the_local_client_is_loaded_when_a_serve_may_answer(root: PanelRoot) -> None:
