@@ -275,6 +275,35 @@ def test_large_outputs_arrive_whole_through_the_widened_pipe(tmp_path: Path, run
     assert limited.failure == "output" and len(limited.stdout) == 3_000_001
 
 
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("sys.stdout.buffer.write(data)", lambda data: data),  # cat: the document comes back
+        ("sys.stdout.buffer.write(data[:-9] + b'<x/>' + data[-9:])", lambda data: data[:-9] + b"<x/>" + data[-9:]),
+        ("sys.stdout.buffer.write(data[:3_000_000])", lambda data: data[:3_000_000]),
+        ("sys.stdout.buffer.write(data + b'more')", lambda data: data + b"more"),
+        (
+            "sys.stdout.buffer.write(data[:100_000] + b'!' + data[100_001:])",
+            lambda data: data[:100_000] + b"!" + data[100_001:],
+        ),
+    ],
+    ids=["echo", "changed-at-the-end", "shorter", "longer", "changed-early"],
+)
+def test_a_large_output_that_begins_as_its_input_arrives_whole(tmp_path: Path, run, script: str, expected) -> None:
+    """Such an output is compared with the input as it is read (docs/performance.md); what
+    arrives is still every byte printed, and an exact echo is the input itself, not a copy."""
+    data = b"".join(b"<elem><n>%07d</n></elem>\n" % n for n in range(250_000))  # 6 MB
+    outcome = run(request(tmp_path, f"import sys\ndata = sys.stdin.buffer.read()\n{script}\n", data))
+    assert outcome.ok and outcome.stdout == expected(data)
+    assert (outcome.stdout is data) == (script == "sys.stdout.buffer.write(data)")
+    limited = run(
+        request(
+            tmp_path, "import sys\nsys.stdout.buffer.write(sys.stdin.buffer.read())\n", data, output_limit=2_000_000
+        )
+    )
+    assert limited.failure == "output" and len(limited.stdout) == 2_000_001 and limited.stdout == data[:2_000_001]
+
+
 def test_spawning_stays_on_the_vfork_fast_path(tmp_path: Path, monkeypatch, start) -> None:
     """preexec_fn, user=, group= and extra_groups= force a real fork(), whose cost grows
     with the runner's memory; a handler gets its own session through start_new_session."""

@@ -64,7 +64,10 @@ class RunOutcome(NamedTuple):
     ``failure`` is ``None`` for success, else a :class:`Failure`; ``reason`` says it in
     words. ``killed``: the pids signalled to stop the handler and what it started (after a
     timeout or an overflow, the handler first), or, when it exited by itself, the
-    processes that still held its output after the drain window.
+    processes that still held its output after the drain window. ``stdout`` that is the
+    run's stdin, byte for byte, is the request's own ``stdin`` object (an xml handler
+    printing its document back: read a chunk at a time and compared, never held twice;
+    docs/performance.md).
     """
 
     request: RunRequest
@@ -159,6 +162,9 @@ class _Session:
         self.deadline = started + request.timeout
         self.stdout: list[bytes] = []
         self.stdout_size = 0
+        #: stdout read so far while it is stdin's beginning, not kept (-1: not that, or not known)
+        self.echoed = -1
+        self.scratch: memoryview | None = None  # what an echo is read into, one chunk
         self.stderr = bytearray()
         self.chunk = _CHUNK
         self.widened = False
@@ -189,7 +195,7 @@ class _Session:
         return RunOutcome(
             self.request,
             returncode,
-            b"".join(self.stdout),
+            self._stdout(),
             bytes(self.stderr),
             time.monotonic() - self.started,
             pid=self.proc.pid,
@@ -233,6 +239,8 @@ class _Session:
         """Read one chunk (of stdout, never more than one byte past the limit); return
         whether it was stdout data."""
         size = self.chunk if fd != self.out else min(self.chunk, self.request.output_limit - self.stdout_size + 1)
+        if fd == self.out and self.scratch is not None:
+            return self._echo(fd, size)
         data = os.read(fd, size)
         if len(data) == self.chunk and not self.widened:  # a large output: fewer, larger reads
             self.widened = True
@@ -242,12 +250,40 @@ class _Session:
             self.open.discard(fd)
             return False
         if fd == self.out:
-            self.stdout.append(data)
             self.stdout_size += len(data)
+            if not self.stdout and len(data) >= _CHUNK and self.request.stdin.startswith(data):
+                self.echoed = len(data)  # a large output starting as its input: compared as read
+                self.scratch = memoryview(bytearray(self.chunk))
+            else:
+                self.stdout.append(data)
             return True
         self.stderr += data
         del self.stderr[:-STDERR_KEEP]
         return False
+
+    def _echo(self, fd: int, size: int) -> bool:
+        """Read one chunk of an output that has been its input so far into the scratch
+        buffer, and compare it there: as long as it is still the input, nothing is kept."""
+        assert self.scratch is not None
+        read = os.readv(fd, [self.scratch[:size]])
+        if not read:
+            self.poller.unregister(fd)
+            self.open.discard(fd)
+            return False
+        self.stdout_size += read
+        if self.request.stdin.startswith(self.scratch[:read], self.echoed):
+            self.echoed += read
+        else:  # it differs: kept from here on as any output is
+            self.stdout = [self.request.stdin[: self.echoed], bytes(self.scratch[:read])]
+            self.echoed, self.scratch = -1, None
+        return True
+
+    def _stdout(self) -> bytes:
+        """All the handler printed: its stdin itself when it printed exactly that."""
+        stdin = self.request.stdin
+        if self.echoed < 0:
+            return b"".join(self.stdout)
+        return stdin if self.echoed == len(stdin) else stdin[: self.echoed]
 
 
 def _fill(fd: int, data: bytes) -> None:
