@@ -178,14 +178,14 @@ def as_rows(data: bytes) -> Rows | None:
     """``data`` as a list without building a tree, when it is one: in our serialised form
     (the declaration, ``<doc ...>`` right after it, ``\n</doc>\n`` at its end), every child
     of ``<doc>`` an ``<elem>`` with no namespace, one after another with a newline between
-    them, no comment, processing instruction or CDATA section anywhere, and well-formed for
-    libxml2 (hardened options, no tree; no error the full parse would refuse it for).
-    ``None``: parse it.
+    them, no comment or processing instruction anywhere, and well-formed for libxml2
+    (hardened options, no tree; no error the full parse would refuse it for). ``None``:
+    parse it.
 
     How it is told without a Python call per element (a callback per element took three
-    times the parser's own time): a few byte counts, then libxml2 with a target that keeps
+    times the parser's own time): two byte counts, then libxml2 with a target that keeps
     nothing (:func:`_rows_only` says why the counts cannot be fooled once the text is
-    well-formed). About a third of the time the previous check took (docs/performance.md).
+    well-formed). About a sixth of the time the previous check took (docs/performance.md).
 
     :raises DocumentError: the text is not well-formed XML (with its line)
     """
@@ -207,23 +207,26 @@ def as_rows(data: bytes) -> Rows | None:
 
 def _rows_only(data: bytes, first: int, end: int) -> bool:
     """Whether ``data[first:end]`` is rows ``<elem ...>...</elem>`` one after another with a
-    newline after each, no ``elem`` start or end tag in them but their own, no CDATA and no
-    namespace declaration on a row: byte counts, C loops over the text.
+    newline after each, no ``elem`` start or end tag in them but their own, no namespace
+    declaration on a row: byte counts, C loops over the text.
 
-    Why that is enough, for a document libxml2 then finds well-formed with no comment or
-    processing instruction (:func:`as_rows`): with no CDATA section, comment or processing
-    instruction, every ``<`` of well-formed text starts a tag (``<`` cannot stand in text or
-    in an attribute value). The text is ``<elem`` X1 ``</elem>\n<elem`` X2 ... Xn
-    ``</elem>\n``, no ``<elem`` or ``</elem`` in any X. Row i starts at depth 1 (inside
-    ``<doc>`` only: true of the first; see the end). Its ``</elem>`` must close the innermost
-    open element, which must be named ``elem``: none opened in Xi is, so it is the tag row i
-    starts with, named ``elem`` (not ``elemx``), not self-closing, and Xi is balanced
-    (nothing in it can close that tag early: only ``</elem`` could). So after its
-    ``</elem>`` the depth is 1 again, and the only other text at depth 1 is the newlines.
+    Why that is enough, for a document libxml2 then finds well-formed, with no comment or
+    processing instruction (:func:`as_rows`), ``data[first]`` the first ``<`` after the
+    ``<doc>`` start tag. The text is ``<elem`` X1 J X2 J ... Xn ``</elem>\n``, J being
+    ``</elem>\n<elem``, with no ``<elem`` or ``</elem`` in any X. The first ``<elem`` is a
+    tag (the first ``<`` of the content); so is the last ``</elem>`` (nothing after it could
+    end a CDATA section; ``<`` stands in no attribute value). A CDATA section can neither
+    start nor end inside a J (neither ``<![CDATA[`` nor ``]]>`` fits in it), so each J is
+    all text of one, or both its tags are tags. So the ``elem`` tags are the first, the
+    last, and both of some Js', in that order. After the first, the depth is 2 (``<doc>``'s
+    child); what follows up to the next ``elem`` end tag holds no ``elem`` tag, so it cannot
+    close that one (only ``</elem`` could), and it must leave it the innermost open element
+    (the end tag must match it): it is balanced, inside the row. That end tag closes the
+    row (so it was named ``elem``, not ``elemx``, and not self-closing); the J's newline is
+    text between rows and its ``<elem`` starts the next one. So ``<doc>``'s children are
+    the rows, and the text between them the newlines.
     """
     if not (data.startswith(b"<elem", first) and data.endswith(b"</elem>\n", first, end)):
-        return False
-    if data.find(b"<![CDATA[", first, end) >= 0:
         return False
     rows = data.count(b"</elem>\n<elem>", first, end) + 1  # rows with no attribute (the usual)
     if data.startswith(b"<elem>", first) and data.count(b"elem", first, end) == 2 * rows:

@@ -344,6 +344,12 @@ IN_ROW = [
     b"</a>",
     b"<!-- </elem>\n<error/>\n<elem> -->",
     b"<![CDATA[</elem>\n<error/>\n<elem>]]>",
+    b"<![CDATA[</elem>\n<elem>]]>",  # a row boundary as text: counted, yet no row
+    b"<![CDATA[</elem>\n<elem>]]></elem>\n<ok/><elem>",
+    b"</elem>\n<ok/><elem><![CDATA[</elem>\n<elem>]]>",
+    b"<![CDATA[",
+    b"]]>",
+    b"<![CDATA[x]]>",
     b"<?pi </elem>\n<skipaction/>\n<elem>?>",
     b"<!DOCTYPE x>",
     b"]]>",
