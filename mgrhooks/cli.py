@@ -256,7 +256,7 @@ def _call_and_print(
     with processes, panel.logging(echo=verbose):
         response = panel.call(func, params, user=user, level=level, lang=lang, options=options)
         doc = None if response.serialised is not None else response.doc  # no tree built for nothing
-        written = _write(render_bytes(doc, fmt, (("func", func), *params), response.serialised))
+        written = _write(render_bytes(doc, fmt, (("func", func), *params), response.serialised, plain=response.plain))
         if response.finish is not None:  # the call ran: its final handlers run, written or not
             _release_stdout()
             response.finish()

@@ -71,6 +71,12 @@ class Response:
         return self._document.known()
 
     @property
+    def plain(self) -> bool:
+        """Whether ``serialised`` is known to hold no interface part (printed as it is for
+        ``--out xml``, not searched: :meth:`mgrhooks.document.Document.plain`)."""
+        return self._document.plain
+
+    @property
     def error(self) -> bool:
         """Whether the response holds an ``<error>`` (typed or numeric)."""
         return self._document.has_error()
@@ -272,9 +278,7 @@ class _Walk:
         """The core's function: a supplied list appended as text, or its action on the tree."""
         rows = self.core.rows(self.request.func)
         if rows is not None:  # a supplied list: merged as text, no tree of its rows
-            from .merge import append_rows
-
-            return StepResult(Document.text(append_rows(document.edit(), rows)))
+            return StepResult(Document.listed(document.edit(), rows))
 
         def within(conn: "sqlite3.Connection", path: Path, doc: Element) -> None:
             self.monitor.committing(self.request, conn, path, doc)

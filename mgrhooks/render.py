@@ -69,20 +69,32 @@ def render(
 
 
 def render_bytes(
-    doc: Element | None, fmt: str, params: Sequence[tuple[str, str]] = (), serialised: bytes | None = None
+    doc: Element | None,
+    fmt: str,
+    params: Sequence[tuple[str, str]] = (),
+    serialised: bytes | None = None,
+    plain: bool = False,
 ) -> bytes:
     """:func:`render`, as UTF-8 bytes; the ``xml`` of a document known as text is that
-    text itself (a 10 MB list is not decoded and encoded again to be printed)."""
-    kept = _as_kept(doc, fmt, serialised)
+    text itself (a 10 MB list is not decoded and encoded again to be printed).
+
+    :param plain: ``serialised`` is known to hold no interface part (it is not searched
+        for one: :attr:`mgrhooks.document.Document.plain`)
+    """
+    kept = _as_kept(doc, fmt, serialised, plain)
     return kept if kept is not None else render(doc, fmt, params, serialised).encode("utf-8")
 
 
-def _as_kept(doc: Element | None, fmt: str, serialised: bytes | None) -> bytes | None:
+def _as_kept(doc: Element | None, fmt: str, serialised: bytes | None, plain: bool = False) -> bytes | None:
     """``serialised`` when it is the ``xml`` output as it is (no interface parts to leave out:
-    without a tree, none of their start tags anywhere in the text, one scan for the three)."""
+    known ``plain``, or, without a tree, none of their start tags anywhere in the text, one
+    scan for the three)."""
     if fmt != "xml" or serialised is None:
         return None
-    has_interface = _INTERFACE_TAG.search(serialised) is not None if doc is None else _interface(doc)
+    if doc is None:
+        has_interface = not plain and _INTERFACE_TAG.search(serialised) is not None
+    else:
+        has_interface = _interface(doc)
     return None if has_interface else serialised
 
 

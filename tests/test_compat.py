@@ -286,6 +286,12 @@ def test_a_supplied_list_in_our_form_reaches_the_handlers_as_text(root: PanelRoo
     assert (doc["$func"], doc["$total"], doc["$lang"]) == ("site", "300", "en")
     assert len(doc["elem"]) == 300 and doc["elem"][299]["note"]["$"] == "a & b" and "marked" in doc
     assert root.read("var/count.seen") == "300\n"
+    xml = root.mgrhooks("exec", "site").stdout  # printed as the handlers left it
+    assert xml.count("<elem>") == 300 and xml.endswith("<marked/>\n</doc>\n")
+    root.plugin("meta", '<mgrdata><metadata name="site" type="list"><coldata/></metadata></mgrdata>')
+    xml = root.mgrhooks("exec", "site").stdout  # an interface part: left out of the output
+    assert xml.count("<elem>") == 300 and "<metadata" not in xml and "<coldata" not in xml
+    assert "<coldata/>" in root.mgrhooks("exec", "site", "--out", "devel").stdout
     listed.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n<doc func="site">\n{rows}<elem>\n</doc>\n')
     broken = root.mgrhooks("exec", "site", "--out", "text")
     assert broken.returncode == 1 and f"Core document {listed}:304: invalid XML" in broken.stdout

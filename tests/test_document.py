@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mgrhooks.document import Document
-from mgrhooks.xmldoc import DocumentError, add, error_doc, new_doc, parse, serialise
+from mgrhooks.xmldoc import DocumentError, add, as_rows, error_doc, new_doc, parse, serialise
 
 PRINTED = b'<?xml version="1.0" encoding="UTF-8"?>\n<doc  func=\'user\'   kept="as printed"><elem/>\n</doc>\n'
 
@@ -71,3 +71,21 @@ def test_a_copy_never_changes_the_document() -> None:
 def test_an_error_is_found_in_the_tree() -> None:
     assert Document.of(error_doc("user", "handler", "x", "after", "failed")).has_error()
     assert not Document.of(new_doc("user")).has_error()
+
+
+LIST = b'<?xml version="1.0" encoding="UTF-8"?>\n<doc func="site" total="2">\n<elem><n>1</n></elem>\n<elem/>\n</doc>\n'
+
+
+def test_a_supplied_list_as_text_is_plain_only_when_the_document_it_joins_is() -> None:
+    """The rows are all <elem>: the text holds an interface part only if the document the
+    rows join does (then ``--out xml`` must leave it out, so it must be searched for)."""
+    rows = as_rows(LIST.replace(b"<elem/>", b"<elem></elem>"))
+    assert rows is not None
+    listed = Document.listed(new_doc("site"), rows)
+    assert listed.plain and listed.is_text and b"<n>1</n>" in listed.data()
+    with_interface = new_doc("site")
+    add(with_interface, "metadata", name="site")
+    assert not Document.listed(with_interface, rows).plain
+    listed.edit()
+    assert not listed.plain  # changed in place: nothing is known of it
+    assert not Document.text(PRINTED).plain and not Document.of(new_doc("x")).plain
