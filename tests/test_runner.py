@@ -304,6 +304,35 @@ def test_a_large_output_that_begins_as_its_input_arrives_whole(tmp_path: Path, r
     assert limited.failure == "output" and len(limited.stdout) == 2_000_001 and limited.stdout == data[:2_000_001]
 
 
+STDIN_SEEN = """import hashlib, os, sys
+inode = os.fstat(0).st_ino
+try:
+    fd = os.open("/proc/self/fd/0", os.O_RDWR)
+    os.write(fd, b"changed")
+    wrote = "wrote"
+except OSError:
+    wrote = "refused"
+data = sys.stdin.buffer.read()
+print(inode, hashlib.sha256(data).hexdigest(), wrote)
+"""
+
+
+def test_a_large_stdin_handed_on_unchanged_is_one_sealed_file(tmp_path: Path, run) -> None:
+    """Runs given the same large bytes one after another (xml handlers passing a document on
+    unchanged) read one in-memory file, not a copy written for each (docs/performance.md);
+    no handler can change it for the next; other bytes, even equal ones, get a file of their own."""
+    import hashlib
+
+    data = b"".join(b"<elem><n>%07d</n></elem>\n" for n in range(100_000))  # 2.4 MB
+    seen = [run(request(tmp_path, STDIN_SEEN, stream)).stdout.split() for stream in (data, data, data[:-1] + data[-1:])]
+    digest = hashlib.sha256(data).hexdigest().encode()
+    assert all(digest == hexdigest for _, hexdigest, _ in seen)
+    assert seen[0][0] == seen[1][0] != seen[2][0]
+    assert {wrote for _, _, wrote in seen} == {b"refused"}
+    small = run(request(tmp_path, "import sys\nsys.stdout.write(sys.stdin.read())\n", b"<doc/>\n"))
+    assert small.ok and small.stdout == b"<doc/>\n"  # a small one is written for its run, as ever
+
+
 def test_spawning_stays_on_the_vfork_fast_path(tmp_path: Path, monkeypatch, start) -> None:
     """preexec_fn, user=, group= and extra_groups= force a real fork(), whose cost grows
     with the runner's memory; a handler gets its own session through start_new_session."""

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from .spawn import Child, PosixSpawn
 
 
+#: bytes of stdin from which a run's stdin file is kept for the next run
+KEEP_STDIN = 1 << 20
+
+
 class Processes:
     """Runs handlers for one caller and keeps them contained.
 
@@ -54,6 +58,7 @@ class Processes:
         self._start: Callable[..., Child]
         self._mark = ""  # RUN_ID, the name
         self._run_id: str | None = None  # its value, when orphans are adopted
+        self._stdin: tuple[bytes, int] | None = None  # the last large stdin, and its sealed file
 
     def __enter__(self) -> Processes:
         return self
@@ -78,6 +83,7 @@ class Processes:
         if self._guardian is not None:
             self._guardian.close()
             self._guardian = None
+        self._drop_stdin()
         self._ready = False
 
     # --- the runner's side (mgrhooks.process.runner.Owner) -------------------------------
@@ -97,6 +103,31 @@ class Processes:
         from .containment import kill_tree
 
         return kill_tree(child, grace, self._run_id)
+
+    def stdin(self, data: bytes) -> int | None:
+        """A new read-only descriptor, at offset 0, of a sealed in-memory file holding
+        ``data`` when it is large (:data:`KEEP_STDIN`), else ``None`` (the runner writes a
+        new file). The file is kept: the next run given the same bytes object (xml handlers
+        passing a document on unchanged) gets it again instead of 11 MB written anew
+        (docs/performance.md); it goes with a run given other stdin, or :meth:`close`.
+        ``None`` too where Linux cannot seal or reopen one. :raises OSError:"""
+        if len(data) < KEEP_STDIN:
+            self._drop_stdin()
+            return None
+        from .spawn import reopened, sealed_file
+
+        if self._stdin is None or self._stdin[0] is not data:
+            self._drop_stdin()
+            sealed = sealed_file("mgrhooks-stdin", data)
+            if sealed is None:
+                return None
+            self._stdin = (data, sealed)
+        return reopened(self._stdin[1])
+
+    def _drop_stdin(self) -> None:
+        if self._stdin is not None:
+            os.close(self._stdin[1])
+            self._stdin = None
 
     def _prepare(self) -> None:
         """What the options ask for, before the first handler starts."""

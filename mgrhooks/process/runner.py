@@ -98,6 +98,11 @@ class Owner(Protocol):
         pids signalled. Called before ``child`` is reaped."""
         ...
 
+    def stdin(self, data: bytes) -> int | None:
+        """A new read-only descriptor, at offset 0, of an in-memory file holding ``data``
+        that the owner keeps, or ``None`` (the run writes a new one). :raises OSError:"""
+        ...
+
 
 def run(request: RunRequest, owner: Owner) -> RunOutcome:
     """Run ``request`` with its stdin complete before it starts; collect stdout and stderr.
@@ -134,9 +139,11 @@ def _start(request: RunRequest, owner: Owner) -> tuple[Child, int, int]:
     return it and the read ends of its stdout and stderr pipes. :raises OSError: nothing
     opened here is left open then (:class:`~mgrhooks.process.spawn.Handover`)"""
     with Handover() as fds:
-        stdin = memory_file("mgrhooks-stdin")
+        kept = owner.stdin(request.stdin)  # a large document handed on unchanged: not written again
+        stdin = memory_file("mgrhooks-stdin") if kept is None else kept
         fds.given.append(stdin)
-        _fill(stdin, request.stdin)
+        if kept is None:
+            _fill(stdin, request.stdin)
         for _ in range(2):
             read, write = os.pipe()
             fds.kept.append(read)

@@ -325,6 +325,37 @@ class Spawned:
         return self.returncode
 
 
+def sealed_file(name: str, data: bytes) -> int | None:
+    """A descriptor (close-on-exec) of a new memfd holding ``data``, sealed against any
+    change (write, shrink, grow, further seals), or ``None`` where Linux has no such file.
+    :raises OSError: it cannot be written"""
+    try:
+        import fcntl
+
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+    except (ImportError, AttributeError, OSError):
+        return None
+    try:
+        view, written = memoryview(data), 0
+        while written < len(view):
+            written += os.pwrite(fd, view[written:], written)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def reopened(fd: int) -> int | None:
+    """A new read-only open of the file behind ``fd`` (close-on-exec, its own offset, at
+    0), through ``/proc/self/fd``; ``None`` where that cannot be done."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
 def memory_file(name: str) -> int:
     """A descriptor (close-on-exec) of a new in-memory file: a memfd, or an unlinked
     temporary file where there is none."""
