@@ -188,7 +188,7 @@ def as_rows(data: bytes) -> Rows | None:
     How it is told without a Python call per element (a callback per element took three
     times the parser's own time): two byte counts, and libxml2 with a target that keeps
     nothing, in another thread meanwhile (:func:`_rows_only` says why the counts cannot be
-    fooled once the text is well-formed). About a sixth of the CPU time the previous check
+    fooled once the text is well-formed). About an eighth of the CPU time the previous check
     took (docs/performance.md).
 
     :raises DocumentError: the text is not well-formed XML (with its line)
