@@ -4,10 +4,12 @@ nested ``sbin/mgrctl`` call never waits for a turn its ancestors hold, and ``mgr
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -157,3 +159,37 @@ def test_sighup_with_broken_settings_is_logged(panel: PanelRoot) -> None:
         wait_for_log(panel, f"SIGHUP: resident panel (pid {served.proc.pid}): not reloaded: ")
         conf(panel, "")
         assert served.call(f"func=user&{ROOT}")  # still serving
+
+
+# --- what an idle serve holds ----------------------------------------------------------------
+
+
+def test_an_idle_serve_holds_no_document_it_passed_to_handlers(panel: PanelRoot) -> None:
+    """A large document given to xml handlers is kept in a sealed file while the call runs
+    (docs/performance.md, big documents); a serve keeping the call's Processes for the next
+    call lets it go, so idle turns hold no documents."""
+    rows = "".join(f"<elem><name>u{n:06d}</name><note>{'x' * 64}</note></elem>\n" for n in range(20_000))
+    core = panel.path / "etc/core" / panel.mgr
+    core.mkdir(parents=True, exist_ok=True)
+    (core / "big.xml").write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n<doc func="big">\n{rows}</doc>\n')
+    for number in range(2):
+        panel.handler(f"cat{number}", "#!/bin/sh\nexec cat\n", '<event name="big" after="yes"/>')
+    with serving(panel, "--http") as served:
+        body = served.call(f"func=big&{ROOT}")
+        assert body.count(b"<elem>") == 20_000
+        # the answer goes out before the call's turn is given back: wait for that
+        ends = time.monotonic() + 15
+        while stdin_files(served.proc.pid) and time.monotonic() < ends:
+            time.sleep(0.05)
+        assert stdin_files(served.proc.pid) == []
+
+
+def stdin_files(pid: int) -> list[str]:
+    """The kept-stdin memfds open in process ``pid``."""
+    links = []
+    for path in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            links.append(os.readlink(path))
+        except OSError:  # closed meanwhile
+            continue
+    return [link for link in links if "mgrhooks-stdin" in link]

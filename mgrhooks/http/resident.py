@@ -264,6 +264,7 @@ class Resident:
                     and len(self._idle) < self.serve.concurrency
                 )
                 if kept:
+                    processes.drop_stdin()
                     self._idle.append(processes)
             if not kept:
                 processes.close()

@@ -83,7 +83,7 @@ class Processes:
         if self._guardian is not None:
             self._guardian.close()
             self._guardian = None
-        self._drop_stdin()
+        self.drop_stdin()
         self._ready = False
 
     # --- the runner's side (mgrhooks.process.runner.Owner) -------------------------------
@@ -109,22 +109,25 @@ class Processes:
         ``data`` when it is large (:data:`KEEP_STDIN`), else ``None`` (the runner writes a
         new file). The file is kept: the next run given the same bytes object (xml handlers
         passing a document on unchanged) gets it again instead of 11 MB written anew
-        (docs/performance.md); it goes with a run given other stdin, or :meth:`close`.
+        (docs/performance.md); it goes with a run given other stdin, :meth:`drop_stdin`
+        or :meth:`close`.
         ``None`` too where Linux cannot seal or reopen one. :raises OSError:"""
         if len(data) < KEEP_STDIN:
-            self._drop_stdin()
+            self.drop_stdin()
             return None
         from .spawn import reopened, sealed_file
 
         if self._stdin is None or self._stdin[0] is not data:
-            self._drop_stdin()
+            self.drop_stdin()
             sealed = sealed_file("mgrhooks-stdin", data)
             if sealed is None:
                 return None
             self._stdin = (data, sealed)
         return reopened(self._stdin[1])
 
-    def _drop_stdin(self) -> None:
+    def drop_stdin(self) -> None:
+        """Let the kept stdin go (its file and the bytes it holds): a server keeping these
+        ``Processes`` for its next call does, so an idle one holds no document."""
         if self._stdin is not None:
             os.close(self._stdin[1])
             self._stdin = None
