@@ -12,10 +12,13 @@ in a temporary directory, then measures:
 * out of the spool, locally: ``--records`` records drained through the ``log`` driver by
   1 and by 2 ``mgrhooks worker --once`` processes at once;
 * relayed: ``--records`` records published by one ``mgrhooks worker --once`` to the broker,
-  each confirmed (``[relay]``);
+  in batches, each batch's confirmations awaited (``[relay]``);
 * delivered centrally: the same records, already at the broker, delivered over HTTP by 1
   and by 2 ``mgrhooks worker --central`` (``-P threads -c 8``), from the moment every
   worker is ready to the last arrival; every id is checked to have arrived;
+* end to end: ``--records`` records relayed by one ``mgrhooks worker --once`` while 2
+  central workers (ready before it starts) deliver them: seconds from the relay's start to
+  the last arrival (target: 10,000 in under 20 s);
 * latency: ``--calls`` sequential ``user.add`` calls (the API, in this process) with the
   record relayed by a running ``mgrhooks worker --interval 0.05`` and delivered by a
   central worker; from the record's ``timestamp`` (the change's commit) to its arrival,
@@ -154,6 +157,27 @@ def central(base: Path, broker: str, count: int, workers: int) -> tuple[float, f
     return relayed, (len(after) - 1) / (after[-1] - after[0])
 
 
+def end_to_end(base: Path, broker: str, count: int, workers: int = 2) -> float:
+    """Seconds from the start of one ``mgrhooks worker --once`` relaying ``count`` records
+    to the arrival of the last, ``workers`` central workers running (ready) all along."""
+    receiver = Receiver()
+    root = make_root(base / f"e2e{workers}", relay_conf(broker, receiver, f"e2e{secrets.token_hex(3)}"))
+    ids, _ = fill(root, count, "crm")
+    processes = [start_central(root) for _ in range(workers)]
+    try:
+        ready(root, processes)
+        started = time.time()
+        done = subprocess.run(argv(root, "worker", "--once"), capture_output=True, text=True, check=True)
+        assert done.stdout.strip().endswith(f"relayed {count}"), done.stdout
+        missing = receiver.wait(ids, 600)
+    finally:
+        for process in processes:
+            stop(process)
+        receiver.stop()
+    assert not missing, f"{len(missing)} records never arrived"
+    return max(receiver.arrived) - started
+
+
 def latency(base: Path, broker: str, calls: int) -> tuple[list[float], list[float]]:
     """Commit-to-receiver seconds of ``calls`` calls: relayed through the broker, and local (inline)."""
     results = []
@@ -235,6 +259,8 @@ def main() -> None:
                 print(
                     f"delivered, {workers} central:    {delivered:8.0f} records/s ({args.records} records, all arrived)"
                 )
+            seconds = end_to_end(base, server.url, args.records)
+            print(f"end to end, 2 central:   {seconds:8.1f} s for {args.records} records (relay to last arrival)")
             if args.only == "central":
                 return
             remote, local = latency(base, server.url, args.calls)

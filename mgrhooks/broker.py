@@ -16,18 +16,21 @@ Queues (docs/notifications.md "Central delivery"):
   its ``x-death`` header). Nothing consumes it: :func:`dead_letters`, :func:`retry` and
   :func:`drop` (``mgrhooks queue ... --central``) look at it and manage it.
 
-Every publish waits for the broker's confirmation (py-amqp's ``confirm_publish``; Redis
-answers each push), so that what the caller marks as sent is with the broker.
+What the caller marks as sent is with the broker: the relay publishes a batch on a
+channel in confirm mode and waits for the broker's confirmations of the whole batch
+(:class:`Publisher`; Redis answers each push); the other publishes wait for each one's
+(py-amqp's ``confirm_publish``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from celery import Celery
-    from kombu import Queue
+    from kombu import Connection, Queue
 
     from .settings import Relay
 
@@ -38,6 +41,12 @@ TASK = "mgrhooks.deliver"
 #: messages come back after this long; a retry's backoff longer than it may be delivered
 #: twice (our choice: 5 minutes)
 REDIS_VISIBILITY = 300.0
+#: seconds the relay waits for the broker's confirmations of a batch it published; those
+#: not confirmed by then stay pending (our choice)
+CONFIRM_TIMEOUT = 30.0
+
+#: a delivery's task arguments: ``(notifier, record id, event, record as JSON)``
+Args = tuple[str, str, str, str]
 
 
 class DeadLetter(NamedTuple):
@@ -74,6 +83,11 @@ def queues(relay: Relay) -> tuple[Queue, Queue]:
     exchange = Exchange(relay.queue, type="topic", durable=True)
     main = Queue(relay.queue, exchange, routing_key=relay.queue, queue_arguments=arguments)
     return main, Queue(dead, dead_exchange, routing_key=dead, queue_arguments={"x-queue-type": "quorum"})
+
+
+#: transport options of the relay's connection: no wait for each publish's confirmation
+#: (:class:`Publisher` waits for a batch's)
+RELAY_TRANSPORT = {"confirm_publish": False}
 
 
 def application(relay: Relay) -> Celery:
@@ -132,6 +146,110 @@ def send(
     """
     main, dead = queues(relay)
     app.send_task(TASK, args=args, task_id=args[1], queue=dead if headers else main, headers=headers or {}, retry=False)
+
+
+class Published(NamedTuple):
+    """What publishing a batch did: the positions (in the batch) of the messages the
+    broker confirmed, and the error that kept the others from being confirmed (empty:
+    none; a nack, a timeout, a connection lost)."""
+
+    confirmed: frozenset[int]
+    error: str = ""
+
+
+class Publisher:
+    """Publishes batches of deliveries to ``QUEUE`` on one connection to the broker (the
+    relay's, made with :data:`RELAY_TRANSPORT`), and tells which of them the broker confirmed.
+
+    On RabbitMQ the channel is put in confirm mode (``confirm.select``, a RabbitMQ
+    extension of AMQP 0-9-1): every message of a batch is published, then the broker's
+    ``basic.ack`` and ``basic.nack`` (each for one delivery tag, or with ``multiple`` for
+    every tag up to it) are read until each message is settled or
+    :data:`CONFIRM_TIMEOUT` has passed. A message counts as confirmed only on its ack: a
+    nack, the timeout or a connection lost mid-batch leave it unconfirmed, whatever
+    RabbitMQ may have kept. On Redis each push is answered before the next is made: the
+    messages before the first failure are confirmed. Both queues are declared first (the
+    dead-letter queue too: RabbitMQ drops what it dead-letters to a queue that does not
+    exist).
+    """
+
+    def __init__(self, app: Celery, relay: Relay, connection: Connection) -> None:
+        from kombu.common import maybe_declare
+
+        self.app = app
+        self.relay = relay
+        self.connection = connection
+        self.channel = connection.channel()
+        self.main, dead = queues(relay)
+        for queue in (self.main, dead):
+            maybe_declare(queue, self.channel)
+        self.confirms = is_rabbitmq(relay.broker_url)
+        self.tag = 0  # the delivery tag of the last message published on the channel
+        self.unsettled: dict[int, int] = {}  # tag -> position in the batch
+        self.acked: set[int] = set()
+        self.nacked: set[int] = set()
+        if self.confirms:
+            self.channel.confirm_select()
+            self.channel.events["basic_ack"].add(self._on_ack)
+            self.channel.events["basic_nack"].add(self._on_nack)
+        self.producer = app.amqp.Producer(self.channel)
+
+    def _settle(self, tag: int, multiple: bool, into: set[int]) -> None:
+        tags = [t for t in self.unsettled if t <= tag] if multiple else [tag]
+        for settled in tags:
+            position = self.unsettled.pop(settled, None)
+            if position is not None:
+                into.add(position)
+
+    def _on_ack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, self.acked)
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, self.nacked)
+
+    def publish(self, batch: Sequence[Args], timeout: float = CONFIRM_TIMEOUT) -> Published:
+        """Publish ``batch`` (one task per delivery, the record id as task id) and wait for
+        the broker's confirmations, at most ``timeout`` seconds; never raises: a failure
+        is in the result (the channel is not used again after one)."""
+        self.unsettled, self.acked, self.nacked = {}, set(), set()
+        try:
+            for position, args in enumerate(batch):
+                self.tag += 1
+                if self.confirms:
+                    self.unsettled[self.tag] = position
+                self.app.send_task(
+                    TASK,
+                    args=args,
+                    task_id=args[1],
+                    queue=self.main,
+                    producer=self.producer,
+                    retry=False,
+                    declare=(),  # declared once, above
+                    argsrepr=f"({args[0]!r}, {args[1]!r}, {args[2]!r}, ...)",  # not the record (logs, events)
+                    kwargsrepr="{}",
+                )
+                if not self.confirms:
+                    self.acked.add(position)  # Redis answered the push
+            error = self._wait(len(batch), timeout) if self.confirms else ""
+            return Published(frozenset(self.acked), error)
+        except Exception as exc:  # noqa: BLE001 (the broker's failure: those not confirmed stay pending)
+            return Published(frozenset(self.acked), f"{type(exc).__name__}: {exc}")
+
+    def _wait(self, count: int, timeout: float) -> str:
+        """Read the broker's confirmations until every message is settled or ``timeout``
+        seconds passed. :returns: the error (empty: every one acked)
+        :raises Exception: the connection's errors"""
+        deadline = time.monotonic() + timeout
+        while self.unsettled and (left := deadline - time.monotonic()) > 0:
+            try:
+                self.connection.drain_events(timeout=left)
+            except TimeoutError:
+                pass
+        if self.nacked:
+            return f"the broker refused {len(self.nacked)} of {count} message(s) (nack)"
+        if self.unsettled:
+            return f"the broker confirmed {len(self.acked)} of {count} message(s) within {timeout:g}s"
+        return ""
 
 
 def _messages(app: Celery, relay: Relay, act: Any) -> int:  # noqa: ANN401 (a callback on kombu's Message)

@@ -128,6 +128,15 @@ class RabbitMQ:
             self.process.wait()
         self.process = None
 
+    def kill(self) -> None:
+        """Kill the node (SIGKILL, as a crash or a power cut would to the process: what it
+        confirmed is on disk, the rest may not be)."""
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
     def close(self) -> None:
         """Stop the node and its epmd."""
         self.stop()

@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -242,6 +243,74 @@ def test_nothing_is_lost_when_rabbitmq_restarts_mid_stream(
     rabbitmq.start()
     assert relay(root).endswith("relayed 100")
     assert receiver.wait(ids, 60) == set(), workers[0].output()
+
+
+def relayed_and_pending(root: PanelRoot) -> tuple[set[str], set[str]]:
+    """The record ids of the root's deliveries marked relayed, and of those still pending."""
+    with sqlite3.connect(root.path / f"var/{root.mgr}.db") as db:
+        rows = db.execute("SELECT record, state FROM deliveries").fetchall()
+    return {r for r, state in rows if state == "relayed"}, {r for r, state in rows if state == "pending"}
+
+
+def test_a_broker_killed_mid_batch_marks_relayed_only_what_it_confirmed(
+    root: PanelRoot, rabbitmq: RabbitMQ, receiver: Receiver, workers: list[Worker], queue_name: str
+) -> None:
+    """The relay publishes batches and waits for their confirmations: RabbitMQ SIGKILLed
+    while it runs. Every delivery marked relayed was on the broker's disk (it arrives after
+    the restart, before anything is relayed again); the others are left pending, not leased,
+    and the next pass relays them."""
+    configure(root, rabbitmq.url, receiver, queue_name)
+    ids = spool(root, 3000)
+    running = subprocess.Popen(root.argv("worker", "--once"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not relayed_and_pending(root)[0]:  # the first batch is confirmed: the pass is under way
+        assert running.poll() is None, running.communicate()
+        time.sleep(0.005)
+    rabbitmq.kill()
+    out, err = running.communicate(timeout=120)
+    assert running.returncode == 0, err
+    relayed, pending = relayed_and_pending(root)
+    assert f"relayed {len(relayed)} (cannot relay to the broker: " in out
+    assert relayed and pending and relayed | pending == ids and not relayed & pending
+    rabbitmq.start()
+    workers.append(Worker(root))
+    assert receiver.wait(relayed, 120) == set(), workers[0].output()  # nothing marked relayed was lost
+    assert relay(root).endswith(f"relayed {len(pending)}")  # nothing left leased
+    assert receiver.wait(ids, 120) == set(), workers[0].output()
+
+
+def test_rabbitmq_dead_letters_a_message_past_its_delivery_limit(
+    root: PanelRoot, rabbitmq: RabbitMQ, receiver: Receiver, workers: list[Worker], queue_name: str
+) -> None:
+    """A message given back to the queue again and again (a consumer rejecting it with
+    requeue, as a worker failing on it would) is dead-lettered by RabbitMQ at the quorum
+    queue's ``x-delivery-limit``: ``queue list --central`` shows it, ``retry`` sends it again."""
+    import kombu
+
+    from mgrhooks.broker import queues
+
+    configure(root, rabbitmq.url, receiver, queue_name)
+    conf = root.path / "etc/mgrhooks.conf"
+    conf.write_text(conf.read_text().replace(f"queue = {queue_name}\n", f"queue = {queue_name}\ndelivery_limit = 2\n"))
+    (record,) = spool(root, 1)
+    assert relay(root).endswith("relayed 1")
+    main, _ = queues(load_settings(conf).relay)
+    returned = 0
+    with kombu.Connection(rabbitmq.url) as connection:
+        bound = main(connection.channel())
+        while (message := bound.get(no_ack=False)) is not None:
+            assert message.headers["id"] == record
+            message.requeue()  # basic.reject, requeue: a failed delivery
+            returned += 1
+            assert returned < 10, "never dead-lettered"
+    assert returned == 3  # delivered 3 times: the limit (2) counts the deliveries after the first
+    assert (
+        root.mgrhooks("queue list", "--central").stdout
+        == f"{record} crm dead attempts=0 user.add  delivery limit reached\n"
+    )
+    assert root.mgrhooks("queue retry", "--central").stdout == "1 delivery(ies) pending again\n"
+    workers.append(Worker(root))
+    assert receiver.wait({record}, 30) == set(), workers[0].output()
+    assert root.mgrhooks("queue list", "--central").stdout == ""
 
 
 def test_a_receiver_down_comes_back_and_dead_letters_go_back(
