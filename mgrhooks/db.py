@@ -60,8 +60,30 @@ def _unusable(path: Path, reason: str) -> RootError:
     return RootError(f"cannot use the database {path}: {reason}")
 
 
+def hold(path: Path) -> sqlite3.Connection:
+    """A connection to the existing database ``path``, opened now for a :func:`transaction`
+    later (its ``held``), to be closed by the caller. While it is open, closing another
+    connection to the file does not checkpoint the WAL (SQLite's last connection does): the
+    checkpoint, and its syncs, happen once, when this one closes.
+
+    :raises sqlite3.Error: it cannot be opened (the caller goes without)
+    """
+    import sqlite3
+
+    conn = sqlite3.connect(path, timeout=LOCK_TIMEOUT, isolation_level=None)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # maps the WAL index
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 @contextmanager
-def transaction(path: Path, schema: str, write: bool = True) -> Iterator[sqlite3.Connection]:
+def transaction(
+    path: Path, schema: str, write: bool = True, durable: bool = True, held: sqlite3.Connection | None = None
+) -> Iterator[sqlite3.Connection]:
     """A connection to ``path`` (created with ``schema`` if new) inside a transaction:
     committed when the block ends, rolled back when it raises. A missing file is made
     with :data:`MODE` first.
@@ -74,6 +96,13 @@ def transaction(path: Path, schema: str, write: bool = True) -> Iterator[sqlite3
         names the file and SQLite's reason; nothing of the block is committed. (Our
         choice: a root that cannot be used, exit status 3; an error in our own SQL,
         ``SQLITE_ERROR``, is left to surface as the bug it is.)
+    :param durable: the commit is on disk when the block ends (SQLite's ``synchronous =
+        FULL``, the default); ``False``: it is not synced (``NORMAL``: in WAL mode a commit
+        still never half applies, but a machine crash may undo it, until a later durable
+        commit to the file syncs it too). Only for writes whose loss the caller recovers
+        from (an outbox's completion: its intent is durable).
+    :param held: the connection to use (:func:`hold`), left open; default: a new one,
+        closed when the block ends
     """
     import sqlite3
 
@@ -87,7 +116,7 @@ def transaction(path: Path, schema: str, write: bool = True) -> Iterator[sqlite3
         except OSError as exc:
             raise _unusable(path, f"cannot make it: {exc.strerror}") from None
     try:
-        yield from _transaction(path, schema, write)
+        yield from _transaction(path, schema, write, durable, held)
     except sqlite3.Error as exc:
         codes = {getattr(sqlite3, name) for name in _ENVIRONMENTAL}
         if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in codes:
@@ -95,14 +124,19 @@ def transaction(path: Path, schema: str, write: bool = True) -> Iterator[sqlite3
         raise _unusable(path, str(exc)) from exc
 
 
-def _transaction(path: Path, schema: str, write: bool) -> Iterator[sqlite3.Connection]:
+def _transaction(
+    path: Path, schema: str, write: bool, durable: bool = True, held: sqlite3.Connection | None = None
+) -> Iterator[sqlite3.Connection]:
     import sqlite3
 
-    conn = sqlite3.connect(path, timeout=LOCK_TIMEOUT, isolation_level=None)
+    conn = held or sqlite3.connect(path, timeout=LOCK_TIMEOUT, isolation_level=None)
     conn.row_factory = sqlite3.Row  # rows by column name, and still sequences
     try:
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(schema)
+        if not durable:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        if schema:
+            conn.executescript(schema)
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield conn
@@ -111,4 +145,5 @@ def _transaction(path: Path, schema: str, write: bool) -> Iterator[sqlite3.Conne
             raise
         conn.execute("COMMIT")
     finally:
-        conn.close()
+        if held is None:
+            conn.close()

@@ -31,7 +31,7 @@ from .model import ActionStep
 from .monitor import Later, Monitor, StepEnd
 from .root import Root
 from .settings import Notifier
-from .spool import Delivery, Spool
+from .spool import Delivery, Intent, Spool
 
 if TYPE_CHECKING:
     import sqlite3
@@ -101,6 +101,7 @@ class Notifications(Monitor):
         self.spool = spool_of(root)
         self.runs: list[HandlerRun] = []
         self.intent: _Intent | None = None
+        self.held: sqlite3.Connection | None = None  # for the completion (:meth:`_hold`)
 
     def _wanted(self, request: Request) -> list[str]:
         from .notify import is_change, wanted
@@ -115,6 +116,17 @@ class Notifications(Monitor):
         names = self._wanted(request)
         if names and path == self.spool.path:
             self._intend(conn, request, doc, names)
+            self._hold(path)
+
+    def _hold(self, path: Path) -> None:
+        """Open the connection the completion will use, while the change's is open: the
+        change's closing then leaves the WAL checkpoint (its syncs) to the completion's."""
+        from .db import hold
+
+        try:
+            self.held = hold(path)
+        except Exception as exc:  # noqa: BLE001 (an optimisation: the completion opens its own)
+            NOTIFY.debug("cannot open %s ahead of the completion: %s", path, exc)
 
     def after(self, end: StepEnd) -> None:
         """Keep the run record of a handler that ran (for the event record); after main
@@ -161,13 +173,14 @@ class Notifications(Monitor):
             if self.intent is None:
                 return None
         status = "error" if document.has_error() else "ok"
-        self._complete(request, document.tree(), status)
+        left = self._complete(request, document.tree(), status)
         record_id = self.intent.record
         local = any(name not in self.relayed for name in self._wanted(request))
 
         def deliver() -> None:  # inline, when quick; the worker does the rest
             try:
-                recover(self.root)
+                if left is None or _stale(left):  # (usually none: no look-up again)
+                    recover(self.root)
                 if local:  # (relayed deliveries are the relay's: nothing to claim)
                     work(self.root, self.notifiers, only=record_id, cap=INLINE_TIMEOUT, skip=self.relayed)
             except Exception as exc:  # noqa: BLE001 (a notifier never fails a call)
@@ -180,7 +193,9 @@ class Notifications(Monitor):
         if self.intent is not None:
             self._complete(request, self.intent.doc, "error")
 
-    def _complete(self, request: Request, doc: Element, status: str) -> None:
+    def _complete(self, request: Request, doc: Element, status: str) -> tuple[Intent, ...] | None:
+        """Complete the intent; :returns: the intents left (other calls'), ``None`` when
+        the completion failed (logged)."""
         from .notify import record
 
         assert self.intent is not None
@@ -188,10 +203,22 @@ class Notifications(Monitor):
         body = record(request, self.root.mgr, doc, self.runs, intent.record, intent.now, intent.numbered, status)
         if doc.findtext("id") is None:
             body["result"]["id"] = intent.doc.findtext("id")
+        held, self.held = self.held, None
         try:
-            self.spool.complete(intent.record, json.dumps(body), time.time())
+            return self.spool.complete(intent.record, json.dumps(body), time.time(), held).intents
         except Exception as exc:  # noqa: BLE001 (the call has committed: report, do not fail it)
             logs.ACTION.error("event record of '%s' left as an intent (recovered later): %s", request.func, exc)
+            return None
+        finally:
+            if held is not None:
+                held.close()  # (the last connection: it checkpoints the WAL, synced)
+
+
+def _stale(intents: tuple[Intent, ...]) -> bool:
+    """Whether one of ``intents`` was left by a process that is gone."""
+    from .owner import alive
+
+    return not all(alive(intent.owner) for intent in intents)
 
 
 def _take_over(root: Root, spool: Spool) -> None:

@@ -101,6 +101,14 @@ class Intent(NamedTuple):
     owner: str
 
 
+class Completed(NamedTuple):
+    """What completing an intent found: whether it was still an intent (``False``: a
+    recovery pass completed it first, or it never committed), and the intents left."""
+
+    completed: bool
+    intents: tuple[Intent, ...]
+
+
 def sequence(conn: sqlite3.Connection, objects: Sequence[str]) -> list[int]:
     """The next sequence number of each of ``objects`` (``user:alice``; 1 for the first
     change), counted in ``conn``'s transaction: numbers of one object follow the order in
@@ -135,7 +143,11 @@ def intend(
 
 def _tables(conn: sqlite3.Connection) -> None:
     """The spool's tables in ``conn``'s database, made inside its open transaction
-    (``executescript`` would commit it)."""
+    (``executescript`` would commit it) unless there (one look-up, not a statement per
+    table)."""
+    made = conn.execute("SELECT count(*) FROM sqlite_master WHERE name IN ('records', 'deliveries', 'sequences')")
+    if made.fetchone()[0] == 3:
+        return
     for statement in _TABLES:
         conn.execute(statement)
 
@@ -165,12 +177,21 @@ class Spool:
             conn.execute("INSERT INTO records (id, event, created, body) VALUES (?, ?, ?, ?)", values)
             _deliveries(conn, record_id, notifiers, now)
 
-    def complete(self, record_id: str, body: str, now: float) -> bool:
+    def complete(self, record_id: str, body: str, now: float, held: sqlite3.Connection | None = None) -> Completed:
         """Complete the intent ``record_id`` with its final ``body``, adding its deliveries
-        (due at ``now``). :returns: whether it was still an intent (``False``: a recovery
-        pass completed it first, or it never committed)"""
-        with self.transaction() as conn:
-            return _complete(conn, record_id, body, now)
+        (due at ``now``), and look up, in the same transaction, the intents left (other
+        calls': the caller recovers those of dead processes, :meth:`recover`).
+
+        Not synced to disk when it returns (:func:`mgrhooks.db.transaction`'s ``durable``;
+        our choice: it saves a call a second sync): a machine crash may undo it, leaving the
+        intent, which committed durably with the change and is recovered with the same id.
+        ``held``: the connection to use (:func:`mgrhooks.db.hold`, opened with the change),
+        left open.
+        """
+        with transaction(self.path, "", durable=False, held=held) as conn:  # (the intent made the tables)
+            completed = _complete(conn, record_id, body, now)
+            rows = conn.execute("SELECT id, owner FROM records WHERE state = 'intent' ORDER BY created").fetchall()
+        return Completed(completed, tuple(Intent(*row) for row in rows))
 
     def intents(self) -> list[Intent]:
         """The records still intents, oldest first (none when nothing was ever written)."""
