@@ -129,7 +129,7 @@ def _transaction(
 ) -> Iterator[sqlite3.Connection]:
     import sqlite3
 
-    conn = held or sqlite3.connect(path, timeout=LOCK_TIMEOUT, isolation_level=None)
+    conn = held if held is not None else sqlite3.connect(path, timeout=LOCK_TIMEOUT, isolation_level=None)
     conn.row_factory = sqlite3.Row  # rows by column name, and still sequences
     try:
         conn.execute("PRAGMA journal_mode=WAL")
