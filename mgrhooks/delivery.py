@@ -81,7 +81,8 @@ class Notifications(Monitor):
     (:meth:`after`), a call whose before-handler answered ``skipaction`` when its response
     is decided. :meth:`committed` completes it with how the call ended and returns its
     inline delivery; :meth:`failed` completes it when the call raised. Intents of dead
-    processes are recovered at the next call's end and by the worker (:func:`recover`).
+    processes are recovered by the worker (:func:`recover`) and at the end of the next call
+    whose completion sees one (it looks the intents up in its own transaction).
 
     :param notifiers: the root's notifiers (``[notify.NAME]`` sections); each gets the
         record of a change whose function matches its ``events``
