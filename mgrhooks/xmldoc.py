@@ -202,7 +202,8 @@ def as_rows(data: bytes) -> Rows | None:
     first = data.find(b"<", head.end(), end)  # the first row; none: an empty list
     if first >= 0 and not (data.startswith(b"<elem", first) and data.endswith(b"</elem>\n", first, end)):
         return None
-    # libxml2 runs in another thread (it releases the GIL) while this one counts
+    # libxml2 runs in another thread (it releases the GIL) while this one counts: ~15 ms of
+    # the bench's "big document / ratio to that" row (bench/run.py)
     seen = _meanwhile(functools.partial(_well_formed, data, _Seen()))
     counted = first < 0 or _rows_only(data, first, end)
     try:
