@@ -89,7 +89,8 @@ def transaction(
     with :data:`MODE` first.
 
     :param write: take the write lock at once (``BEGIN IMMEDIATE``), so that a
-        read-check-write cannot race another process; ``False`` for reads
+        read-check-write cannot race another process; ``False`` for reads (the connection
+        is made read-only: ``PRAGMA query_only``)
     :raises RootError: the database cannot be used: its directory cannot be made, the file
         cannot be opened, is not a database or is corrupt, the disk is full, read-only or
         failing, or the lock was not had within :data:`LOCK_TIMEOUT` seconds. The message
@@ -137,6 +138,8 @@ def _transaction(
             conn.execute("PRAGMA synchronous=NORMAL")
         if schema:
             conn.executescript(schema)
+        if not write:  # a read that tried to write would fail, not take the write lock late
+            conn.execute("PRAGMA query_only = ON")
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield conn

@@ -205,6 +205,12 @@ def _escaped(char: str) -> str:
     return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else char.encode("unicode_escape").decode()
 
 
+#: forms: shown without ``sok``, saved with it
+_FORMS = (".add", ".edit")
+#: lists of sub-objects, named ``object.subobject`` with no verb (DNSmanager's records of a zone)
+_SUB_LISTS = frozenset({"domain.record"})
+
+
 class Request(NamedTuple):
     """One function call.
 
@@ -234,6 +240,16 @@ class Request(NamedTuple):
                 shown = "".join(map(_escaped, value[:60])) + ("..." if len(value) > 60 else "")
                 return f"Invalid {what} '{shown}': {reason}"
         return None
+
+    def is_change(self) -> bool:
+        """Whether a successful call of this request changes something (our reading of
+        COREmanager's naming, docs/notifications.md): a list (``user``, or a list of
+        sub-objects such as ``domain.record``) and a form (``.add``, ``.edit``) without
+        ``sok`` only read; every other ``object.verb`` changes. The built-in core runs a
+        read in a read transaction, and makes event records of changes only."""
+        if "." not in self.func or self.func in _SUB_LISTS:
+            return False
+        return not (self.func.endswith(_FORMS) and not self.get("sok"))
 
     def get(self, key: str, default: str = "") -> str:
         """The last value of parameter ``key`` (``default`` when absent)."""

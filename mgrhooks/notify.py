@@ -37,16 +37,11 @@ from .model import HandlerRun, Request
 from .secret import masked
 from .xmldoc import Element, find_error
 
-_FORMS = (".add", ".edit")
-#: lists of sub-objects, named ``object.subobject`` with no verb (DNSmanager's records of a zone)
-_LISTS = frozenset({"domain.record"})
-
 
 def is_change(request: Request) -> bool:
-    """Whether a successful call of ``request`` changed something (see the module docstring)."""
-    if "." not in request.func or request.func in _LISTS:
-        return False
-    return not (request.func.endswith(_FORMS) and not request.get("sok"))
+    """Whether a successful call of ``request`` changed something (see the module docstring;
+    :meth:`mgrhooks.model.Request.is_change`)."""
+    return request.is_change()
 
 
 def wanted(patterns: Sequence[str], func: str) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,23 @@ def test_the_database_holding_password_hashes_is_mode_600_under_any_umask(panel:
     made = sorted(panel.db_file.parent.glob(panel.db_file.name + "*"))
     assert panel.db_file in made
     assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in made} == {path.name: 0o600 for path in made}
+
+
+def test_a_list_reads_while_another_process_holds_the_write_lock(panel: Root) -> None:
+    """Reads (a list, a form shown) take no write lock: with a writer holding it, they
+    answer at once (a write waits for it: up to db.LOCK_TIMEOUT, 60 s)."""
+    assert text(panel, "user.add", name="alice", passwd="pw", sok="ok") == "OK\nid=alice\n"
+    writer = sqlite3.connect(panel.db_file, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        for func, *params in (("user",), ("user.edit", "elid=alice")):
+            argv = [sys.executable, "-m", "mgrhooks", "exec", "--root", str(panel.path), "--out", "text", func, *params]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            assert done.returncode == 0, done.stderr
+            assert "alice" in done.stdout
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
 
 
 def test_create_view_change(panel: Root) -> None:
