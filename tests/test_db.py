@@ -68,3 +68,33 @@ def test_a_database_directory_that_cannot_be_made_is_named(tmp_path: Path) -> No
     with pytest.raises(RootError) as raised, db.transaction(path, SCHEMA):
         pass
     assert str(raised.value) == f"cannot use the database {path}: cannot make {path.parent}: File exists"
+
+
+def test_a_database_path_that_cannot_be_looked_at_is_a_root_error(tmp_path: Path) -> None:
+    (tmp_path / "var").write_text("a file where the folder should be")
+    path = tmp_path / "var" / "billmgr.db"
+    with pytest.raises(RootError) as raised:
+        db.exists(path)
+    assert str(raised.value) == f"cannot use the database {path}: Not a directory"
+
+
+def test_a_symlink_planted_where_the_database_will_be_is_not_followed(tmp_path: Path) -> None:
+    """A missing database is made with O_NOFOLLOW: a dangling symlink in its place (to a
+    file of someone else's choosing) is refused, and nothing is made at its target."""
+    target = tmp_path / "elsewhere.db"
+    path = tmp_path / "var" / "billmgr.db"
+    path.parent.mkdir()
+    path.symlink_to(target)
+    with pytest.raises(RootError) as raised, db.transaction(path, SCHEMA):
+        pass
+    assert str(raised.value).startswith(f"cannot use the database {path}: cannot make it:")
+    assert not target.exists()
+
+
+def test_a_read_transaction_cannot_write(tmp_path: Path) -> None:
+    path = tmp_path / "billmgr.db"
+    with db.transaction(path, SCHEMA) as conn:
+        conn.execute("INSERT INTO t VALUES ('kept')")
+    with pytest.raises(RootError, match="readonly"), db.transaction(path, SCHEMA, write=False) as conn:
+        conn.execute("INSERT INTO t VALUES ('written by a read')")
+    assert values(path) == ["kept"]

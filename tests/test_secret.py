@@ -14,6 +14,11 @@ def test_the_rule_covers_passwords_their_confirmation_keys_and_tokens() -> None:
         assert not is_secret(name), name
 
 
+def test_a_name_outside_ascii_follows_the_same_rule() -> None:
+    assert is_secret("пароль_passwd") and is_secret("Token_ключ")
+    assert not is_secret("имя") and not is_secret("nom_é")
+
+
 def test_records_and_masked_use_the_same_rule() -> None:
     params = (("name", "ann"), ("passwd", "p1"), ("confirm", "p1"))
     assert redact(params) == {"name": "ann", "passwd": MASK, "confirm": MASK}
