@@ -107,3 +107,30 @@ def test_problems_read_from_the_cache_keep_their_severity(root: PanelRoot) -> No
     assert cached[0].severity is Severity.ERROR
     assert str(cached[0]).endswith(": error: <handler> without a name: skipped")
     assert "severity:<enum 'Severity'>" in cache.fingerprint([])
+
+
+def test_a_cache_keeping_no_mapping_of_last_good_versions_keeps_none(tmp_path) -> None:
+    from mgrhooks.cache import last_good
+
+    path = tmp_path / "billmgr.registry"
+    with path.open("wb") as file:
+        pickle.dump("the registry", file)
+        pickle.dump(["not", "a", "mapping"], file)
+    path.chmod(0o600)
+    assert last_good(path) == {}
+    with path.open("wb") as file:
+        pickle.dump("the registry", file)
+        pickle.dump({"etc/xml/a.xml": b"<mgrdata/>", 3: b"x", "etc/xml/b.xml": "not bytes"}, file)
+    assert last_good(path) == {"etc/xml/a.xml": b"<mgrdata/>"}
+
+
+def test_the_key_tells_a_plugin_file_that_went_from_one_that_is_there(tmp_path) -> None:
+    from mgrhooks.cache import fingerprint
+
+    plugin = tmp_path / "billmgr_mod_a.xml"
+    plugin.write_text("<mgrdata/>")
+    files = [("etc/xml/billmgr_mod_a.xml", str(plugin), "billmgr_mod_a.xml")]
+    there = fingerprint(files)
+    plugin.unlink()
+    gone = fingerprint(files)
+    assert there != gone and gone.endswith("etc/xml/billmgr_mod_a.xml gone")
