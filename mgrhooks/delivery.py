@@ -105,9 +105,9 @@ class Notifications(Monitor):
         self.held: sqlite3.Connection | None = None  # for the completion (:meth:`_hold`)
 
     def _wanted(self, request: Request) -> list[str]:
-        from .notify import is_change, wanted
+        from .notify import wanted
 
-        if not is_change(request):
+        if not request.is_change():
             return []
         return [n.name for n in self.notifiers if wanted(n.events, request.func)]
 

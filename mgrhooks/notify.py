@@ -38,12 +38,6 @@ from .secret import masked
 from .xmldoc import Element, find_error
 
 
-def is_change(request: Request) -> bool:
-    """Whether a successful call of ``request`` changed something (see the module docstring;
-    :meth:`mgrhooks.model.Request.is_change`)."""
-    return request.is_change()
-
-
 def wanted(patterns: Sequence[str], func: str) -> bool:
     """Whether ``func`` matches one of a notifier's shell ``patterns`` (``user.*``)."""
     return any(fnmatch.fnmatchcase(func, pattern) for pattern in patterns)

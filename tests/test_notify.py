@@ -18,7 +18,7 @@ from conftest import PanelRoot
 from mgrhooks.delivery import LEASE_MARGIN
 from mgrhooks.errors import RootError
 from mgrhooks.model import Request
-from mgrhooks.notify import HandlerRun, is_change, objects, record, redact, wanted
+from mgrhooks.notify import HandlerRun, objects, record, redact, wanted
 from mgrhooks.settings import Notifier, load_settings
 from mgrhooks.spool import Spool
 from mgrhooks.xmldoc import parse
@@ -39,7 +39,7 @@ from mgrhooks.xmldoc import parse
     ],
 )
 def test_which_calls_are_changes(func: str, params: tuple[tuple[str, str], ...], change: bool) -> None:
-    assert is_change(Request(func, params)) is change
+    assert Request(func, params).is_change() is change
 
 
 def test_filters_and_redaction() -> None:
