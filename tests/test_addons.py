@@ -364,3 +364,48 @@ def test_a_core_document_replaces_a_built_in_function_only_when_it_says_so(root:
     supplied = root.path / "other.xml"  # the caller's own --core-doc answers, as asked
     supplied.write_text("<doc><elem><name>asked</name></elem></doc>")
     assert root.mgrhooks("exec", "user", "--core-doc", str(supplied), "--out", "text").stdout == "name=asked\n"
+
+
+def test_per_object_documents_of_a_built_in_function(root: PanelRoot) -> None:
+    """``etc/core/<mgr>/<func>/<elid>.xml`` of a built-in function answers for its object
+    only when it says mgrhooks-replace="yes"; other objects, and calls without an elid, get
+    the built-in function (docs/protocol.md, core documents)."""
+    _add_users(root, "alice", "bob")
+    objects = root.path / "etc/core/billmgr/user.edit"
+    objects.mkdir(parents=True)
+    (objects / "alice.xml").write_text('<doc mgrhooks-replace="yes"><name>from-file</name></doc>')
+    (objects / "bob.xml").write_text("<doc><name>not-used</name></doc>")
+    alice = root.mgrhooks("exec", "user.edit", "--elid", "alice", "--out", "xml")
+    assert alice.returncode == 0 and "<name>from-file</name>" in alice.stdout, alice.stdout
+    for elid in ("bob", "carol", ""):  # not saying replace, no file, no object at all
+        called = root.mgrhooks("exec", "user.edit", *(["--elid", elid] if elid else []), "--out", "xml")
+        assert "from-file" not in called.stdout and "not-used" not in called.stdout, (elid, called.stdout)
+    assert root.mgrhooks("exec", "user.edit", "--elid", "bob", "--out", "text").stdout.startswith(
+        "elid=bob\nname=bob\n"
+    )
+    assert root.mgrhooks("plan", "user.edit").stdout.splitlines()[1] == (
+        "     why: main logic: the core's function 'user.edit' (etc/core/billmgr/user.edit/<elid>.xml answers"
+        ' for its object only when its <doc> says mgrhooks-replace="yes")'
+    )
+    checked = root.mgrhooks("check").stdout
+    assert "etc/core/billmgr/user.edit/alice.xml: warning: replaces the built-in function 'user.edit'" in checked
+    assert "etc/core/billmgr/user.edit/bob.xml: warning: 'user.edit' is a built-in function" in checked
+
+
+def test_a_broken_document_of_a_built_in_function_leaves_the_function_answering(root: PanelRoot) -> None:
+    """A document of a built-in function that cannot be parsed does not take the function
+    down: the built-in function answers, the action log says why, and ``check`` reports it
+    as an error naming the file."""
+    _add_users(root, "alice")
+    (root.path / "etc/core/billmgr").mkdir(parents=True)
+    (root.path / "etc/core/billmgr/user.xml").write_text('<doc mgrhooks-replace="yes"><elem>')
+    listed = root.mgrhooks("exec", "user", "--out", "text")
+    assert (listed.returncode, listed.stdout) == (0, "name=alice level=16 state=active\n")
+    assert "the built-in function 'user' answers" in root.log()
+    assert root.mgrhooks("plan", "user").stdout.splitlines()[1] == (
+        "     why: main logic: the core's function 'user'"
+        ' (etc/core/billmgr/user.xml is not used: its <doc> does not say mgrhooks-replace="yes")'
+    )
+    checked = root.mgrhooks("check")
+    assert checked.returncode != 0
+    assert checked.stdout.startswith("etc/core/billmgr/user.xml: error: "), checked.stdout

@@ -65,6 +65,24 @@ def test_dry_run_of_an_unknown_function_is_an_error(root: PanelRoot) -> None:
     assert done.returncode == 1 and "no.such" in done.stderr
 
 
+def test_dry_run_says_what_would_not_start_and_why(root: PanelRoot) -> None:
+    """A handler of a disabled plugin is shown skipped, one whose program is not trusted
+    is shown refused (with the trust finding), a final handler's stdin is explained, and
+    the call's ``--timeout`` is named as its handlers' timeout; nothing runs."""
+    root.handler("off.sh", BASH_STAMP, '<event name="user.add" before="yes"/>')
+    assert root.mgrhooks("plugin disable", "off_sh").returncode == 0
+    root.handler("open.sh", BASH_STAMP, '<event name="user.add" before="yes"/>').chmod(0o777)
+    root.handler("fin.sh", BASH_STAMP, '<event name="user.add" final="yes"/>')
+    done = root.mgrhooks("exec", "user.add", "name=alice", "passwd=x", "sok=ok", "--timeout", "5", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "skipped: plugin disabled" in out
+    assert "note: refused: Addon 'addon/open.sh' is writable by group or others (mode 777)" in out
+    assert "stdin: a real call gives the response (sessiondata) or the starting document" in out
+    assert "timeout: 5 s, from the call's --timeout" in out
+    assert not (root.path / "var/stamp").exists()
+
+
 BASH_XML = """
 #!/bin/bash
 sed 's|</doc>|<greeting>hello '"$PARAM_name"'</greeting></doc>|'

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,35 @@ def test_a_module_with_the_panel_path_hard_coded_runs_with_the_option(billing: P
     result = _module(billing, "processing/pmabs", "--command", "open", "--item", "7", "--panel-path", "/usr/local/mgr5")
     assert result.returncode == 0, result.stdout + result.stderr
     assert billing.read("var/opened") == "7\n"
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda path: None, "cannot be run: No such file or directory"),
+        (lambda path: path.mkdir(mode=0o755), "is not a regular file"),
+        (lambda path: (path.write_text("#!/bin/sh\n"), path.chmod(0o644)), "is not executable"),
+        (
+            lambda path: (path.write_text("#!/bin/sh\n"), path.chmod(0o4755)),
+            "is set-user-ID or set-group-ID (mode 4755)",
+        ),
+    ],
+    ids=["missing", "folder", "not-executable", "setuid"],
+)
+def test_a_module_that_may_not_run_is_refused_naming_why(
+    billing: PanelRoot, make: Callable[[Path], object], reason: str
+) -> None:
+    """A module is checked as a handler's program is (modules.vet): the call fails with
+    the reason, and nothing runs."""
+    make(billing.path / "processing" / "pmbad")
+    result = _module(billing, "processing/pmbad", "--command", "features", "--out", "text")
+    assert result.returncode == 1
+    assert f"Module 'processing/pmbad' {reason}" in result.stdout
+
+
+def test_a_module_gets_item_and_payment_on_its_command_line(billing: PanelRoot) -> None:
+    _program(billing.path / "processing" / "pmargs", '#!/bin/sh\necho "<doc><argv>$*</argv></doc>"\n')
+    result = _module(
+        billing, "processing/pmargs", "--command", "open", "--item", "7", "--payment", "12", "--out", "text"
+    )
+    assert (result.returncode, result.stdout) == (0, "argv=--command open --item 7 --payment 12\n")
