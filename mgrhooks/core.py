@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # sqlite3 and the hashing modules load when a function needs 
 
 #: the level of a user created without one
 DEFAULT_LEVEL = Level.USER
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+#: a user name (compiled on first use, re caches it: a call that looks up no user pays nothing)
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"
 GROUP_SEPARATOR = ", "
 #: a balance: a plain decimal number, sign and point optional
 BALANCE_PATTERN = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"  # compiled on first use (re caches it)
@@ -221,8 +222,13 @@ class BuiltinCore:
             add(doc, "balance", row["balance"] if row else "0.00")
 
 
+def is_user_name(name: str) -> bool:
+    """Whether ``name`` may name a user of the built-in core (:data:`NAME_PATTERN`)."""
+    return re.fullmatch(NAME_PATTERN, name) is not None
+
+
 def _find(conn: sqlite3.Connection, name: str) -> sqlite3.Row | None:
-    if not NAME_PATTERN.fullmatch(name):  # no such user can exist (and SQLite takes no lone surrogate)
+    if not is_user_name(name):  # no such user can exist (and SQLite takes no lone surrogate)
         return None
     row: sqlite3.Row | None = conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
     return row
@@ -330,7 +336,7 @@ def _user_change(core: BuiltinCore, conn: sqlite3.Connection, request: Request, 
 
 
 def _valid_name(name: str) -> str:
-    if not NAME_PATTERN.fullmatch(name):
+    if not is_user_name(name):
         raise PanelError("value", "name", name, f"Invalid user name '{name}': letters, digits, '_.@-', 1 to 64")
     return name
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from lxml import etree
 
 from .. import logs
-from ..core import NAME_PATTERN, BuiltinCore, hash_password, verify_password
+from ..core import BuiltinCore, hash_password, is_user_name, verify_password
 from ..errors import PanelError, UsageError
 from ..model import Level
 from ..root import Root
@@ -123,7 +123,7 @@ class CoreUsers:
 
     def account(self, name: str) -> Account | None:
         """The user ``name`` of the core's ``users`` table, or ``None``."""
-        if not NAME_PATTERN.fullmatch(name):  # no such user can exist
+        if not is_user_name(name):  # no such user can exist
             return None
         with self._core.transaction(write=False) as conn:
             row = conn.execute("SELECT password, level, state FROM users WHERE name = ?", (name,)).fetchone()
