@@ -4,23 +4,33 @@ The command's start imports some forty modules (click, lxml, ours), whose object
 long as the process: the garbage collector, which walks every tracked object again each
 time enough new ones are made, is off while they are imported, and they are then frozen
 out of its later collections (``gc.freeze``). That was ~4 ms of a call without handlers
-(docs/performance.md, "Start-up"; our choice, for the command only: an application that
-imports mgrhooks keeps its collector as it is).
+(docs/performance.md, "Start-up"; our choice, for the commands only: an application that
+imports mgrhooks keeps its collector as it is). ``sbin/mgrctl`` (:mod:`mgrhooks.mgrctl`)
+imports its command the same way.
 """
 
 import gc
 
 
-def main() -> None:
-    """Run the ``mgrhooks`` command (:func:`mgrhooks.cli.run`); does not return."""
+def import_frozen(*modules: str) -> None:
+    """Import ``modules`` (dotted names) with the collector off, then freeze what is
+    imported out of its later collections; the collector is as it was afterwards."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        from mgrhooks.cli import run
+        for name in modules:
+            __import__(name)
     finally:
         gc.freeze()
         if enabled:
             gc.enable()
+
+
+def main() -> None:
+    """Run the ``mgrhooks`` command (:func:`mgrhooks.cli.run`); does not return."""
+    import_frozen("mgrhooks.cli")
+    from mgrhooks.cli import run
+
     run()
 
 

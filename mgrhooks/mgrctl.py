@@ -16,7 +16,11 @@ def main() -> None:
     status = client.mgrctl(sys.argv[1:])
     if status is not None:
         raise SystemExit(status)
-    from mgrhooks.cli import mgrctl, run
+    from mgrhooks.__main__ import import_frozen
+
+    import_frozen("mgrhooks.mgrctlcli")  # the collector off meanwhile, as for ``mgrhooks``
+    from mgrhooks.cli import run
+    from mgrhooks.mgrctlcli import mgrctl
 
     run(mgrctl, "mgrctl")
 

@@ -19,7 +19,27 @@ NOT_NEEDED = {
     "mgrhooks.handlers": "running handlers",
     "subprocess": "starting handlers where posix_spawn cannot",
     "logging": "records outside a panel log",
+    "mgrhooks.mgrctlcli": "sbin/mgrctl's command, and its parse of a command line for a serve",
 }
+
+#: regular expressions of ours that were compiled at import, and what uses them (a call
+#: without handlers, answered by the built-in core, uses none)
+NOT_COMPILED = {
+    "mgrhooks.core.NAME_PATTERN": "a user looked up, added or changed",
+    "mgrhooks.document._DOC_TAG": "a document kept as text given the request's attributes",
+    "mgrhooks.document._NAME": "the same",
+    "mgrhooks.render._INTERFACE_TAG": "a document kept as text printed with --out xml",
+}
+
+#: ``python -c`` that runs the ``mgrhooks`` command of ``sys.argv[1:]`` and, as it ends,
+#: prints on stderr every pattern compiled meanwhile (``re`` keeps each in its cache)
+_COMPILED = """
+import atexit, re, sys
+from mgrhooks.__main__ import main
+atexit.register(lambda: print("compiled:", [key[1] for key in re._cache], file=sys.stderr))
+sys.argv[0] = "mgrhooks"
+main()
+"""
 
 
 def _imported(root: PanelRoot, *extra: str) -> list[str]:
@@ -41,6 +61,24 @@ def test_a_call_without_handlers_imports_nothing_it_does_not_use(root: PanelRoot
     imported = _imported(root)
     assert "mgrhooks.dispatch" in imported  # (the listing is there)
     assert {name: why for name, why in NOT_NEEDED.items() if name in imported} == {}
+
+
+def test_a_call_without_handlers_compiles_no_pattern_it_does_not_use(root: PanelRoot) -> None:
+    import importlib
+
+    env = {k: v for k, v in unmeasured().items() if not k.startswith(("OTEL_", "MGRHOOKS_"))}
+    argv = [sys.executable, "-c", _COMPILED, *root.argv("exec", "user")[3:]]
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert '<doc func="user"' in result.stdout
+    compiled = result.stderr.rpartition("compiled: ")[2]
+    assert compiled.startswith("[")  # (the list was printed)
+    patterns = {}
+    for name in NOT_COMPILED:
+        module, _, attribute = name.rpartition(".")
+        pattern = getattr(importlib.import_module(module), attribute)
+        patterns[name] = getattr(pattern, "pattern", pattern)  # (a compiled one on the old code)
+    assert {name: why for name, why in NOT_COMPILED.items() if repr(patterns[name]) in compiled} == {}
 
 
 def test_the_plugin_files_parser_is_loaded_only_to_build_the_registry(root: PanelRoot) -> None:

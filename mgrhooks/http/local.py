@@ -9,7 +9,7 @@ the owner of the root directory acts as the super user; anyone else gets a refus
 (exit status 77, ``ExitStatus.REFUSED``) and nothing runs.
 
 What (the wire: :mod:`mgrhooks.client`): a ``mgrctl`` request carries the command line,
-which :func:`mgrhooks.cli.parse_mgrctl` parses with the ``mgrctl`` command itself; a
+which :func:`mgrhooks.mgrctlcli.parse_mgrctl` parses with the ``mgrctl`` command itself; a
 ``call`` request carries a call ``exec`` parsed. Each becomes a :class:`Call` for the
 resident (``user`` root at level 30 for mgrctl; ``exec``'s ``--user``/``--level``, as in
 its own process), one deeper than the call whose handler made it
@@ -115,7 +115,7 @@ def decided(request: Mapping[str, object], root: Root) -> Call | Restart | Reply
     depth, chain = nesting(environ)
     kind = request.get("kind")
     if kind == "mgrctl":
-        from ..cli import parse_mgrctl
+        from ..mgrctlcli import parse_mgrctl
 
         argv = request.get("argv")
         if not isinstance(argv, list) or not all(isinstance(arg, str) for arg in argv):
