@@ -26,6 +26,15 @@ def import_frozen(*modules: str) -> None:
             gc.enable()
 
 
+def import_also_frozen(*modules: str) -> None:
+    """In a command's own process (one whose start :func:`import_frozen` froze), import
+    ``modules`` the same way: the modules a call needs once the command line is parsed.
+    Elsewhere (the CLI run in-process: tests, an application) nothing is done: the
+    collector there is left as it is."""
+    if gc.get_freeze_count():
+        import_frozen(*modules)
+
+
 def main() -> None:
     """Run the ``mgrhooks`` command (:func:`mgrhooks.cli.run`); does not return."""
     import_frozen("mgrhooks.cli")

@@ -31,12 +31,13 @@ FORMATS = ["xml", "devel", "json", "sjson", "text"]
 
 
 def _open(root_dir: str, mgr: str) -> Panel:
-    """The panel of ``root_dir``; the modules a call needs are imported the way the
-    command's own are (:func:`mgrhooks.__main__.import_frozen`: the collector's walks over
-    them were ~1.7 M instructions of a call, bench row "cold start | ratio")."""
-    from .__main__ import import_frozen
+    """The panel of ``root_dir``; in the command's own process, the modules a call needs are
+    imported the way the command's are (:func:`mgrhooks.__main__.import_also_frozen`: the
+    collector's walks over them were ~1.7 M instructions of a call, bench row "cold start |
+    ratio")."""
+    from .__main__ import import_also_frozen
 
-    import_frozen("mgrhooks.api", "mgrhooks.render", "mgrhooks.process")
+    import_also_frozen("mgrhooks.api", "mgrhooks.render", "mgrhooks.process")
     from .api import Panel
 
     return Panel(root_dir, mgr)

@@ -81,6 +81,21 @@ def test_a_call_without_handlers_compiles_no_pattern_it_does_not_use(root: Panel
     assert {name: why for name, why in NOT_COMPILED.items() if repr(patterns[name]) in compiled} == {}
 
 
+def test_the_command_run_in_process_leaves_the_collector_as_it_is(root: PanelRoot) -> None:
+    # the command's own process freezes what its start imports (mgrhooks.__main__); an
+    # application or a test running the CLI in-process keeps its garbage collected
+    import gc
+
+    from click.testing import CliRunner
+
+    from mgrhooks.cli import main
+
+    frozen = gc.get_freeze_count()
+    result = CliRunner().invoke(main, ["exec", "--root", str(root.path), "user"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert gc.get_freeze_count() == frozen == 0
+
+
 def test_the_plugin_files_parser_is_loaded_only_to_build_the_registry(root: PanelRoot) -> None:
     root.handler("h", "#!/bin/sh\necho '<doc/>'\n", '<event name="desktop" after="yes"/>', type="cgi")
     assert "mgrhooks.plugins" in _imported(root)  # the registry cache is made
