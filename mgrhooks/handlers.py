@@ -22,7 +22,7 @@ from .env import Facts, Spilled, call_environment
 from .model import ActionStep, HandlerStep, Request, Stage, Step
 from .monitor import Monitor, StepEnd, StepStart
 from .process import Processes
-from .programs import inspect
+from .programs import Inspector
 from .protocol import Call, InProcess, Spawned, Turn
 from .version import __version__
 
@@ -60,6 +60,7 @@ class Handlers:
         self.processes: Processes | None = None  # the call's own, when the options bring none
         self.spilled: Spilled | None = None  # written with the first program that starts
         self.call = Call(request, self.cwd, settings, options.timeout)  # the environment added at the first program
+        self.programs = Inspector(self.addon_dir)  # what the call's programs share is looked at once
 
     def close(self) -> None:
         """Release what the call's handlers held: the call's own Processes, its spilled
@@ -93,7 +94,7 @@ class Handlers:
     def _spawn(self, step: Step, turn: Turn, adapter: Spawned, document: Document) -> StepResult:
         """Run a handler's program, unless it is refused or its parameter files cannot be
         written (it fails then, not started)."""
-        program = inspect(self.addon_dir, turn.handler.name)
+        program = self.programs.inspect(turn.handler.name)
         refusal = "; ".join(program.errors) if program.path is None else self._prepare()
         if program.path is None or refusal:
             start = StepStart(step, turn.handler, program.shown, program.warnings)
