@@ -89,6 +89,8 @@ exit 0
 """
 #: bytes of the guardian's record: a process group, padded (a shorter number overwrites all)
 _RECORD = 24
+#: the record while no handler runs
+_NOTHING = b" " * (_RECORD - 1) + b"\n"
 #: the environment variable that marks the processes of one Processes' handlers (when
 #: orphans are adopted)
 RUN_ID = "MGRHOOKS_RUN_ID"
@@ -354,9 +356,11 @@ class Guardian:
     def _send(self, pgid: int | None) -> None:
         if self._proc is None and not self._start():
             return
-        line = (str(pgid) if pgid is not None else "").ljust(_RECORD - 1) + "\n"
-        with contextlib.suppress(OSError):
-            os.pwrite(self._record, line.encode(), 0)
+        line = _NOTHING if pgid is None else b"%-*d\n" % (_RECORD - 1, pgid)
+        try:  # (not contextlib.suppress: twice a handler, bench row "per handler | slope ratio")
+            os.pwrite(self._record, line, 0)
+        except OSError:
+            pass
 
     def _start(self) -> bool:
         """Start the guardian (through :func:`start`: a session of its own, so that
@@ -373,7 +377,7 @@ class Guardian:
                 devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
                 fds.given.append(devnull)
                 record = fds.kept[0]
-                os.pwrite(record, b" " * (_RECORD - 1) + b"\n", 0)
+                os.pwrite(record, _NOTHING, 0)
                 argv = ("/bin/sh", "-c", _GUARDIAN)
                 self._proc = start(argv, "/", os.environ, stdin, record, devnull, self._fast)
         except OSError:

@@ -79,6 +79,8 @@ def seal_descriptors() -> bool:
 _RESET_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
 #: glibc's posix_spawn flags (spawn.h)
 _SETSIGDEF, _SETSID = 0x04, 0x80
+#: argvs whose C form a PosixSpawn keeps (each a few hundred bytes)
+_KEEP_ARGUMENTS = 256
 #: bytes reserved for glibc's posix_spawnattr_t (336 on x86-64), file actions (80) and
 #: sigset_t (128): more than any of its ports uses
 _ATTR_BYTES, _ACTIONS_BYTES, _SIGSET_BYTES = 1024, 512, 256
@@ -94,7 +96,8 @@ class PosixSpawn:
     more (docs/performance.md, "Calls side by side"; bench row "per handler | slope:
     mgrhooks"). For the same row, the C form of the last environment and of the last file
     actions is kept and used again while they stay the same (consecutive handlers of a
-    stage get equal ones): building them anew took ~15 us a handler more. Made by
+    stage get equal ones): building them anew took ~15 us a handler more; so is the C form
+    of the last :data:`_KEEP_ARGUMENTS` argvs. Made by
     :func:`posix_spawner`, one for each :class:`mgrhooks.process.Processes`; not for two
     threads at once.
     """
@@ -133,6 +136,9 @@ class PosixSpawn:
         ):
             raise OSError("posix_spawnattr refused its settings")
         self._environment: tuple[dict[str, str], _Strings] | None = None
+        #: the C form of recent argvs: a resident server runs the same programs call after
+        #: call (bench row "served | slope ratio": ~20 us of our CPU a handler to build anew)
+        self._arguments: dict[tuple[str, ...], _Strings] = {}
         self._actions: tuple[tuple[int, int, int, str], ctypes.Array[ctypes.c_char]] | None = None
 
     def __call__(
@@ -145,7 +151,11 @@ class PosixSpawn:
         :raises OSError: the program cannot start (glibc reports a failed ``exec`` too)
         :raises ValueError: a NUL byte in ``argv``, ``env`` or ``cwd``, as ``os.posix_spawn``
         """
-        arguments = _Strings(self._ctypes, list(argv))
+        arguments = self._arguments.get(argv)
+        if arguments is None:
+            arguments = self._arguments[argv] = _Strings(self._ctypes, list(argv))
+            if len(self._arguments) > _KEEP_ARGUMENTS:  # the oldest goes
+                del self._arguments[next(iter(self._arguments))]
         if self._environment is None or self._environment[0] != env:
             self._environment = dict(env), _Strings(self._ctypes, list(map("=".join, env.items())))
         pid = self._ctypes.c_int()
