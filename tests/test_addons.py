@@ -109,6 +109,23 @@ def test_an_interpreter_through_env_is_looked_up_in_path(root: PanelRoot) -> Non
     assert root.mgrhooks("check").returncode == 0
 
 
+def test_programs_of_one_call_sharing_a_missing_interpreter_are_each_named(root: PanelRoot) -> None:
+    """A call judges each #! line once (programs.Inspector); every program it refuses is
+    still named in its own message."""
+    missing = f"{root.path}/usr/bin/python"
+    root.plugin(
+        "two",
+        '<mgrdata><handler name="a.py" type="cgi" ignore_errors="yes"><event name="user" after="yes"/></handler>'
+        '<handler name="b.py" type="cgi" ignore_errors="yes"><event name="user" after="yes"/></handler></mgrdata>',
+    )
+    for name in ("a.py", "b.py"):
+        root.addon(name, f"#!{missing}\nprint('<doc/>')\n")
+    assert root.mgrhooks("exec", "user").returncode == 0
+    log = root.log()
+    for name in ("a.py", "b.py"):
+        assert f"interpreter '{missing}' is missing, needed by 'addon/{name}' (its #! line)" in log
+
+
 @pytest.fixture
 def panel(root: PanelRoot) -> PanelRoot:
     """A root laid out by ``mgrhooks init`` (so it has sbin/mgrctl)."""

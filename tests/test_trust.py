@@ -171,3 +171,69 @@ def test_core_documents_in_etc_core_are_judged_and_core_doc_files_are_not(root: 
     given.write_text("<doc><elem><name>b</name></elem></doc>")
     given.chmod(0o666)
     assert root.mgrhooks("exec", "x.y", "--core-doc", str(given), "--out", "text").stdout == "name=b\n"
+
+
+# --- what the handlers of one call share (programs.Inspector, trust.Folder) -----------------
+
+
+def two_handlers(root: PanelRoot, first: str) -> None:
+    """``first.sh`` (running the shell text ``first``) then ``second.sh`` (recording that it
+    ran in var/ran), both cgi after-handlers of ``user``: the second is checked after the
+    first changed something, in the same call."""
+    root.plugin(
+        "two",
+        '<mgrdata><handler name="first.sh" type="cgi"><event name="user" after="yes"/></handler>'
+        '<handler name="second.sh" type="cgi"><event name="user" after="yes"/></handler></mgrdata>',
+    )
+    root.addon("first.sh", f"#!/bin/sh\n{first}\necho '<doc/>'\n")
+    root.addon("second.sh", "#!/bin/sh\necho ran >> var/ran\necho '<doc/>'\n")
+
+
+@pytest.mark.parametrize(
+    ("change", "finding"),
+    [
+        ("chmod 775 addon", "folder addon/ is writable by group or others (mode 775)"),
+        (f"chown {OTHER} addon", f"folder addon/ is owned by uid {OTHER}, not by root or the root's owner"),
+        ('chmod 777 "$MGRHOOKS_ROOT"', "is writable by group or others (mode 777)"),
+        (
+            "mv addon addon.real && mkdir -m 777 ../shared && cp -p addon.real/* ../shared/ && ln -s ../shared addon",
+            "shared/ is writable by group or others (mode 777)",
+        ),
+        ("chmod 770 addon/second.sh", "is writable by group or others (mode 770)"),
+        (f"chown {OTHER} addon/second.sh", f"it is owned by uid {OTHER}"),
+    ],
+)
+def test_a_change_made_by_one_handler_is_seen_when_the_next_handler_is_checked(
+    root: PanelRoot, change: str, finding: str
+) -> None:
+    """The programs of a call share one check of addon/'s folders, looked at again for each
+    program: what a handler changes in them, or in the next program, is seen before the
+    next program of the same call runs (docs/performance.md, "per handler")."""
+    two_handlers(root, change)
+    result = root.mgrhooks("exec", "user", "--out", "text")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "failed: Addon 'addon/second.sh' " in result.stdout and finding in result.stdout
+    assert not (root.path / "var/ran").exists()
+
+
+def test_a_folder_judged_once_is_looked_at_again_and_walked_again_when_it_changed(root: PanelRoot) -> None:
+    from mgrhooks import trust
+
+    folder = trust.Folder(str(root.path), "addon")
+    examined, found = folder.judged()
+    assert found is None and [path for path, _ in examined.folders] == [str(root.path), str(root.path / "addon")]
+    assert folder.judged()[1] is None
+    (root.path / "addon").chmod(0o775)
+    assert str(folder.judged()[1]) == "folder addon/ is writable by group or others (mode 775)"
+    (root.path / "addon").chmod(0o755)
+    assert folder.judged()[1] is None
+    (root.path / "addon").rename(root.path / "addon.real")
+    (root.path / "addon").symlink_to("addon.real")
+    examined, found = folder.judged()  # a link on the way: followed, then walked every time
+    assert found is None and examined.real == str(root.path / "addon.real")
+    (root.path / "addon.real").chmod(0o777)
+    assert str(folder.judged()[1]) == "folder addon.real/ is writable by group or others (mode 777)"
+    (root.path / "addon.real").chmod(0o755)
+    (root.path / "addon").unlink()
+    with pytest.raises(FileNotFoundError):
+        folder.judged()

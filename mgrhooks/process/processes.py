@@ -113,7 +113,8 @@ class Processes:
         or :meth:`close`.
         ``None`` too where Linux cannot seal or reopen one. :raises OSError:"""
         if len(data) < KEEP_STDIN:
-            self.drop_stdin()
+            if self._stdin is not None:
+                self.drop_stdin()
             return None
         from .spawn import reopened, sealed_file
 

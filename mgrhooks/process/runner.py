@@ -296,10 +296,11 @@ class _Session:
 def _fill(fd: int, data: bytes) -> None:
     """Write all of ``data`` into the in-memory file ``fd``, its offset left at the start
     (where the handler reads from). :raises OSError:"""
-    view = memoryview(data)  # slices of a view copy nothing
-    written = 0
-    while written < len(view):  # pwrite leaves the offset where it is
-        written += os.pwrite(fd, view[written:], written)
+    written = os.pwrite(fd, data, 0) if data else 0  # pwrite leaves the offset where it is
+    if written < len(data):  # written in parts: slices of a view copy nothing
+        view = memoryview(data)
+        while written < len(view):
+            written += os.pwrite(fd, view[written:], written)
 
 
 def _widen(fd: int) -> int:
