@@ -58,7 +58,7 @@ class Inspector:
     """
 
     def __init__(self, addon_dir: str | Path, path: str | None = None) -> None:
-        self.addon_dir = str(addon_dir)
+        self.addon_dir = str(addon_dir).rstrip("/") or "/"
         self.path = path
         self._root, self._name = os.path.split(self.addon_dir)
         self._folder = trust.Folder(self._root, self._name)
@@ -68,9 +68,9 @@ class Inspector:
         """Resolve handler ``name`` inside ``addon/`` and check it (see :func:`inspect`)."""
         folder = self._name
         shown = f"{folder}/{name}"
-        if os.path.isabs(name) or ".." in name.split("/"):
+        if name.startswith("/") or ".." in name.split("/"):
             return Program(name, shown, None, (f"Addon '{name}' must be a file name inside {folder}/",))
-        candidate = os.path.join(self.addon_dir, name)
+        candidate = f"{self.addon_dir}/{name}"  # (os.path.join's result: neither ends nor starts with /)
         try:
             info = os.lstat(candidate)
         except OSError as exc:
