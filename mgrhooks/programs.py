@@ -179,7 +179,7 @@ SHEBANG_BYTES = 256
 def _head(program: str) -> bytes:
     """The first :data:`SHEBANG_BYTES` of ``program``; ``b""`` when it cannot be read."""
     try:
-        fd = os.open(program, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(program, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # (a FIFO put there since: no wait)
     except OSError:
         return b""
     try:
