@@ -50,8 +50,9 @@ class Inspector:
     they have in common: the folders up to ``addon/`` are walked once and looked at again
     with a ``stat`` each for every program, walked again when one changed
     (:class:`mgrhooks.trust.Folder`: a change between two programs is seen as before), and
-    each ``#!`` line is judged once (an interpreter that vanishes between two programs of
-    a call fails the run as the system reports it, naming the script). Bench row "per
+    each ``#!`` line found runnable is not judged again (an interpreter that vanishes
+    between two programs of a call fails the run as the system reports it, naming the
+    script; one refused is judged again, as an earlier handler may have installed it). Bench row "per
     handler | slope ratio": the check was ~0.1 ms of our CPU a handler.
 
     :param path: as :func:`inspect`'s
@@ -62,7 +63,7 @@ class Inspector:
         self.path = path
         self._root, self._name = os.path.split(self.addon_dir)
         self._folder = trust.Folder(self._root, self._name)
-        self._lines: dict[bytes, tuple[str, str] | None] = {}  # a #! line -> its problem (_line_problem)
+        self._good: set[bytes] = set()  # #! lines found runnable (a refused one is judged again)
 
     def inspect(self, name: str) -> Program:
         """Resolve handler ``name`` inside ``addon/`` and check it (see :func:`inspect`)."""
@@ -117,15 +118,19 @@ class Inspector:
         ``/usr/bin/env NAME``, also NAME when it is not found in ``path``. A relative
         interpreter is taken from the root (the handler's working directory). A program that
         is no script, or cannot be read, is left to the system. Each ``#!`` line is judged
-        once a call (the scripts of a call mostly share theirs)."""
+        runnable once a call (the scripts of a call mostly share theirs); a line refused is judged
+        again at the next program, as an earlier handler may have installed its interpreter."""
         head = _head(program)
         if not head.startswith(b"#!"):
             return []
         line = head[2:].split(b"\n", 1)[0]
-        if line not in self._lines:
-            self._lines[line] = self._line_problem(os.fsdecode(line).lstrip(" \t"))
-        problem = self._lines[line]
-        return [] if problem is None else [f"{problem[0]}{shown}{problem[1]}"]
+        if line in self._good:
+            return []
+        problem = self._line_problem(os.fsdecode(line).lstrip(" \t"))
+        if problem is None:
+            self._good.add(line)
+            return []
+        return [f"{problem[0]}{shown}{problem[1]}"]
 
     def _line_problem(self, line: str) -> tuple[str, str] | None:
         """What is wrong with a ``#!`` line (without ``#!``), as the text before and after

@@ -426,3 +426,23 @@ def test_a_broken_document_of_a_built_in_function_leaves_the_function_answering(
     checked = root.mgrhooks("check")
     assert checked.returncode != 0
     assert checked.stdout.startswith("etc/core/billmgr/user.xml: error: "), checked.stdout
+
+
+def test_an_interpreter_installed_by_an_earlier_handler_is_seen_by_a_later_one(root: PanelRoot) -> None:
+    """A #! line refused for one program is judged again for the next: an earlier handler
+    of the same call may have installed its interpreter (programs.Inspector)."""
+    interpreter = f"{root.path}/opt/py"
+    root.plugin(
+        "three",
+        '<mgrdata><handler name="a.sh" type="cgi" ignore_errors="yes"><event name="user" after="yes"/></handler>'
+        '<handler name="b.sh" type="cgi" ignore_errors="yes"><event name="user" after="yes"/></handler>'
+        '<handler name="c.sh" type="cgi" ignore_errors="yes"><event name="user" after="yes"/></handler></mgrdata>',
+    )
+    body = "echo ran >> var/ran_$(basename $0)\necho '<doc/>'\n"
+    root.addon("a.sh", f"#!{interpreter}\n{body}")
+    root.addon("b.sh", f"#!/bin/sh\nmkdir -p opt && ln -s /bin/sh {interpreter}\necho '<doc/>'\n")
+    root.addon("c.sh", f"#!{interpreter}\n{body}")
+    root.mgrhooks("exec", "user", "--out", "text")
+    assert not (root.path / "var/ran_a.sh").exists()  # refused: missing then
+    assert f"interpreter '{interpreter}' is missing, needed by 'addon/a.sh'" in root.log()
+    assert (root.path / "var/ran_c.sh").exists(), root.log()  # there when c.sh's turn came
