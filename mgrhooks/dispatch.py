@@ -18,7 +18,7 @@ from .core import Core
 from .document import Document
 from .errors import PanelError, RootError
 from .functions import EVENTLIST, Functions, core_docs, for_call
-from .model import ActionStep, HandlerStep, InternalStep, Plan, Registry, Request, Stage, Step
+from .model import ActionStep, HandlerStep, HandlerType, InternalStep, Plan, Registry, Request, Stage, Step
 from .monitor import Later, Monitor, StepEnd, StepStart, standard
 from .observers import Observers
 from .plan import plan
@@ -251,6 +251,19 @@ class _Walk:
             )
         return self.handlers
 
+    def _programs_after(self) -> bool:
+        """Whether a handler's program may run after the main logic."""
+        return any(
+            isinstance(step, HandlerStep) and step.event.handler.type is not HandlerType.PYTHON
+            for step in self.plan.stage(Stage.AFTER)
+        )
+
+    def _ready(self) -> None:
+        """Get the handlers ready to start (:meth:`~mgrhooks.handlers.Handlers.ready`) while
+        libxml2 checks a supplied list: ~20 ms of the bench's "big document / ratio to
+        that" row (docs/performance.md)."""
+        self._handlers().ready()
+
     def _step(self, step: Step, document: Document) -> StepResult:
         """Run one step (:meth:`_run`); the response after it keeps the panel's own
         ``<doc>`` attributes (:func:`~mgrhooks.shape.panel_attributes`: put back when an
@@ -276,7 +289,7 @@ class _Walk:
 
     def _action(self, document: Document) -> StepResult:
         """The core's function: a supplied list appended as text, or its action on the tree."""
-        rows = self.core.rows(self.request.func)
+        rows = self.core.rows(self.request.func, self._ready if self._programs_after() else None)
         if rows is not None:  # a supplied list: merged as text, no tree of its rows
             return StepResult(Document.listed(document.edit(), rows))
 

@@ -69,6 +69,13 @@ class Handlers:
             self.processes.close()
         spill.release(self.spilled)
 
+    def ready(self) -> None:
+        """Set up what the first program needs (the call's environment, its processes'
+        guardian) without starting one: for a walk that waits on something else meanwhile."""
+        self._prepare()
+        if self.runner is None and self.options.processes is not None:
+            self.options.processes.prepare()
+
     def run(self, step: HandlerStep | ActionStep, document: Document) -> StepResult:
         """Run the handler of ``step`` (a registered one, or an addon's ``<func>``) by its
         protocol, given ``document``. In the final stage a program gets the response

@@ -8,6 +8,7 @@ so entity bombs and external entities are never expanded nor fetched.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import threading
@@ -177,7 +178,7 @@ _DOC_START = rb"<doc(?:" + _S[:-1] + rb"+[^ \t\r\n=/>]+" + _S + rb"=" + _S + rb"
 _END = b"</doc>\n"
 
 
-def as_rows(data: bytes) -> Rows | None:
+def as_rows(data: bytes, meanwhile: Callable[[], object] | None = None) -> Rows | None:
     """``data`` as a list without building a tree, when it is one: in our serialised form
     (the declaration, ``<doc ...>`` right after it, ``\n</doc>\n`` at its end), every child
     of ``<doc>`` an ``<elem>`` with no namespace, one after another with a newline between
@@ -191,6 +192,9 @@ def as_rows(data: bytes) -> Rows | None:
     fooled once the text is well-formed). About an eighth of the CPU time the previous check
     took (docs/performance.md).
 
+    :param meanwhile: called in this thread once the counts say ``data`` is a list, while
+        libxml2 still checks it (the caller's own work that does not need the answer: the
+        walk gets its handlers ready); what it raises is raised, after the check ended
     :raises DocumentError: the text is not well-formed XML (with its line)
     """
     if not (data.startswith(DECLARATION) and data.endswith(b"\n" + _END)):
@@ -206,6 +210,8 @@ def as_rows(data: bytes) -> Rows | None:
     # the bench's "big document / ratio to that" row (bench/run.py)
     seen = _meanwhile(functools.partial(_well_formed, data, _Seen()))
     counted = first < 0 or _rows_only(data, first, end)
+    if counted and meanwhile is not None:
+        _while_waiting(meanwhile, seen)
     try:
         checked = seen()
     except DocumentError:
@@ -249,6 +255,17 @@ def _rows_only(data: bytes, first: int, end: int) -> bool:
         and data.count(b"</elem", first, end) == rows
         and data.find(b"xmlns", first, end) < 0
     )
+
+
+def _while_waiting(work: Callable[[], object], result: Callable[[], object]) -> None:
+    """Run ``work`` here while another thread computes ``result``; when ``work`` raises,
+    wait for that thread's end before raising it (no thread outlives the call)."""
+    try:
+        work()
+    except BaseException:
+        with contextlib.suppress(BaseException):  # (what the work raised is what the caller sees)
+            result()
+        raise
 
 
 def _meanwhile(work: Callable[[], _T]) -> Callable[[], _T]:

@@ -297,6 +297,23 @@ def test_a_supplied_list_in_our_form_reaches_the_handlers_as_text(root: PanelRoo
     assert broken.returncode == 1 and f"Core document {listed}:304: invalid XML" in broken.stdout
 
 
+def test_a_list_that_libxml2_refuses_after_its_counts_passed_runs_no_handler(root: PanelRoot) -> None:
+    """The handlers are made ready while libxml2 checks a supplied list (docs/performance.md):
+    a list whose byte counts pass but which is not well-formed is still the core's error,
+    with its file and line, and no handler runs after it."""
+    rows = "".join(f"<elem><name>site{n}</name></elem>\n" for n in range(50))
+    (root.path / "etc/core/billmgr").mkdir(parents=True)
+    listed = root.path / "etc/core/billmgr/site.xml"
+    broken = rows + "<elem><name>x</nam></elem>\n"  # line 53
+    listed.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n<doc func="site">\n{broken}</doc>\n')
+    root.handler("seen.sh", "#!/bin/sh\ntouch var/seen\ncat\n", '<event name="site" after="yes"/>')
+    result = root.mgrhooks("exec", "site", "--out", "text")
+    assert result.returncode == 1 and f"Core document {listed}:53: invalid XML" in result.stdout
+    assert not (root.path / "var/seen").exists()
+    listed.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n<doc func="site">\n{rows}</doc>\n')
+    assert root.mgrhooks("exec", "site", "--out", "text").returncode == 0 and (root.path / "var/seen").exists()
+
+
 def test_broken_supplied_document_is_a_clear_error(root: PanelRoot) -> None:
     broken = root.path / "broken.xml"
     broken.write_text("<doc>\n<unclosed>\n</doc>")

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 
 from conftest import PYTHON_SHEBANG, PanelRoot
+from mgrhooks.process import Processes
 
 #: two calls at once in two threads of one process, each with its own Processes (as the
 #: CLI makes it: orphans adopted, descriptors sealed) and its own root; the second starts
@@ -184,3 +185,16 @@ time.sleep(600)
             if path.exists():
                 with contextlib.suppress(OSError):
                     os.kill(int(path.read_text()), signal.SIGKILL)
+
+
+def test_prepare_starts_the_guardian_before_any_handler_and_close_ends_it() -> None:
+    """A caller with time to spare (the walk, while libxml2 checks a supplied list) sets
+    everything up ahead of the first handler: the guardian runs, no handler has started."""
+    before = {p.pid for p in psutil.Process().children()}
+    with Processes(guard=True) as processes:
+        processes.prepare()
+        started = [p for p in psutil.Process().children() if p.pid not in before]
+        assert [p.cmdline()[:2] for p in started] == [["/bin/sh", "-c"]]
+        processes.prepare()  # once is enough
+        assert [p for p in psutil.Process().children() if p.pid not in before] == started
+    assert started[0].pid not in {p.pid for p in psutil.Process().children()}

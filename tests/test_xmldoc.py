@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -8,6 +10,7 @@ from lxml import etree
 from mgrhooks.xmldoc import (
     DECLARATION,
     DocumentError,
+    Rows,
     _doctype,  # the scan that keeps a DTD from being parsed at all
     add,
     as_rows,
@@ -416,6 +419,47 @@ def test_as_rows_takes_only_lists_the_full_parse_reads_as_lists(data: bytes) -> 
     assert rows.attrib == dict(doc.attrib)
     again = parse(DECLARATION + b"<doc>" + bytes(rows.rows) + b"</doc>")
     assert children_shape(again) == children_shape(doc), "the rows as text are not the document's rows"
+
+
+@settings(max_examples=1000, deadline=None)
+@given(lists())
+@example(DECLARATION + b"<doc>\n<elem><a></elem>\n</doc>\n")  # a list by its counts, broken for libxml2
+@example(DECLARATION + b"<doc>\n<elem></elem><!-- c -->\n</doc>\n")
+def test_work_done_meanwhile_changes_nothing_as_rows_decides(data: bytes) -> None:
+    """``meanwhile`` (the walk getting its handlers ready while libxml2 checks) runs once
+    for what the counts take as a list, and the answer is the same as without it: it is
+    given nothing, so an unchecked list reaches nobody."""
+    calls: list[None] = []
+    try:
+        alone: Rows | DocumentError | None = as_rows(data)
+    except DocumentError as exc:
+        alone = exc
+    try:
+        rows: Rows | DocumentError | None = as_rows(data, lambda: calls.append(None))
+    except DocumentError as exc:
+        rows = exc
+    if isinstance(alone, DocumentError):
+        assert isinstance(rows, DocumentError) and (rows.reason, rows.line) == (alone.reason, alone.line)
+    else:
+        assert rows == alone
+    assert len(calls) <= 1 and (rows is None or isinstance(rows, DocumentError) or calls == [None])
+
+
+def test_work_done_meanwhile_runs_only_for_a_list_and_what_it_raises_is_raised() -> None:
+    calls: list[str] = []
+    assert as_rows(DECLARATION + b"<doc>\n<ok/>\n</doc>\n", lambda: calls.append("not a list")) is None
+    assert calls == []
+    broken = DECLARATION + b"<doc>\n<elem>\n<a></elem>\n</doc>\n"  # counted as a list, then refused
+    with pytest.raises(DocumentError) as caught:
+        as_rows(broken, lambda: calls.append("broken"))
+    assert calls == ["broken"] and caught.value.line >= 3
+
+    def fails() -> None:
+        raise OSError("no guardian")
+
+    with pytest.raises(OSError, match="no guardian"):
+        as_rows(LIST, fails)
+    assert not [t for t in threading.enumerate() if t.name == "mgrhooks-xml-check"], "the check outlived the call"
 
 
 @settings(max_examples=300, deadline=None)

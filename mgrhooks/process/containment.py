@@ -337,6 +337,11 @@ class Guardian:
         self._shared: mmap.mmap | None = None
         self._failed = False
 
+    def start(self) -> None:
+        """Start now rather than at the first :meth:`watch` (for a caller with time to spare)."""
+        if self._proc is None:
+            self._start()
+
     def watch(self, pgid: int) -> None:
         """Guard process group ``pgid`` from now on (a store to the mapped record)."""
         self._send(pgid)

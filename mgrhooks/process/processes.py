@@ -77,6 +77,14 @@ class Processes:
             if self._guardian is not None:
                 self._guardian.release()
 
+    def prepare(self) -> None:
+        """Set up what the options ask for now rather than at the first :meth:`run`, the
+        guardian started: for a caller with time to spare before it."""
+        if not self._ready:
+            self._prepare()
+        if self._guardian is not None:
+            self._guardian.start()
+
     def close(self) -> None:
         """End the guardian (waited for up to 1 s). The object can run handlers again
         afterwards; it sets itself up anew."""
