@@ -14,6 +14,8 @@ from mgrhooks.document import Document
 from mgrhooks.errors import PanelError
 from mgrhooks.model import Base, InternalHandler, Request, Stage
 from mgrhooks.monitor import Monitor, StepEnd, StepStart
+from mgrhooks.observers import Observers
+from mgrhooks.process import Processes
 from mgrhooks.process.runner import RunOutcome, RunRequest
 from mgrhooks.root import Root
 from mgrhooks.xmldoc import Element, add, parse
@@ -209,3 +211,48 @@ def test_parameter_files_are_written_once_for_the_call_and_removed_after_it(walk
     files = {r.env["PARAM_note_FILE"] for r in runner.requests}
     assert len(files) == 1 and "PARAM_note" not in runner.requests[0].env
     assert not os.path.exists(files.pop())  # the call's end removed it
+
+
+class Recording(Processes):
+    """Processes that run nothing: each program's answer is its stdin (an xml ``cat``);
+    ``events`` says when they were made ready and when they ran."""
+
+    def __init__(self) -> None:
+        super().__init__(guard=False)
+        self.events: list[str] = []
+
+    def prepare(self) -> None:
+        self.events.append("prepare")
+
+    def run(self, request: RunRequest) -> RunOutcome:
+        self.events.append("run")
+        return RunOutcome(request, 0, request.stdin, b"", 0.001, pid=1)
+
+
+@pytest.mark.parametrize(
+    ("document", "observer_only", "events"),
+    [
+        (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<doc func="site">\n<elem><n>1</n></elem>\n</doc>\n',
+            False,
+            ["prepare", "run"],
+        ),
+        ("<doc><elem><n>1</n></elem></doc>", False, ["run"]),  # not in our form: the tree path, nothing to wait for
+        ('<?xml version="1.0" encoding="UTF-8"?>\n<doc func="site">\n<elem><n>1</n></elem>\n</doc>\n', True, []),
+    ],
+)
+def test_the_handlers_get_ready_while_a_supplied_list_is_checked(
+    root: PanelRoot, document: str, observer_only: bool, events: list[str]
+) -> None:
+    """A supplied list is checked by libxml2 in another thread; the walk gets the handlers
+    of the after stage ready meanwhile (docs/performance.md), when a program is among them."""
+    (root.path / "etc/core/billmgr").mkdir(parents=True)
+    (root.path / "etc/core/billmgr/site.xml").write_text(document)
+    observers = Observers()
+    observers.register("site", lambda request, doc: None, stage=Stage.AFTER)
+    if not observer_only:
+        root.handler("cat.sh", "#!/bin/sh\ncat\n", '<event name="site" after="yes"/>')
+    processes = Recording()
+    response = call(Root.open(root.path), Request("site"), options=Options(processes=processes, observers=observers))
+    assert not response.error and response.doc.findtext("elem/n") == "1"
+    assert processes.events == events
