@@ -70,8 +70,10 @@ class Handlers:
         spill.release(self.spilled)
 
     def ready(self) -> None:
-        """Set up what the first program needs (the call's environment, its processes'
-        guardian) without starting one: for a walk that waits on something else meanwhile."""
+        """Set up what the first program needs without starting one: the call's
+        environment, and the caller's ``options.processes`` with their guardian (a call's
+        own Processes are still made at its first program). For a walk that waits on
+        something else meanwhile (a supplied list's check: docs/performance.md)."""
         self._prepare()
         if self.runner is None and self.options.processes is not None:
             self.options.processes.prepare()
