@@ -260,8 +260,8 @@ class _Walk:
 
     def _ready(self) -> None:
         """Get the handlers ready to start (:meth:`~mgrhooks.handlers.Handlers.ready`) while
-        libxml2 checks a supplied list: ~20 ms of the bench's "big document / ratio to
-        that" row (docs/performance.md)."""
+        libxml2 checks a supplied list, where the main thread waited ~20 ms: a few percent
+        of the bench's "big document / ratio to that" row (docs/performance.md)."""
         self._handlers().ready()
 
     def _step(self, step: Step, document: Document) -> StepResult:
