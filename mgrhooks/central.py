@@ -10,17 +10,20 @@ A failed attempt is retried through Celery (``Task.retry``) after the notifier's
 delayed delivery, which keeps the waits on the broker; our choice for Redis too). After
 its ``attempts`` the task goes to the dead letters (``QUEUE.dead``: :mod:`mgrhooks.broker`)
 and is acknowledged. The retries and their waits are the broker's and Celery's: nothing
-of the spool's leases or polling is used here.
+of the spool's leases or polling is used here. Each thread of the pool (each process,
+with ``-P prefork``) keeps its HTTP connections alive from one task to the next
+(:class:`mgrhooks.drivers.Connections`).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .delivery import NOTIFY, backoff
-from .drivers import attempt
+from .drivers import Connections, attempt
 from .root import Root
 from .settings import Settings
 from .spool import Delivery
@@ -47,6 +50,13 @@ def application(root: Root, settings: Settings) -> Celery:
         raise RootError(f"{root.path / 'etc/mgrhooks.conf'}: no [relay] broker_url: central workers need the broker")
     app = broker_application(relay)
     by_name = {n.name: n for n in settings.notifiers}
+    kept = threading.local()  # each pool thread's keep-alive connections (drivers.Connections)
+
+    def connections() -> Connections:
+        own: Connections | None = getattr(kept, "connections", None)
+        if own is None:
+            own = kept.connections = Connections()
+        return own
 
     @app.task(name=TASK, bind=True, max_retries=None, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
     def deliver(task: Any, notifier_name: str, record: str, event: str, body: str) -> None:  # noqa: ANN401
@@ -56,7 +66,7 @@ def application(root: Root, settings: Settings) -> Celery:
         if notifier is None:
             error: str | None = f"no [notify.{notifier_name}] in {root.path / 'etc/mgrhooks.conf'}"
         else:
-            error = attempt(root, notifier, delivery, notifier.timeout)
+            error = attempt(root, notifier, delivery, notifier.timeout, connections())
         if error is None:
             NOTIFY.log(logs.EXTINFO, "delivered %s '%s' to %s", event, record, notifier_name)
             return

@@ -182,7 +182,8 @@ class Receiver:
     """A real HTTP endpoint on 127.0.0.1 counting the ``X-Mgrhooks-Id`` of what it is sent:
     ``status`` is its answer; with ``hold``, the first request is held that many seconds and
     then dropped unanswered and uncounted (a delivery in progress, to kill a worker during);
-    ``stop`` and ``start`` take it down and back on its port."""
+    ``stop`` and ``start`` take it down and back on its port (a ``with`` block stops it).
+    Connections are kept alive (HTTP/1.1); ``connections`` counts those accepted."""
 
     def __init__(self) -> None:
         import collections
@@ -193,6 +194,7 @@ class Receiver:
         self.status = 200
         self.hold = 0.0
         self.arrived: list[float] = []
+        self.connections = 0  # TCP connections accepted
         self.lock = threading.Lock()
         self.first = threading.Event()
         self.server: object = None
@@ -206,6 +208,13 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # connections kept alive, as the http driver keeps them
+
+            def setup(self) -> None:
+                super().setup()
+                with receiver.lock:
+                    receiver.connections += 1
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if receiver.hold and not receiver.first.is_set():
@@ -230,6 +239,12 @@ class Receiver:
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.server = server
+
+    def __enter__(self) -> Receiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         server = self.server
