@@ -20,18 +20,19 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from copy import deepcopy
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import logs
-from .drivers import attempt
+from .drivers import Connections, attempt
 from .model import ActionStep
 from .monitor import Later, Monitor, StepEnd
 from .root import Root
 from .settings import Notifier
-from .spool import Delivery, Intent, Spool
+from .spool import Delivery, Intent, Outcome, Spool
 
 if TYPE_CHECKING:
     import sqlite3
@@ -45,6 +46,12 @@ INLINE_TIMEOUT = 1.0
 #: seconds a claimed delivery stays reserved beyond its notifier's timeout; a worker
 #: killed mid-attempt delays that delivery by this much, no more
 LEASE_MARGIN = 5.0
+#: seconds of a lease kept for recording the outcomes: a worker's pass starts no attempt
+#: that could end later than this before its batch's lease runs out
+SETTLE_MARGIN = 1.0
+#: the most deliveries a worker's pass claims at once (those sent before a worker is
+#: killed but not yet recorded are sent again: at most this many)
+BATCH = 100
 NOTIFY = logs.Channel("notify")
 
 
@@ -257,11 +264,20 @@ def work(
     skip: tuple[str, ...] = (),
 ) -> Pass:
     """Take over an earlier version's ``var/<mgr>.spool.db`` and recover intents of dead
-    processes (:func:`recover`; not inline), then try every due
-    delivery once (those of record ``only``, inline after a call), one claim at a time,
-    and settle each: delivered, tried again after its notifier's backoff (doubled per
-    failed attempt), or dead after its ``attempts``. A delivery whose notifier is no
-    longer in ``notifiers`` goes dead at once. Outcomes are logged (module ``notify``).
+    processes (:func:`recover`; not inline), then try every due delivery once (those of
+    record ``only``, inline after a call), and settle each: delivered, tried again after
+    its notifier's backoff (doubled per failed attempt), or dead after its ``attempts``.
+    A delivery whose notifier is no longer in ``notifiers`` goes dead at once. Outcomes
+    are logged (module ``notify``).
+
+    A worker's pass claims deliveries a batch at a time (:func:`_batch`; inline, one at a
+    time: each is recorded as soon as it was tried, should the call's process be killed
+    during its final stage), each leased for the longest notifier timeout (at most
+    ``cap``) plus :data:`LEASE_MARGIN`; it starts an attempt only while that attempt can
+    end :data:`SETTLE_MARGIN` seconds before the lease runs out, and records the batch's
+    outcomes, releasing what it did not try, in one transaction, on one connection kept
+    for the pass; the http driver keeps its connections alive for the pass
+    (:class:`~mgrhooks.drivers.Connections`).
 
     :param notifiers: the ``[notify.NAME]`` sections of ``etc/mgrhooks.conf``
     :param cap: the longest an attempt may take, in seconds (inline: :data:`INLINE_TIMEOUT`)
@@ -278,45 +294,103 @@ def work(
         recover(root)
     longest = max((n.timeout for n in notifiers), default=1.0)
     lease = (min(longest, cap) if cap else longest) + LEASE_MARGIN
-    counts = {"delivered": 0, "retried": 0, "dead": 0}
+    counts: Counter[str] = Counter()
     started = time.time()
-    while claimed := spool.claim(time.time(), lease=lease, only=only, limit=1, due_by=started, skip=skip):
-        (delivery,) = claimed
-        notifier = by_name.get(delivery.notifier)
-        error = "no such notifier in etc/mgrhooks.conf" if notifier is None else None
-        if notifier is not None:
-            timeout = min(notifier.timeout, cap) if cap else notifier.timeout
-            error = attempt(root, notifier, delivery, timeout)
-        outcome = _settle(spool, notifier, delivery, error)
-        if outcome:
-            counts[outcome] += 1
+    limit = 1  # (a pass learns how many it can try within a lease: _batch; inline, one at a time)
+    with spool.kept() as kept, Connections() as connections:
+        tries = _Tries(root, by_name, cap, connections)
+        while batch := kept.claim(claimed := time.time(), lease, only=only, limit=limit, due_by=started, skip=skip):
+            began = time.monotonic()
+            settled = tries.run(kept, batch, claimed + lease - SETTLE_MARGIN)
+            counts.update(_logged(outcome, held) for outcome, held in settled)
+            if only is None:
+                limit = _batch(len(settled), time.monotonic() - began, LEASE_MARGIN - SETTLE_MARGIN)
     if only is None and (purged := spool.purge(time.time() - days * 86400.0)):
         NOTIFY.log(logs.EXTINFO, "purged %d delivery(ies) done more than %g day(s) ago", purged, days)
-    return Pass(**counts)
+    return Pass(counts["delivered"], counts["retried"], counts["dead"])
 
 
-def _settle(spool: Spool, notifier: Notifier | None, delivery: Delivery, error: str | None) -> str:
-    """Record the attempt's outcome; ``""`` when the claim had lost the delivery (its
-    lease ran out and another claim took it: that one's outcome stands)."""
-    if error is None:
-        if not spool.delivered(delivery):
-            return _lost(delivery)
-        NOTIFY.log(logs.EXTINFO, "delivered %s '%s' to %s", delivery.event, delivery.record, delivery.notifier)
-        return "delivered"
+class _Tries(NamedTuple):
+    """What a pass's attempts need: the root, its notifiers by name, the cap of an
+    attempt's seconds, the http driver's kept connections."""
+
+    root: Root
+    by_name: dict[str, Notifier]
+    cap: float | None
+    connections: Connections
+
+    def run(self, spool: Spool, batch: list[Delivery], end: float) -> list[tuple[Outcome, bool]]:
+        """Try the claimed ``batch`` in turn while an attempt can end by ``end`` (epoch
+        seconds; the first is always tried), then record the outcomes and release the
+        rest in one transaction (also when interrupted: what was sent is not sent again).
+        :returns: each outcome, with whether the claim still held it"""
+        outcomes: list[Outcome] = []
+        try:
+            for delivery in batch:
+                notifier = self.by_name.get(delivery.notifier)
+                timeout = _timeout(notifier, self.cap)
+                if outcomes and time.time() + timeout > end:
+                    break  # it could end after the lease: the rest go back (another claim's)
+                error = "no such notifier in etc/mgrhooks.conf"
+                if notifier is not None:
+                    error = attempt(self.root, notifier, delivery, timeout, self.connections) or ""
+                outcomes.append(_outcome(notifier, delivery, error))
+        finally:
+            held = spool.settle(outcomes, unused=batch[len(outcomes) :])
+        return list(zip(outcomes, held, strict=True))
+
+
+def _timeout(notifier: Notifier | None, cap: float | None) -> float:
+    """Seconds an attempt of ``notifier`` may take (``0``: there is no such notifier)."""
+    if notifier is None:
+        return 0.0
+    return min(notifier.timeout, cap) if cap else notifier.timeout
+
+
+def _batch(tried: int, seconds: float, window: float) -> int:
+    """How many deliveries to claim next: as many as the last batch's pace (``tried`` in
+    ``seconds``) gets through in ``window`` seconds, at least one, at most :data:`BATCH`."""
+    if seconds <= 0:
+        return BATCH
+    return max(1, min(BATCH, int(window * tried / seconds)))
+
+
+def _outcome(notifier: Notifier | None, delivery: Delivery, error: str) -> Outcome:
+    """What an attempt that failed with ``error`` (empty: it delivered) makes of
+    ``delivery``: delivered, pending again after the backoff, or dead."""
+    if not error:
+        return Outcome(delivery, "delivered", delivery.due)
     attempts = delivery.attempts + 1
     dead = notifier is None or attempts >= notifier.attempts
     delay = backoff(notifier, attempts) if notifier is not None else 0.0
-    if not spool.failed(delivery, error, time.time() + delay, dead):
-        return _lost(delivery)
-    outcome = "dead letter" if dead else "will retry"
+    return Outcome(delivery, "dead" if dead else "pending", time.time() + delay, error)
+
+
+def _logged(outcome: Outcome, held: bool) -> str:
+    """Log the recorded ``outcome``; :returns: its count's name (``lost``: the claim had
+    lost the delivery, its lease ran out and another claim took it: that one's outcome
+    stands)."""
+    delivery = outcome.delivery
+    if not held:
+        NOTIFY.warning(
+            "%s '%s' to %s: the lease ran out during the attempt and another worker holds it: its outcome stands",
+            delivery.event,
+            delivery.record,
+            delivery.notifier,
+        )
+        return "lost"
+    if outcome.state == "delivered":
+        NOTIFY.log(logs.EXTINFO, "delivered %s '%s' to %s", delivery.event, delivery.record, delivery.notifier)
+        return "delivered"
+    dead = outcome.state == "dead"
     NOTIFY.warning(
         "%s '%s' to %s: attempt %d failed: %s (%s)",
         delivery.event,
         delivery.record,
         delivery.notifier,
-        attempts,
-        error,
-        outcome,
+        delivery.attempts + 1,
+        outcome.error,
+        "dead letter" if dead else "will retry",
     )
     return "dead" if dead else "retried"
 
@@ -329,13 +403,3 @@ def backoff(notifier: Notifier, attempts: int) -> float:
 
     delay = min(notifier.backoff * 2.0 ** min(attempts - 1, 64), notifier.max_backoff)  # (2.0 ** 1100 overflows)
     return random.uniform(delay / 2, delay)
-
-
-def _lost(delivery: Delivery) -> str:
-    NOTIFY.warning(
-        "%s '%s' to %s: the lease ran out during the attempt and another worker holds it: its outcome stands",
-        delivery.event,
-        delivery.record,
-        delivery.notifier,
-    )
-    return ""

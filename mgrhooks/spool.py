@@ -13,20 +13,20 @@ the id it got in the change's transaction: one record per committed change.
 A delivery is *pending* until a driver confirms it (*delivered*), or its attempts run out
 (*dead*: the dead-letter list; *dropped* when forgotten); a delivery of a notifier relayed
 to a broker (``[relay]``, :mod:`mgrhooks.relay`) is *relayed* once the broker confirmed it
-(its attempts and dead letters are then the broker's workers'). A worker *claims* one due
-delivery at a time with a lease of its own, naming itself its *holder*; only the holder
-may settle it (:meth:`Spool.delivered`, :meth:`Spool.failed`): a worker whose lease ran out
-and was claimed again cannot overwrite the new holder's outcome. A worker killed mid-try
-leaves the lease to expire and the delivery is tried again: at least once. Delivered and
-dropped deliveries are purged after a while (:meth:`Spool.purge`).
+(its attempts and dead letters are then the broker's workers'). A worker *claims* due
+deliveries, each with a lease of its own, naming itself their *holder*; only the holder
+may settle it (:meth:`Spool.settle`): a worker whose lease ran out and was claimed again
+cannot overwrite the new holder's outcome. A worker killed mid-try leaves the lease to
+expire and the delivery is tried again: at least once. Delivered and dropped deliveries
+are purged after a while (:meth:`Spool.purge`).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -78,6 +78,18 @@ class Delivery(NamedTuple):
     event: str
     body: str
     holder: str = ""
+
+
+class Outcome(NamedTuple):
+    """An attempt's outcome, to be recorded by :meth:`Spool.settle`: ``state`` is
+    ``delivered``, ``pending`` (tried again at ``due``, epoch seconds) or ``dead``;
+    ``error`` the attempt's failure (empty for a delivery; its first 500 characters are
+    kept)."""
+
+    delivery: Delivery
+    state: str
+    due: float
+    error: str = ""
 
 
 class Queued(NamedTuple):
@@ -160,14 +172,40 @@ def holder() -> str:
 class Spool:
     """The queue in ``path`` (created on first use). Every method that touches it raises
     :class:`~mgrhooks.errors.RootError` when the database cannot be used
-    (:func:`mgrhooks.db.transaction`)."""
+    (:func:`mgrhooks.db.transaction`).
 
-    def __init__(self, path: Path) -> None:
+    :param held: a connection to ``path`` its transactions use, left open (:meth:`kept`);
+        default: a connection per transaction
+    """
+
+    def __init__(self, path: Path, held: sqlite3.Connection | None = None) -> None:
         self.path = path
+        self.held = held
 
     def transaction(self, write: bool = True) -> AbstractContextManager[sqlite3.Connection]:
         """A transaction on the spool's database, its tables made if new."""
-        return transaction(self.path, _SCHEMA, write)
+        return transaction(self.path, _SCHEMA, write, held=self.held)
+
+    @contextmanager
+    def kept(self) -> Iterator[Spool]:
+        """This spool on one connection, kept open for a series of transactions (a worker's
+        pass) and closed when the block ends: no connection is opened per transaction, nor
+        the WAL checkpointed (and synced) as each one's closing would when it is the file's
+        last. A spool whose file does not exist yet is given as it is."""
+        from .db import hold
+
+        if self.held is not None or not exists(self.path):
+            yield self
+            return
+        try:
+            conn = hold(self.path)
+        except Exception:  # noqa: BLE001 (the transactions open their own, and say what is wrong)
+            yield self
+            return
+        try:
+            yield Spool(self.path, conn)
+        finally:
+            conn.close()
 
     def add(self, record_id: str, event: str, body: str, notifiers: Sequence[str], now: float) -> None:
         """Spool a complete record for ``notifiers``, all or nothing: one pending delivery
@@ -225,8 +263,8 @@ class Spool:
 
         :param now: the time, in epoch seconds
         :param only: just the deliveries of this record (inline delivery after a call)
-        :param limit: at most this many (the worker claims one at a time: the lease covers
-            one attempt)
+        :param limit: at most this many (a worker claims as many as it can try within the
+            lease: :func:`mgrhooks.delivery.work`)
         :param holder_name: the holder (default: a new random one, :func:`holder`)
         :param due_by: just those due by then (default ``now``; a worker's pass gives its
             start, so that a retry falling due during the pass waits for the next)
@@ -255,24 +293,38 @@ class Spool:
         """Count a successful attempt: the delivery is done, its lease released.
         :returns: whether ``delivery.holder`` still held it (``False``: its lease ran out
         and another claim took it; nothing is changed)"""
-        return self._attempted(delivery, "delivered", delivery.due, "")
+        return self.settle([Outcome(delivery, "delivered", delivery.due)])[0]
 
     def failed(self, delivery: Delivery, error: str, due: float, dead: bool) -> bool:
         """Count a failed attempt, its lease released: tried again at ``due`` (epoch
         seconds), or, with ``dead``, moved to the dead letters; ``error`` is kept (its first
         500 characters). :returns: as :meth:`delivered`"""
-        return self._attempted(delivery, "dead" if dead else "pending", due, error[:500])
+        return self.settle([Outcome(delivery, "dead" if dead else "pending", due, error)])[0]
 
-    def _attempted(self, delivery: Delivery, state: str, due: float, error: str) -> bool:
+    def settle(self, outcomes: Sequence[Outcome], unused: Sequence[Delivery] = ()) -> list[bool]:
+        """Record the attempts' ``outcomes`` (each counted, its lease released) and release
+        the leases of the claimed deliveries left ``unused`` (not attempted: their attempts
+        and error as they were), in one transaction. Only a delivery's holder changes it: a
+        claim whose lease ran out and was claimed again changes nothing.
+
+        :returns: for each outcome, whether its ``delivery.holder`` still held it"""
+        now = time.time()
         with self.transaction() as conn:
-            return (
+            held = [
                 conn.execute(
                     "UPDATE deliveries SET state = ?, attempts = attempts + 1, due = ?, lease = 0, holder = '',"
                     " error = ?, done = ? WHERE record = ? AND notifier = ? AND state = 'pending' AND holder = ?",
-                    (state, due, error, time.time(), delivery.record, delivery.notifier, delivery.holder),
+                    (o.state, o.due, o.error[:500], now, o.delivery.record, o.delivery.notifier, o.delivery.holder),
                 ).rowcount
                 == 1
+                for o in outcomes
+            ]
+            conn.executemany(
+                "UPDATE deliveries SET lease = 0, holder = ''"
+                " WHERE record = ? AND notifier = ? AND state = 'pending' AND holder = ?",
+                [(d.record, d.notifier, d.holder) for d in unused],
             )
+        return held
 
     def relayed(self, deliveries: Sequence[Delivery], now: float) -> int:
         """Mark ``deliveries`` relayed (the broker confirmed them: its workers deliver them
