@@ -2,20 +2,22 @@
 """Event records through the spool and through Celery: throughput, latency, the outbox's cost.
 
 Usage: .venv/bin/python bench/central.py [--records N] [--calls N] [--broker rabbitmq|redis]
-                                        [--only central|outbox]
+                                        [--only local|central|e2e|outbox]
 
 Starts a private broker (tests/services.py: RabbitMQ by default) and a real HTTP receiver
 in a temporary directory, then measures:
 
 * into the spool: records written by :meth:`mgrhooks.spool.Spool.add`, each in its own
   transaction, per second;
-* out of the spool, locally: ``--records`` records drained through the ``log`` driver by
-  1 and by 2 ``mgrhooks worker --once`` processes at once;
+* out of the spool, locally: ``--records`` records drained by 1 and by 2 ``mgrhooks worker
+  --once`` processes at once, through the ``log`` driver and through the ``http`` driver to
+  the receiver (every id is checked to have arrived);
 * relayed: ``--records`` records published by one ``mgrhooks worker --once`` to the broker,
   in batches, each batch's confirmations awaited (``[relay]``);
 * delivered centrally: the same records, already at the broker, delivered over HTTP by 1
   and by 2 ``mgrhooks worker --central`` (``-P threads -c 8``), from the moment every
-  worker is ready to the last arrival; every id is checked to have arrived;
+  worker is ready to the last arrival; every id is checked to have arrived; with the CPU
+  the central workers and the receiver (this process) spent per record;
 * end to end: ``--records`` records relayed by one ``mgrhooks worker --once`` while 2
   central workers (ready before it starts) deliver them: seconds from the relay's start to
   the last arrival (target: 10,000 in under 20 s);
@@ -29,6 +31,10 @@ in a temporary directory, then measures:
   in the core's transaction and completes it, and tries nothing: the relay sends it),
   alternating rounds, wall and CPU time (this process's), the median of the differences of
   neighbouring rounds; target <= 5 %.
+
+The receiver is :class:`services.Receiver` (``http.server``, a thread per connection, HTTP/1.1
+keep-alive) in this process: its CPU per request is printed, to tell whether it is what
+limits a row (about 0.2 ms a request: some 5,000 requests/s on one core).
 
 Absolute figures on a shared machine mean little; the machine's load is printed with them.
 """
@@ -45,8 +51,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
+
+import psutil
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -83,16 +94,24 @@ def fill(root: Path, count: int, notifier: str) -> tuple[set[str], float]:
     return ids, count / (time.perf_counter() - started)
 
 
-def drain_local(base: Path, count: int, workers: int) -> float:
-    root = make_root(base / f"local{workers}", "[notify.audit]\ndriver = log\n")
-    fill(root, count, "audit")
-    started = time.perf_counter()
-    processes = [subprocess.Popen(argv(root, "worker", "--once"), stdout=subprocess.DEVNULL) for _ in range(workers)]
-    for process in processes:
-        process.wait()
-    seconds = time.perf_counter() - started
-    lines = (root / f"var/{MGR}.events.jsonl").read_text().count("\n")
-    assert lines >= count, f"{lines} of {count} delivered"
+def drain_local(base: Path, count: int, workers: int, driver: str) -> float:
+    """Records per second ``workers`` ``mgrhooks worker --once`` at once take out of a spool
+    of ``count`` records, through the ``log`` driver or the ``http`` one (to a receiver)."""
+    with Receiver() as receiver:
+        conf = "driver = log\n" if driver == "log" else f"driver = http\nurl = {receiver.url}\n"
+        root = make_root(base / f"local-{driver}{workers}", f"[notify.audit]\n{conf}")
+        ids, _ = fill(root, count, "audit")
+        started = time.perf_counter()
+        command = argv(root, "worker", "--once")
+        processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL) for _ in range(workers)]
+        for process in processes:
+            process.wait()
+        seconds = time.perf_counter() - started
+    if driver == "log":
+        lines = (root / f"var/{MGR}.events.jsonl").read_text().count("\n")
+        assert lines >= count, f"{lines} of {count} delivered"
+    else:
+        assert not ids - set(receiver.ids), f"{len(ids - set(receiver.ids))} of {count} never arrived"
     return count / seconds
 
 
@@ -115,15 +134,6 @@ def start_central(root: Path) -> subprocess.Popen[bytes]:
     return process
 
 
-def ready(root: Path, processes: list[subprocess.Popen[bytes]]) -> float:
-    """Wait until every one of ``processes`` says it is ready; :returns: the time then."""
-    while not all(" ready." in (root / f"var/central-{p.pid}.out").read_text() for p in processes):
-        for p in processes:
-            assert p.poll() is None, f"a central worker exited:\n{(root / f'var/central-{p.pid}.out').read_text()}"
-        time.sleep(0.05)
-    return time.time()
-
-
 def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is not None:
         return
@@ -135,46 +145,74 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def central(base: Path, broker: str, count: int, workers: int) -> tuple[float, float]:
-    """Relay ``count`` records, then deliver them with ``workers`` central workers:
-    (relayed per second, delivered per second)."""
-    receiver = Receiver()
-    root = make_root(base / f"central{workers}", relay_conf(broker, receiver, f"bench{secrets.token_hex(3)}"))
-    ids, _ = fill(root, count, "crm")
-    started = time.perf_counter()
-    done = subprocess.run(argv(root, "worker", "--once"), capture_output=True, text=True, check=True)
-    relayed = count / (time.perf_counter() - started)
-    assert done.stdout.strip().endswith(f"relayed {count}"), done.stdout
-    processes = [start_central(root) for _ in range(workers)]
+class Central(NamedTuple):
+    """Central workers running: when the last of them said it is ready (epoch seconds), and
+    their processes (for their CPU time)."""
+
+    ready: float
+    processes: list[psutil.Process]
+
+    def cpu(self) -> float:
+        """CPU seconds the workers used so far."""
+        return sum(sum(p.cpu_times()[:2]) for p in self.processes)
+
+
+@contextmanager
+def central_workers(root: Path, count: int) -> Iterator[Central]:
+    """``count`` central workers of ``root`` (:func:`start_central`), given once every one
+    said it is ready; stopped when the block ends, also when it raises."""
+    processes = [start_central(root) for _ in range(count)]
     try:
-        all_ready = ready(root, processes)
-        missing = receiver.wait(ids, 600)
+        outs = [root / f"var/central-{p.pid}.out" for p in processes]
+        while not all(" ready." in out.read_text() for out in outs):
+            for process, out in zip(processes, outs, strict=True):
+                assert process.poll() is None, f"a central worker exited:\n{out.read_text()}"
+            time.sleep(0.05)
+        yield Central(time.time(), [psutil.Process(p.pid) for p in processes])
     finally:
         for process in processes:
             stop(process)
-        receiver.stop()
+
+
+class Delivered(NamedTuple):
+    """A central row: records relayed and delivered per second, and the CPU milliseconds
+    per record of the central workers and of the receiver."""
+
+    relayed: float
+    delivered: float
+    workers_ms: float
+    receiver_ms: float
+
+
+def central(base: Path, broker: str, count: int, workers: int) -> Delivered:
+    """Relay ``count`` records, then deliver them with ``workers`` central workers."""
+    with Receiver() as receiver:
+        root = make_root(base / f"central{workers}", relay_conf(broker, receiver, f"bench{secrets.token_hex(3)}"))
+        ids, _ = fill(root, count, "crm")
+        started = time.perf_counter()
+        done = subprocess.run(argv(root, "worker", "--once"), capture_output=True, text=True, check=True)
+        relayed = count / (time.perf_counter() - started)
+        assert done.stdout.strip().endswith(f"relayed {count}"), done.stdout
+        with central_workers(root, workers) as running:
+            cpu, receiving = running.cpu(), time.process_time()
+            missing = receiver.wait(ids, 600)
+            cpu, receiving = running.cpu() - cpu, time.process_time() - receiving
     assert not missing, f"{len(missing)} records never arrived"
-    after = sorted(t for t in receiver.arrived if t >= all_ready)  # once every worker is up
-    return relayed, (len(after) - 1) / (after[-1] - after[0])
+    after = sorted(t for t in receiver.arrived if t >= running.ready)  # once every worker is up
+    return Delivered(relayed, (len(after) - 1) / (after[-1] - after[0]), cpu / count * 1000, receiving / count * 1000)
 
 
 def end_to_end(base: Path, broker: str, count: int, workers: int = 2) -> float:
     """Seconds from the start of one ``mgrhooks worker --once`` relaying ``count`` records
     to the arrival of the last, ``workers`` central workers running (ready) all along."""
-    receiver = Receiver()
-    root = make_root(base / f"e2e{workers}", relay_conf(broker, receiver, f"e2e{secrets.token_hex(3)}"))
-    ids, _ = fill(root, count, "crm")
-    processes = [start_central(root) for _ in range(workers)]
-    try:
-        ready(root, processes)
-        started = time.time()
-        done = subprocess.run(argv(root, "worker", "--once"), capture_output=True, text=True, check=True)
-        assert done.stdout.strip().endswith(f"relayed {count}"), done.stdout
-        missing = receiver.wait(ids, 600)
-    finally:
-        for process in processes:
-            stop(process)
-        receiver.stop()
+    with Receiver() as receiver:
+        root = make_root(base / f"e2e{workers}", relay_conf(broker, receiver, f"e2e{secrets.token_hex(3)}"))
+        ids, _ = fill(root, count, "crm")
+        with central_workers(root, workers):
+            started = time.time()
+            done = subprocess.run(argv(root, "worker", "--once"), capture_output=True, text=True, check=True)
+            assert done.stdout.strip().endswith(f"relayed {count}"), done.stdout
+            missing = receiver.wait(ids, 600)
     assert not missing, f"{len(missing)} records never arrived"
     return max(receiver.arrived) - started
 
@@ -183,24 +221,16 @@ def latency(base: Path, broker: str, calls: int) -> tuple[list[float], list[floa
     """Commit-to-receiver seconds of ``calls`` calls: relayed through the broker, and local (inline)."""
     results = []
     for relayed in (True, False):
-        receiver = Receiver()
-        conf = relay_conf(broker, receiver, f"lat{secrets.token_hex(3)}")
-        root = make_root(base / f"latency{relayed}", conf if relayed else conf.split("\n\n", 1)[1])
-        relay = argv(root, "worker", "--interval", "0.05")
-        helpers = [start_central(root), subprocess.Popen(relay, start_new_session=True)] if relayed else []
-        try:
-            if relayed:
-                ready(root, helpers[:1])
-            panel = Panel(root, MGR)
-            for n in range(calls):
-                assert not panel.call("user.add", {"name": f"u{n}", "passwd": "pw", "sok": "ok"}).error
-            deadline = time.monotonic() + 60
-            while len(receiver.bodies) < calls and time.monotonic() < deadline:
-                time.sleep(0.05)
-        finally:
-            for helper in helpers:
-                stop(helper)
-            receiver.stop()
+        with Receiver() as receiver:
+            conf = relay_conf(broker, receiver, f"lat{secrets.token_hex(3)}")
+            root = make_root(base / f"latency{relayed}", conf if relayed else conf.split("\n\n", 1)[1])
+            with central_workers(root, 1 if relayed else 0), relaying(root, relayed):
+                panel = Panel(root, MGR)
+                for n in range(calls):
+                    assert not panel.call("user.add", {"name": f"u{n}", "passwd": "pw", "sok": "ok"}).error
+                deadline = time.monotonic() + 60
+                while len(receiver.bodies) < calls and time.monotonic() < deadline:
+                    time.sleep(0.05)
         delays = []
         for body, arrival in zip(receiver.bodies, receiver.arrived, strict=True):
             stamp = datetime.fromisoformat(json.loads(body)["timestamp"].replace("Z", "+00:00")).timestamp()
@@ -208,6 +238,19 @@ def latency(base: Path, broker: str, calls: int) -> tuple[list[float], list[floa
         assert len(delays) == calls, f"{len(delays)} of {calls} arrived"
         results.append(delays)
     return results[0], results[1]
+
+
+@contextmanager
+def relaying(root: Path, relayed: bool) -> Iterator[None]:
+    """A ``mgrhooks worker --interval 0.05`` of ``root`` running (when ``relayed``)."""
+    if not relayed:
+        yield
+        return
+    relay = subprocess.Popen(argv(root, "worker", "--interval", "0.05"), start_new_session=True)
+    try:
+        yield
+    finally:
+        stop(relay)
 
 
 def outbox_cost(base: Path, calls: int, rounds: int = 15) -> list[tuple[str, float, float]]:
@@ -251,41 +294,56 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--broker", choices=("rabbitmq", "redis"), default="rabbitmq")
     parser.add_argument(
-        "--only", choices=("central", "outbox"), help="only the relay and central rows, or the outbox cost"
+        "--only",
+        choices=("local", "central", "e2e", "outbox"),
+        help="only the spool's rows (no broker), the relay and central rows, the end-to-end row, or the outbox cost",
     )
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpu(s)")
     with tempfile.TemporaryDirectory(prefix="mgrhooks-bench-") as temp:
         base = Path(temp)
-        server = RabbitMQ(base / "rabbitmq") if args.broker == "rabbitmq" else Redis(base / "redis")
-        server.start()
-        try:
-            if args.only == "outbox":
-                print_outbox_cost(outbox_cost(base, args.calls))
-                return
-            if not args.only:
-                _, into = fill(make_root(base / "into", ""), args.records, "audit")
-                print(f"into the spool:          {into:8.0f} records/s")
-                for workers in (1, 2):
-                    print(f"out, {workers} local worker(s):  {drain_local(base, args.records, workers):8.0f} records/s")
-            for workers in (1, 2):
-                relayed, delivered = central(base, server.url, args.records, workers)
-                print(f"relayed to {args.broker}:     {relayed:8.0f} records/s")
-                print(
-                    f"delivered, {workers} central:    {delivered:8.0f} records/s ({args.records} records, all arrived)"
-                )
-            seconds = end_to_end(base, server.url, args.records)
-            print(f"end to end, 2 central:   {seconds:8.1f} s for {args.records} records (relay to last arrival)")
-            if args.only == "central":
-                return
-            remote, local = latency(base, server.url, args.calls)
-            for name, delays in (("relayed", remote), ("local", local)):
-                p50, p99 = percentile(delays, 0.5) * 1000, percentile(delays, 0.99) * 1000
-                print(f"latency {name:8}         p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")
-            print_outbox_cost(outbox_cost(base, args.calls))
-        finally:
-            server.close()
+        if args.only in (None, "local"):
+            local_rows(base, args.records)
+        if args.only != "local":
+            server = RabbitMQ(base / "rabbitmq") if args.broker == "rabbitmq" else Redis(base / "redis")
+            server.start()
+            try:
+                broker_rows(base, server.url, args)
+            finally:
+                server.close()
     print(f"load average {os.getloadavg()[0]:.2f} after")
+
+
+def local_rows(base: Path, records: int) -> None:
+    _, into = fill(make_root(base / "into", ""), records, "audit")
+    print(f"into the spool:          {into:8.0f} records/s")
+    for driver in ("log", "http"):
+        for workers in (1, 2):
+            rate = drain_local(base, records, workers, driver)
+            print(f"out, {workers} local worker(s), {driver:4}: {rate:8.0f} records/s")
+
+
+def broker_rows(base: Path, url: str, args: argparse.Namespace) -> None:
+    if args.only == "outbox":
+        print_outbox_cost(outbox_cost(base, args.calls))
+        return
+    if args.only != "e2e":
+        for workers in (1, 2):
+            row = central(base, url, args.records, workers)
+            print(f"relayed to {args.broker}:     {row.relayed:8.0f} records/s")
+            print(
+                f"delivered, {workers} central:    {row.delivered:8.0f} records/s ({args.records} records, all"
+                f" arrived; CPU per record: workers {row.workers_ms:.2f} ms, receiver {row.receiver_ms:.2f} ms)"
+            )
+    seconds = end_to_end(base, url, args.records)
+    print(f"end to end, 2 central:   {seconds:8.1f} s for {args.records} records (relay to last arrival)")
+    if args.only:
+        return
+    remote, local = latency(base, url, args.calls)
+    for name, delays in (("relayed", remote), ("local", local)):
+        p50, p99 = percentile(delays, 0.5) * 1000, percentile(delays, 0.99) * 1000
+        print(f"latency {name:8}         p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")
+    print_outbox_cost(outbox_cost(base, args.calls))
 
 
 if __name__ == "__main__":
