@@ -189,6 +189,9 @@ def _exchange(
         connection.sock.settimeout(left)
     watchdog.arm(connection, deadline)
     try:
+        if connection.sock is None:
+            connection.connect()
+            _no_delay(connection)
         connection.request("POST", target, body, headers)
         response = connection.getresponse()
         answered = response.read(KEPT_BODY + 1)
@@ -199,6 +202,15 @@ def _exchange(
         watchdog.disarm()
     reusable = response.isclosed() and not response.will_close and len(answered) <= KEPT_BODY
     return _Answer(response.status, response.getheader("Location", "") or "", reusable and not watchdog.fired)
+
+
+def _no_delay(connection: http.client.HTTPConnection) -> None:
+    """Send each write at once (``TCP_NODELAY``, as urllib3 does): http.client writes a
+    request's head and body apart, and on a kept connection Nagle's algorithm would hold
+    the body until the receiver acknowledged the head, which it may delay."""
+    import socket
+
+    connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _Late(Exception):
