@@ -192,6 +192,7 @@ class Receiver:
         self.ids: collections.Counter[str] = collections.Counter()
         self.bodies: list[bytes] = []
         self.status = 200
+        self.answer = b""  # the body of its answers
         self.hold = 0.0
         self.arrived: list[float] = []
         self.connections = 0  # TCP connections accepted
@@ -229,8 +230,9 @@ class Receiver:
                         receiver.bodies.append(body)
                         receiver.arrived.append(time.time())
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(receiver.answer)))
                 self.end_headers()
+                self.wfile.write(receiver.answer)
 
             def log_message(self, *args: object) -> None:
                 pass

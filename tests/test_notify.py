@@ -179,6 +179,7 @@ class Endpoint:
         self.bodies: list[tuple[dict[str, str], dict[str, object]]] = []
         self.status = 200
         self.delay = 0.0
+        self.delays: dict[str, float] = {}  # by record id, instead of ``delay``
         self.server: ThreadingHTTPServer | None = None
         self.port = self._start().server_address[1]
         self.stop()
@@ -190,7 +191,7 @@ class Endpoint:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 endpoint.bodies.append((dict(self.headers), body))
-                time.sleep(endpoint.delay)
+                time.sleep(endpoint.delays.get(self.headers["X-Mgrhooks-Id"], endpoint.delay))
                 self.send_response(endpoint.status)
                 self.end_headers()
 
@@ -587,3 +588,287 @@ def test_a_worker_takes_over_the_spool_an_earlier_version_left(root: PanelRoot) 
     assert "took over 1 delivery(ies)" in root.log()
     with sqlite3.connect(root.path / "var/billmgr.db") as db:
         assert db.execute("SELECT id FROM records").fetchall() == [("r1",)]  # not r2: delivered before
+
+
+# --- a worker's pass: batches, leases, kept connections ----------------------------------
+
+
+def spooled(root: PanelRoot, count: int, notifier: str = "crm") -> list[str]:
+    """``count`` records ``r00``, ``r01``... for ``notifier``, due in that order."""
+    from mgrhooks import Root
+    from mgrhooks.delivery import spool_of
+
+    spool = spool_of(Root.open(root.path))
+    ids = [f"r{n:02}" for n in range(count)]
+    for n, record_id in enumerate(ids):
+        spool.add(record_id, "user.add", json.dumps({"id": record_id}), [notifier], now=time.time() - count + n)
+    return ids
+
+
+def test_a_worker_pass_keeps_one_connection_to_its_receiver(root: PanelRoot) -> None:
+    from services import Receiver
+
+    with Receiver() as receiver:
+        configure(root, f"[notify.crm]\ndriver = http\nurl = {receiver.url}\n")
+        ids = spooled(root, 20)
+        assert root.mgrhooks("worker --once").stdout == "delivered 20, to retry 0, dead 0\n"
+        assert sorted(receiver.ids) == ids and set(receiver.ids.values()) == {1}
+        assert receiver.connections == 1  # kept alive from one record to the next
+
+
+@pytest.mark.parametrize(("size", "connections"), [(100, 1), (70000, 3)], ids=["short-answer", "long-answer"])
+def test_a_connection_is_kept_once_its_answer_was_read_whole(root: PanelRoot, size: int, connections: int) -> None:
+    """An answer's body is read to keep the connection, up to 64 KiB: past that the
+    connection is closed and the next attempt opens another."""
+    from services import Receiver
+
+    with Receiver() as receiver:
+        receiver.answer = b"x" * size
+        configure(root, f"[notify.crm]\ndriver = http\nurl = {receiver.url}\n")
+        ids = spooled(root, 3)
+        assert root.mgrhooks("worker --once").stdout == "delivered 3, to retry 0, dead 0\n"
+        assert sorted(receiver.ids) == ids and receiver.connections == connections
+
+
+def test_each_attempt_of_a_pass_has_its_own_notifiers_timeout(root: PanelRoot) -> None:
+    """A pass tries a notifier with a long timeout, then one with a short timeout whose
+    receiver drips its answer: that attempt ends at its own timeout, not the first's."""
+    from services import Receiver
+
+    from mgrhooks import Root
+    from mgrhooks.delivery import spool_of
+
+    peer = Peer(drip)
+    try:
+        with Receiver() as receiver:
+            configure(
+                root,
+                f"[notify.crm]\ndriver = http\nurl = {receiver.url}\ntimeout = 30\n\n"
+                f"[notify.slow]\ndriver = http\nurl = http://127.0.0.1:{peer.port}/hook\ntimeout = 1\n",
+            )
+            spool = spool_of(Root.open(root.path))
+            spool.add("r00", "user.add", "{}", ["crm"], now=time.time() - 2)
+            spool.add("r01", "user.add", "{}", ["slow"], now=time.time() - 1)
+            started = time.monotonic()
+            assert root.mgrhooks("worker --once").stdout == "delivered 1, to retry 1, dead 0\n"
+            took = time.monotonic() - started
+        (line,) = queue(root)
+        assert (
+            f"r01 slow pending attempts=1 user.add  no answer from http://127.0.0.1:{peer.port}/hook within 1s" in line
+        )
+        assert took < 15, took  # far below the first attempt's 30 s
+    finally:
+        peer.close()
+
+
+def test_a_kept_connection_the_receiver_closed_is_replaced_within_the_attempt(root: PanelRoot) -> None:
+    """A receiver that answers as if it kept the connection, then closes it: the next
+    attempt finds it closed, and sends on a new one, with no failed attempt."""
+    peer = Peer(lambda conn: conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+    try:
+        configure(root, f"[notify.crm]\ndriver = http\nurl = http://127.0.0.1:{peer.port}/hook\nattempts = 1\n")
+        ids = spooled(root, 3)
+        assert root.mgrhooks("worker --once").stdout == "delivered 3, to retry 0, dead 0\n"
+        assert [request.split(b"X-Mgrhooks-Id: ")[1][:3].decode() for request in peer.requests] == ids
+    finally:
+        peer.close()
+
+
+def test_an_interrupted_pass_records_what_it_sent_and_gives_back_the_rest(root: PanelRoot, endpoint: Endpoint) -> None:
+    endpoint.delays = {"r02": 30.0}  # held while the worker is interrupted
+    endpoint.start()
+    configure(root, f"[notify.crm]\ndriver = http\nurl = {endpoint.url}\ntimeout = 20\n")
+    ids = spooled(root, 5)
+    worker = subprocess.Popen(root.argv("worker", "--once"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while len(endpoint.bodies) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [body["id"] for _, body in endpoint.bodies] == ids[:3]
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(30) == 130
+    pending = [line.split() for line in queue(root)]
+    assert [(fields[0], fields[2], fields[3]) for fields in pending] == [
+        (record_id, "pending", "attempts=0") for record_id in ids[2:]
+    ]  # r00 and r01 recorded as delivered; r02 (interrupted) and the rest given back, not counted
+    endpoint.delays = {}
+    assert root.mgrhooks("worker --once").stdout == "delivered 3, to retry 0, dead 0\n"  # at once, no lease to wait for
+    assert [body["id"] for _, body in endpoint.bodies] == [*ids[:3], *ids[2:]]  # r02 twice: at least once
+
+
+def test_a_pass_slowed_down_gives_back_the_rest_of_its_batch_before_its_lease_runs_out(
+    root: PanelRoot, endpoint: Endpoint
+) -> None:
+    """The first record is quick, so the pass claims the other nine at once; then each takes
+    0.9 s. It must stop trying them while an attempt can still end within the lease (1 + 5
+    s): a second worker then takes the rest, and nothing is sent twice."""
+    endpoint.delay = 0.9
+    endpoint.delays = {"r00": 0.0}
+    endpoint.start()
+    configure(root, f"[notify.crm]\ndriver = http\nurl = {endpoint.url}\ntimeout = 1.5\n")
+    ids = spooled(root, 10)
+    first = subprocess.Popen(root.argv("worker", "--once"), stdout=subprocess.PIPE, text=True)
+    while len(endpoint.bodies) < 2 and first.poll() is None:
+        time.sleep(0.02)
+    second = subprocess.Popen(root.argv("worker", "--interval", "0.1"), stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(endpoint.bodies) < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert first.communicate(timeout=30)[0].startswith("delivered ")
+        time.sleep(2.0)  # anything sent twice would arrive by now
+    finally:
+        second.kill()
+        second.wait()
+    assert sorted(body["id"] for _, body in endpoint.bodies) == ids  # each once
+    assert queue(root) == []
+    assert "lease ran out" not in root.log()
+
+
+def test_a_spool_that_cannot_be_opened_is_named_by_its_transactions_when_kept(tmp_path: Path) -> None:
+    (tmp_path / "spool.db").mkdir()
+    with Spool(tmp_path / "spool.db").kept() as kept, pytest.raises(RootError) as caught:
+        kept.claim(now=100.0, lease=10)
+    assert str(caught.value).startswith(f"cannot use the database {tmp_path / 'spool.db'}: ")
+
+
+def test_a_batch_is_settled_at_once_and_what_was_not_tried_goes_back(tmp_path: Path) -> None:
+    from mgrhooks.spool import Outcome
+
+    spool = Spool(tmp_path / "spool.db")
+    for name in ("r1", "r2", "r3"):
+        spool.add(name, "user.add", "{}", ["a"], now=100.0)
+    one, two, three = spool.claim(now=100.0, lease=10)
+    with spool.kept() as kept:
+        assert kept.settle([Outcome(one, "delivered", one.due), Outcome(two, "pending", 150.0, "down")], [three]) == [
+            True,
+            True,
+        ]
+        (again,) = kept.claim(now=101.0, lease=10)  # the untried one at once, not after the lease
+    assert (again.record, again.attempts, again.error) == ("r3", 0, "")
+    assert spool.settle([Outcome(three, "dead", 0.0, "late")], unused=[three]) == [False]  # the old claim: nothing
+    assert spool.claim(now=102.0, lease=10) == []  # r3 still the new claim's, r2 not due
+    assert [(d.record, d.state, d.attempts, d.error) for d in spool.list(("delivered", "pending", "dead"))] == [
+        ("r1", "delivered", 1, ""),
+        ("r3", "pending", 0, ""),
+        ("r2", "pending", 1, "down"),
+    ]
+
+
+def test_a_worker_paused_past_its_lease_cannot_overwrite_the_next_ones_outcome(
+    root: PanelRoot, endpoint: Endpoint
+) -> None:
+    import sqlite3
+
+    endpoint.delays = {"r00": 0.5}
+    endpoint.start()
+    configure(root, f"[notify.crm]\ndriver = http\nurl = {endpoint.url}\ntimeout = 1\n")
+    spooled(root, 1)
+    paused = subprocess.Popen(root.argv("worker", "--once"), stdout=subprocess.PIPE, text=True)
+    try:
+        while not endpoint.bodies and paused.poll() is None:
+            time.sleep(0.01)
+        paused.send_signal(signal.SIGSTOP)  # mid-attempt
+        time.sleep(1 + LEASE_MARGIN + 0.5)  # its lease runs out
+        endpoint.delays = {}
+        assert root.mgrhooks("worker --once").stdout == "delivered 1, to retry 0, dead 0\n"
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    assert paused.communicate(timeout=30)[0] == "delivered 0, to retry 0, dead 0\n"
+    assert "r00' to crm: the lease ran out during the attempt and another worker holds it" in root.log()
+    with sqlite3.connect(root.path / "var/billmgr.db") as db:
+        assert db.execute("SELECT state, attempts, error FROM deliveries").fetchall() == [("delivered", 1, "")]
+
+
+def test_a_delivery_whose_notifier_is_gone_is_dead_at_once(root: PanelRoot) -> None:
+    configure(root, "[notify.audit]\ndriver = log\n")
+    spooled(root, 1, notifier="crm")
+    assert root.mgrhooks("worker --once").stdout == "delivered 0, to retry 0, dead 1\n"
+    (line,) = queue(root, "list", "--dead")
+    assert "r00 crm dead attempts=1 user.add  no such notifier in etc/mgrhooks.conf" in line
+
+
+def test_an_old_spool_that_cannot_be_read_is_kept_and_the_pass_goes_on(root: PanelRoot) -> None:
+    old = root.path / "var/billmgr.spool.db"
+    old.write_bytes(b"not a database, and long enough to have a header" * 4)
+    configure(root, "[notify.audit]\ndriver = log\n")
+    spooled(root, 1, notifier="audit")
+    result = root.mgrhooks("worker --once")
+    assert (result.returncode, result.stdout) == (0, "delivered 1, to retry 0, dead 0\n")
+    assert f"cannot take over {old}: " in root.log()
+    assert old.exists()  # for the next pass, or a look by hand
+
+
+def test_a_pass_purges_what_was_delivered_more_than_spool_days_ago(root: PanelRoot) -> None:
+    import sqlite3
+
+    configure(root, "[notify.audit]\ndriver = log\n\n[spool]\ndays = 2\n")
+    spooled(root, 2, notifier="audit")
+    assert root.mgrhooks("worker --once").stdout == "delivered 2, to retry 0, dead 0\n"
+    with sqlite3.connect(root.path / "var/billmgr.db") as db:
+        db.execute("UPDATE deliveries SET done = ? WHERE record = 'r00'", (time.time() - 3 * 86400,))
+    assert root.mgrhooks("worker --once").stdout == "delivered 0, to retry 0, dead 0\n"
+    assert "purged 1 delivery(ies) done more than 2 day(s) ago" in root.log()
+    with sqlite3.connect(root.path / "var/billmgr.db") as db:
+        assert db.execute("SELECT id FROM records").fetchall() == [("r01",)]
+
+
+# --- records of other main logic, and failures that never fail the call ------------------
+
+
+def log_records(root: PanelRoot) -> list[dict[str, object]]:
+    path = root.path / "var/billmgr.events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_an_addon_functions_change_gets_its_record_written_after_it(root: PanelRoot) -> None:
+    configure(root, "[notify.audit]\ndriver = log\n")
+    root.plugin("pets", '<mgrdata><handler name="pets.sh" type="xml"><func name="pet.add"/></handler></mgrdata>')
+    root.addon("pets.sh", '#!/bin/sh\nsed "s|^</doc>|<id>$PARAM_name</id><ok/>\\n</doc>|"\n')
+    assert root.mgrhooks("exec", "pet.add", "name=rex", "sok=ok").returncode == 0
+    assert root.mgrhooks("exec", "pet.add", "name=tom").returncode == 0  # a form shown: no change, no record
+    (event,) = log_records(root)
+    assert (event["event"], event["objects"], event["result"]) == (
+        "pet.add",
+        [{"type": "pet", "id": "rex", "seq": 1}],
+        {"status": "ok", "id": "rex"},
+    )
+
+
+def test_a_call_a_before_handler_answered_with_skipaction_gets_its_record(root: PanelRoot) -> None:
+    configure(root, "[notify.audit]\ndriver = log\n")
+    root.handler(
+        "skip.sh", "#!/bin/sh\necho '<doc><skipaction/><ok/></doc>'\n", '<event name="user.add" before="yes"/>'
+    )
+    assert root.mgrhooks("exec", "user.add", "name=al", "passwd=x", "sok=ok").returncode == 0
+    (event,) = log_records(root)
+    assert (event["event"], event["result"]["status"]) == ("user.add", "ok")  # the handler made the change
+
+
+def test_an_intent_that_cannot_be_written_is_logged_and_the_call_still_succeeds(root: PanelRoot) -> None:
+    configure(root, "[notify.audit]\ndriver = log\n")
+    root.plugin("pets", '<mgrdata><handler name="pets.sh" type="xml"><func name="pet.add"/></handler></mgrdata>')
+    root.addon("pets.sh", '#!/bin/sh\nsed "s|^</doc>|<ok/>\\n</doc>|"\n')
+    (root.path / "var/billmgr.db").mkdir()  # the spool cannot be opened
+    result = root.mgrhooks("exec", "pet.add", "name=rex", "sok=ok", "--out", "text")
+    assert (result.returncode, result.stdout) == (0, "OK\n")
+    assert "event record of 'pet.add' could not be spooled, so it is lost: cannot use the database" in root.log()
+
+
+def test_a_completion_that_fails_leaves_the_intent_and_never_fails_the_call(root: PanelRoot) -> None:
+    """An after-handler makes the spool unusable once the intent is written: the call
+    succeeds, the log says the record is left as an intent and the inline delivery failed."""
+    configure(root, "[notify.audit]\ndriver = log\n")
+    root.plugin("pets", '<mgrdata><handler name="pets.sh" type="xml"><func name="pet.add"/></handler></mgrdata>')
+    root.addon("pets.sh", '#!/bin/sh\nsed "s|^</doc>|<ok/>\\n</doc>|"\n')
+    root.handler(
+        "spoil.sh",
+        "#!/bin/sh\nrm -f var/billmgr.db-wal var/billmgr.db-shm\nmv var/billmgr.db var/billmgr.db.kept\n"
+        "mkdir var/billmgr.db\ncat\n",
+        '<event name="pet.add" after="yes"/>',
+    )
+    result = root.mgrhooks("exec", "pet.add", "name=rex", "sok=ok", "--out", "text")
+    assert (result.returncode, result.stdout) == (0, "OK\n")
+    log = root.log()
+    assert "event record of 'pet.add' left as an intent (recovered later): cannot use the database" in log
+    assert "inline delivery of '" in log and "(the worker will)" in log
+    assert log_records(root) == []
