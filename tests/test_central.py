@@ -213,6 +213,17 @@ def test_two_workers_drain_many_records(
     assert [worker.process.poll() for worker in workers] == [None, None], workers[1].output()  # both ran
 
 
+def test_a_central_workers_threads_keep_their_connections_alive(
+    root: PanelRoot, rabbitmq: RabbitMQ, receiver: Receiver, workers: list[Worker], queue_name: str
+) -> None:
+    configure(root, rabbitmq.url, receiver, queue_name)
+    ids = spool(root, 100)
+    assert relay(root).endswith("relayed 100")
+    workers.append(Worker(root))  # -P threads -c 4
+    assert receiver.wait(ids, 60) == set(), workers[0].output()
+    assert receiver.connections <= 4  # one per thread, not one per record
+
+
 def test_a_worker_killed_mid_delivery_leaves_it_to_another(
     root: PanelRoot, rabbitmq: RabbitMQ, receiver: Receiver, workers: list[Worker], queue_name: str
 ) -> None:
