@@ -350,9 +350,7 @@ def _timeout(notifier: Notifier | None, cap: float | None) -> float:
 def _batch(tried: int, seconds: float, window: float) -> int:
     """How many deliveries to claim next: as many as the last batch's pace (``tried`` in
     ``seconds``) gets through in ``window`` seconds, at least one, at most :data:`BATCH`."""
-    if seconds <= 0:
-        return BATCH
-    return max(1, min(BATCH, int(window * tried / seconds)))
+    return max(1, min(BATCH, int(window * tried / max(seconds, 1e-6))))
 
 
 def _outcome(notifier: Notifier | None, delivery: Delivery, error: str) -> Outcome:

@@ -59,10 +59,7 @@ class Connections:
         return self.kept.pop(endpoint, None)
 
     def give_back(self, endpoint: _Endpoint, connection: http.client.HTTPConnection) -> None:
-        old = self.kept.pop(endpoint, None)
-        if old is not None:
-            old.close()
-        self.kept[endpoint] = connection
+        self.kept[endpoint] = connection  # (the attempt took the one kept: at most one each)
 
     def close(self) -> None:
         for connection in self.kept.values():
