@@ -11,7 +11,8 @@ Drivers (``driver =`` in a ``[notify.NAME]`` section):
   least once). Any 2xx status is success. A 3xx is a failure naming its ``Location``:
   redirects are not followed, so the record and the credentials go to ``url`` alone
   (our choice, as Stripe's and GitHub's webhooks do). ``timeout`` bounds the whole
-  attempt (connecting, sending, the answer's status line and headers): a receiver that
+  attempt (connecting, sending, the answer's status line and headers, and its body when
+  it is read to keep the connection; the status alone decides): a receiver that
   answers a byte at a time is cut off when it runs out (name resolution is the system's
   and not bounded). Given :class:`Connections` (a worker's pass, a central worker's
   thread), the connection to an endpoint is kept alive for the next attempt, as HTTP/1.1
@@ -186,19 +187,30 @@ def _exchange(
         connection.sock.settimeout(left)
     watchdog.arm(connection, deadline)
     try:
-        if connection.sock is None:
-            connection.connect()
-            _no_delay(connection)
-        connection.request("POST", target, body, headers)
-        response = connection.getresponse()
-        answered = response.read(KEPT_BODY + 1)
-    except Exception as exc:  # noqa: BLE001 (any failure is the attempt's)
-        late = watchdog.disarm() or time.monotonic() >= deadline
-        return _Late() if late else exc
+        try:
+            if connection.sock is None:
+                connection.connect()
+                _no_delay(connection)
+            connection.request("POST", target, body, headers)
+            response = connection.getresponse()
+        except Exception as exc:  # noqa: BLE001 (any failure is the attempt's)
+            late = watchdog.disarm() or time.monotonic() >= deadline
+            return _Late() if late else exc
+        reusable = not response.will_close and _drained(response)
     finally:
-        watchdog.disarm()
-    reusable = response.isclosed() and not response.will_close and len(answered) <= KEPT_BODY
-    return _Answer(response.status, response.getheader("Location", "") or "", reusable and not watchdog.fired)
+        fired = watchdog.disarm()
+    return _Answer(response.status, response.getheader("Location", "") or "", reusable and not fired)
+
+
+def _drained(response: http.client.HTTPResponse) -> bool:
+    """Whether the answer's body was read whole (at most :data:`KEPT_BODY`), so that its
+    connection can take the next request. The status decided the attempt: a body that
+    cannot be read costs the connection, not the attempt."""
+    try:
+        answered = response.read(KEPT_BODY + 1)
+    except Exception:  # noqa: BLE001 (the connection is closed instead of kept)
+        return False
+    return response.isclosed() and len(answered) <= KEPT_BODY
 
 
 def _no_delay(connection: http.client.HTTPConnection) -> None:
@@ -229,10 +241,10 @@ def _outcome(
     timeout: float,
     endpoint: _Endpoint,
     connection: http.client.HTTPConnection,
-    connections: Connections | None,
+    connections: Connections,
 ) -> str | None:
     """The attempt's failure (``None``: delivered); the connection kept when it can be."""
-    if isinstance(answer, _Answer) and answer.reusable and connections is not None:
+    if isinstance(answer, _Answer) and answer.reusable:
         connections.give_back(endpoint, connection)
     else:
         connection.close()
