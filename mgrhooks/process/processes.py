@@ -121,8 +121,7 @@ class Processes:
         or :meth:`close`.
         ``None`` too where Linux cannot seal or reopen one. :raises OSError:"""
         if len(data) < KEEP_STDIN:
-            if self._stdin is not None:
-                self.drop_stdin()
+            self.drop_stdin()
             return None
         from .spawn import reopened, sealed_file
 
