@@ -29,6 +29,7 @@ never an exception for the worker or the call.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import TYPE_CHECKING, NamedTuple
@@ -132,10 +133,8 @@ def _to_http(notifier: Notifier, delivery: Delivery, timeout: float, connections
         headers["Authorization"] = f"Basic {token}"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     endpoint = (parts.scheme, parts.hostname, parts.port)
-    if connections is None:
-        with Connections() as own:
-            return _post(own, url, endpoint, target, delivery.body.encode(), headers, timeout)
-    return _post(connections, url, endpoint, target, delivery.body.encode(), headers, timeout)
+    with Connections() if connections is None else contextlib.nullcontext(connections) as using:
+        return _post(using, url, endpoint, target, delivery.body.encode(), headers, timeout)
 
 
 def _post(
