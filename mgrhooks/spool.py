@@ -289,18 +289,6 @@ class Spool:
             )
         return [Delivery(*row)._replace(holder=name) for row in rows]
 
-    def delivered(self, delivery: Delivery) -> bool:
-        """Count a successful attempt: the delivery is done, its lease released.
-        :returns: whether ``delivery.holder`` still held it (``False``: its lease ran out
-        and another claim took it; nothing is changed)"""
-        return self.settle([Outcome(delivery, "delivered", delivery.due)])[0]
-
-    def failed(self, delivery: Delivery, error: str, due: float, dead: bool) -> bool:
-        """Count a failed attempt, its lease released: tried again at ``due`` (epoch
-        seconds), or, with ``dead``, moved to the dead letters; ``error`` is kept (its first
-        500 characters). :returns: as :meth:`delivered`"""
-        return self.settle([Outcome(delivery, "dead" if dead else "pending", due, error)])[0]
-
     def settle(self, outcomes: Sequence[Outcome], unused: Sequence[Delivery] = ()) -> list[bool]:
         """Record the attempts' ``outcomes`` (each counted, its lease released) and release
         the leases of the claimed deliveries left ``unused`` (not attempted: their attempts

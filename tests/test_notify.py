@@ -20,7 +20,7 @@ from mgrhooks.errors import RootError
 from mgrhooks.model import Request
 from mgrhooks.notify import HandlerRun, objects, record, redact, wanted
 from mgrhooks.settings import Notifier, load_settings
-from mgrhooks.spool import Spool
+from mgrhooks.spool import Outcome, Spool
 from mgrhooks.xmldoc import parse
 
 # --- pure ---------------------------------------------------------------------------------
@@ -156,15 +156,14 @@ def test_spool_claims_leases_and_dead_letters(tmp_path: Path) -> None:
     first = spool.claim(now=100.0, lease=10)
     assert [(d.record, d.notifier, d.attempts) for d in first] == [("r1", "a", 0), ("r1", "b", 0)]
     assert spool.claim(now=105.0, lease=10) == []  # leased
-    spool.delivered(first[0])
-    spool.failed(first[1], "down", due=120.0, dead=False)
+    spool.settle([Outcome(first[0], "delivered", first[0].due), Outcome(first[1], "pending", 120.0, "down")])
     assert spool.claim(now=115.0, lease=10) == []  # not due yet
     (again,) = spool.claim(now=120.0, lease=10)
-    spool.failed(again, "still down", due=130.0, dead=True)
+    spool.settle([Outcome(again, "dead", 130.0, "still down")])
     assert [(d.notifier, d.state, d.attempts, d.error) for d in spool.list()] == [("b", "dead", 2, "still down")]
     assert spool.retry([]) == 1
     assert [(d.state, d.attempts) for d in spool.list()] == [("pending", 0)]
-    spool.failed(spool.claim(now=10**10, lease=1)[0], "x", due=0, dead=True)
+    spool.settle([Outcome(spool.claim(now=10**10, lease=1)[0], "dead", 0, "x")])
     assert spool.drop(["other"]) == 0 and spool.drop(["r1"]) == 1
     assert spool.list() == []
 
@@ -536,9 +535,9 @@ def test_only_the_holder_settles_a_delivery(tmp_path: Path) -> None:
     (late,) = spool.claim(now=100.0, lease=10)
     (current,) = spool.claim(now=111.0, lease=10)  # the first lease ran out
     assert late.holder != current.holder
-    assert spool.delivered(current)
-    assert not spool.failed(late, "timed out", due=200.0, dead=False)  # cannot turn delivered back
-    assert not spool.delivered(late)
+    assert spool.settle([Outcome(current, "delivered", current.due)]) == [True]
+    assert spool.settle([Outcome(late, "pending", 200.0, "timed out")]) == [False]  # cannot turn delivered back
+    assert spool.settle([Outcome(late, "delivered", late.due)]) == [False]
     assert spool.list(("delivered",))[0].attempts == 1
 
 
@@ -549,8 +548,7 @@ def test_delivered_deliveries_are_purged(tmp_path: Path) -> None:
     for name in ("r1", "r2", "r3"):
         spool.add(name, "user.add", "{}", ["a"], now=100.0)
     one, two, _ = spool.claim(now=100.0, lease=10)
-    spool.delivered(one)
-    spool.failed(two, "down", due=0, dead=True)
+    spool.settle([Outcome(one, "delivered", one.due), Outcome(two, "dead", 0, "down")])
     spool.drop(["r2"])
     assert spool.purge(before=time.time() - 60) == 0  # done just now: kept
     assert spool.purge(before=time.time() + 1) == 2
@@ -732,8 +730,6 @@ def test_a_spool_that_cannot_be_opened_is_named_by_its_transactions_when_kept(tm
 
 
 def test_a_batch_is_settled_at_once_and_what_was_not_tried_goes_back(tmp_path: Path) -> None:
-    from mgrhooks.spool import Outcome
-
     spool = Spool(tmp_path / "spool.db")
     for name in ("r1", "r2", "r3"):
         spool.add(name, "user.add", "{}", ["a"], now=100.0)
