@@ -3,9 +3,9 @@
 
 Usage: .venv/bin/python bench/run.py [--rounds N] [--runs N] [--only NAME ...] [--quick]
 
-Builds its fixtures in a temporary directory, times whole commands with hyperfine in
-alternating rounds (A, B, A, B, ...: both sides of every ratio see the same machine
-state), and prints medians and ratios with their targets. Absolute times on shared
+Builds its fixtures in a temporary directory, times whole commands with hyperfine run by
+run, interleaved (A B C, C B A, ...: both sides of every ratio see the same moments of
+the machine), and prints medians and ratios with their targets. Absolute times on shared
 machines mean little; the ratios are the result.
 """
 
@@ -74,9 +74,10 @@ Bound = tuple[str, float]
 
 
 class Pace(NamedTuple):
-    """How long a scenario measures: ``rounds`` alternating rounds of ``runs`` runs per
-    command; ``quick`` for the short CI form (``--quick``), where a scenario may also cut
-    what only a long run shows (serve's memory over 100,000 calls)."""
+    """How long a scenario measures: each command runs ``rounds * runs`` times, one run
+    of each command a round (:func:`hyperfine`); ``quick`` for the short CI form
+    (``--quick``), where a scenario may also cut what only a long run shows (serve's
+    memory over 100,000 calls)."""
 
     rounds: int
     runs: int
@@ -92,15 +93,28 @@ def _within(value: float, bound: Bound) -> bool:
 
 
 def hyperfine(commands: list[list[str]], pace: Pace, cwd: Path) -> list[float]:
-    """Median seconds of each command, from ``pace.rounds`` alternating hyperfine rounds."""
+    """Median seconds of each command over ``pace.rounds * pace.runs`` interleaved rounds.
+
+    Each round is one hyperfine call timing every command once (``--runs 1``), in the
+    given order and then in reverse, round after round (A B C, C B A, ...), after one
+    round of warm-up that is not counted. hyperfine itself runs all the runs of one
+    command before the next (its issue #21, open), and on a 2-CPU virtual machine whose
+    speed drifts within seconds that block order moved a slope ratio 0.9x-1.6x between
+    two runs a minute apart; run by run, both sides of a ratio see the same moments
+    (docs/performance.md, "Measuring").
+    """
     times: list[list[float]] = [[] for _ in commands]
     export = cwd / "hyperfine.json"
-    for _ in range(pace.rounds):
-        argv = ["hyperfine", "-N", "--warmup", "1", "--runs", str(pace.runs), "--export-json", str(export)]
-        argv += [" ".join(_quote(part) for part in command) for command in commands]
-        subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-        for index, result in enumerate(json.loads(export.read_text())["results"]):
-            times[index] += result["times"]
+    for number in range(pace.rounds * pace.runs + 1):
+        order = list(range(len(commands)))[:: 1 if number % 2 else -1]
+        argv = ["hyperfine", "-N", "--runs", "1", "--export-json", str(export)]
+        argv += [" ".join(_quote(part) for part in commands[index]) for index in order]
+        done = subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            raise RuntimeError(f"hyperfine failed: {done.stderr.strip()}")
+        if number:  # the first round warms up
+            for index, result in zip(order, json.loads(export.read_text())["results"], strict=True):
+                times[index] += result["times"]
     return [statistics.median(t) for t in times]
 
 
@@ -414,6 +428,10 @@ def wrk(url: str, clients: int, seconds: float, work: Path) -> dict[str, float]:
     }
 
 
+#: rounds of the served slope per hyperfine round of the others (a round is ~35 ms)
+SERVED_ROUNDS = 10
+
+
 def served(work: Path, pace: Pace) -> list[Row]:
     """The panel over HTTP (issue 12): a served call against the same call through exec,
     throughput, the per-handler slope of served calls, and serve's memory over many calls."""
@@ -440,7 +458,7 @@ def served(work: Path, pace: Pace) -> list[Row]:
         one = wrk(server.url("user"), 1, seconds, work)
         two = wrk(server.url("user"), 2, seconds, work)
         fifty = wrk(server.url("user"), 50, seconds, work)
-        slope, theirs = _served_slope(single, handled, parts, work, pace._replace(rounds=max(pace.rounds, 3)), seconds)
+        slope, theirs = _served_slope(single, handled, parts, SERVED_ROUNDS * pace.rounds * pace.runs)
         # a leak shows over many calls only: the quick form leaves the rows out
         memory = [] if pace.quick else _memory(server, work, 100_000)
     speedup = exec_time / one["p50"]
@@ -458,14 +476,17 @@ def served(work: Path, pace: Pace) -> list[Row]:
     ]
 
 
-def _served_slope(
-    single: Served, handled: Served, parts: tuple[Path, Path], work: Path, pace: Pace, seconds: float
-) -> tuple[float, float]:
+def _served_slope(single: Served, handled: Served, parts: tuple[Path, Path], rounds: int) -> tuple[float, float]:
     """Seconds a handler adds to a served call (``desktop`` with 6 handlers against 1)
-    and to ``run-parts`` (6 scripts against 1), the median of ``pace.rounds`` rounds. Both
-    sides of each round run one after the other, so that a machine whose load changes
-    (a shared CI runner) changes both alike; a side measured once, minutes apart from the
-    other, made the quick ratio swing 0.8x-3.2x.
+    and to ``run-parts`` (6 scripts against 1): medians of ``rounds`` interleaved rounds.
+
+    A round makes one request to each server (a kept-alive ``http.client`` connection, as
+    an API client keeps one) and one run of each ``run-parts``, in one order and then the
+    reverse (A B C D, D C B A, ...), timed from this process; what the timing itself costs
+    is the same on both sides of each difference. Measured in blocks (seconds of ``wrk``
+    against one server, then hyperfine's runs of ``run-parts``), the ratio moved 0.96x-1.67x
+    between rounds on a 2-CPU virtual machine whose speed drifts within seconds
+    (docs/performance.md, "Measuring").
 
     Both sides start from one handler, as the exec slope does (1, 10 and 50 handlers): what
     a call pays once for having handlers at all (the plugin's events loaded, the handlers'
@@ -473,16 +494,51 @@ def _served_slope(
     on a loaded 2-CPU machine) is not a handler's. Measured from a call without handlers,
     it was counted as five handlers' and added 0.2-0.8x to the ratio (docs/performance.md,
     "Served calls")."""
-    ours: list[float] = []
-    theirs: list[float] = []
-    for _ in range(pace.rounds):
-        first = wrk(single.url("desktop"), 1, seconds, work)["p50"]
-        ours.append((wrk(handled.url("desktop"), 1, seconds, work)["p50"] - first) / 5)
-        six, one = hyperfine(
-            [["run-parts", str(parts[1])], ["run-parts", str(parts[0])]], pace._replace(rounds=1), work
-        )
-        theirs.append((six - one) / 5)
-    return statistics.median(ours), statistics.median(theirs)
+    sides = (_Request(single.url("desktop")), _Request(handled.url("desktop")), _Run(parts[0]), _Run(parts[1]))
+    times: list[list[float]] = [[] for _ in sides]
+    for number in range(rounds + 1):
+        order = list(range(len(sides)))[:: 1 if number % 2 else -1]
+        for index in order:
+            took = sides[index]()
+            if number:  # the first round warms up
+                times[index].append(took)
+    one, six, parts_one, parts_six = (statistics.median(t) for t in times)
+    return (six - one) / 5, (parts_six - parts_one) / 5
+
+
+class _Request:
+    """One GET of ``url`` on a kept-alive connection, timed (seconds); an answer that
+    is not 200 raises."""
+
+    def __init__(self, url: str) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
+        self.path = f"{parts.path}?{parts.query}"
+
+    def __call__(self) -> float:
+        started = time.perf_counter()
+        self.connection.request("GET", self.path)
+        answer = self.connection.getresponse()
+        answer.read()
+        took = time.perf_counter() - started
+        if answer.status != 200:
+            raise RuntimeError(f"served call answered {answer.status}")
+        return took
+
+
+class _Run:
+    """One ``run-parts`` over ``scripts``, its output to /dev/null, timed (seconds)."""
+
+    def __init__(self, scripts: Path) -> None:
+        self.argv = ["run-parts", str(scripts)]
+
+    def __call__(self) -> float:
+        started = time.perf_counter()
+        subprocess.run(self.argv, stdout=subprocess.DEVNULL, check=True)
+        return time.perf_counter() - started
 
 
 def _memory(server: Served, work: Path, total: int) -> list[Row]:
@@ -575,8 +631,10 @@ def machine() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
-    parser.add_argument("--runs", type=int, default=10, help="runs per command per round (default 10)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="each command runs ROUNDS x RUNS times, interleaved (default 5)"
+    )
+    parser.add_argument("--runs", type=int, default=10, help="see --rounds (default 10)")
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="scenarios to run (default: all)")
     parser.add_argument(
         "--quick",
