@@ -652,11 +652,13 @@ def main() -> int:
     pace = Pace(2, 8, quick=True) if args.quick else Pace(args.rounds, args.runs)
     names = args.only or [name for name in SCENARIOS if not (args.quick and name in NOT_QUICK)]
     rows: list[Row] = []
+    load = os.getloadavg()[0]  # the ratios depend on it (docs/performance.md, "Measuring")
     with tempfile.TemporaryDirectory(prefix="mgrhooks-bench-") as directory:
         for name in names:
             rows += _scenario(name, Path(directory), pace)
     command = "--quick" if args.quick else f"--rounds {pace.rounds} --runs {pace.runs}"
     print(f"Machine: {machine()}")
+    print(f"Load average (1 minute): {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     print(f"Command: .venv/bin/python bench/run.py {command}\n")
     print(table(rows))
     gross = [row for row in rows if row.gross]
