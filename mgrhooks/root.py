@@ -10,7 +10,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NamedTuple
 
-from . import cache, logs
+from . import logs
 from .errors import RootError
 from .model import Registry, Severity
 from .settings import Settings, load_settings
@@ -197,6 +197,8 @@ class Root(NamedTuple):
         files = plugin_files(self.path, self.mgr)
         if not files:
             return Registry()
+        from . import cache  # (a root without plugin files has no cache: bench row "cold start")
+
         refused, stat_of = _examine_plugin_files(self.path, files)
         key = cache.fingerprint(files, stat_of) + "".join(f"\n{shown} refused: {why}" for shown, why in refused.items())
         registry = cache.load(self.cache_file, key, func)
