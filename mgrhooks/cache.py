@@ -31,6 +31,16 @@ from typing import TYPE_CHECKING, BinaryIO
 from .model import Event, FuncDecl, Handler, Problem, Registry, Source
 from .version import __version__
 
+try:  # loading needs the C unpickler alone: pickle.py and its import took ~1 ms of every call of a root
+    # with plugin files (bench row "per handler"); writing the cache imports pickle
+    from _pickle import UnpicklingError
+    from _pickle import load as _unpickle
+    from _pickle import loads as _unpickle_bytes
+except ImportError:  # no C unpickler (PyPy)
+    from pickle import UnpicklingError
+    from pickle import load as _unpickle
+    from pickle import loads as _unpickle_bytes
+
 if TYPE_CHECKING:
     from .root import PluginFile
 
@@ -68,20 +78,18 @@ def load(path: Path, key: str, func: str | None = None) -> Registry | None:
 
     :param func: load only the events of this function and of ``*`` (``None``: all)
     """
-    import pickle
-
     try:
         with path.open("rb") as file:
             if not _trusted(file):
                 return None
-            stored_key, base, by_func, everything = pickle.load(file)
+            stored_key, base, by_func, everything = _unpickle(file)
             if stored_key != key or not isinstance(base, Registry):
                 return None
             if func is None:
-                events = pickle.loads(everything)
+                events = _unpickle_bytes(everything)
             else:
-                events = tuple(e for name in (func, "*") if name in by_func for e in pickle.loads(by_func[name]))
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError, KeyError):
+                events = tuple(e for name in (func, "*") if name in by_func for e in _unpickle_bytes(by_func[name]))
+    except (OSError, EOFError, UnpicklingError, ValueError, TypeError, AttributeError, ImportError, KeyError):
         return None
     return base._replace(events=events)
 
@@ -95,15 +103,13 @@ def _trusted(file: BinaryIO) -> bool:
 def last_good(path: Path) -> dict[str, bytes]:
     """The plugin files' last good versions kept in the cache at ``path`` (stale or not):
     shown path → bytes; empty when there is no trustworthy cache or it keeps none."""
-    import pickle
-
     try:
         with path.open("rb") as file:
             if not _trusted(file):
                 return {}
-            pickle.load(file)  # the registry
-            kept = pickle.load(file)
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError, KeyError):
+            _unpickle(file)  # the registry
+            kept = _unpickle(file)
+    except (OSError, EOFError, UnpicklingError, ValueError, TypeError, AttributeError, ImportError, KeyError):
         return {}
     if not isinstance(kept, dict):
         return {}

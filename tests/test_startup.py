@@ -20,6 +20,7 @@ NOT_NEEDED = {
     "subprocess": "starting handlers where posix_spawn cannot",
     "logging": "records outside a panel log",
     "mgrhooks.mgrctlcli": "sbin/mgrctl's command, and its parse of a command line for a serve",
+    "mgrhooks.cache": "the registry cache (of a root with plugin files)",
 }
 
 #: regular expressions of ours that were compiled at import, and what uses them (a call
@@ -102,6 +103,15 @@ def test_the_plugin_files_parser_is_loaded_only_to_build_the_registry(root: Pane
     assert "mgrhooks.plugins" not in _imported(root)  # and used
     (root.path / "etc" / "xml" / "billmgr_mod_h.xml").write_text("<mgrdata><broken></mgrdata>")
     assert "mgrhooks.plugins" in _imported(root)  # a file changed: parsed anew
+
+
+def test_the_registry_cache_is_read_without_pickle_py(root: PanelRoot) -> None:
+    # the C unpickler reads it; pickle.py (with its own imports) is for writing it
+    root.handler("h", "#!/bin/sh\necho '<doc/>'\n", '<event name="desktop" after="yes"/>', type="cgi")
+    assert "pickle" in _imported(root)  # the registry cache is made
+    imported = _imported(root)
+    assert "mgrhooks.cache" in imported and "mgrhooks.plugins" not in imported  # and used
+    assert "pickle" not in imported
 
 
 def test_the_local_client_is_loaded_when_a_serve_may_answer(root: PanelRoot) -> None:
