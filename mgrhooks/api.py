@@ -35,10 +35,9 @@ from typing import TYPE_CHECKING, Concatenate, Generic, ParamSpec, TypeVar, over
 
 from .core import Core
 from .dispatch import Options, Response, call, nesting, reachable
-from .env import with_group_ids
 from .errors import RootError, UsageError
 from .functions import Function, Functions, PythonFunction, builtin_core
-from .model import InternalHandler, Level, Plan, Problem, Request
+from .model import InternalHandler, Level, Plan, Problem, Request, with_group_ids
 from .observers import Observers
 from .root import DEFAULT_MGR, Root
 
@@ -162,7 +161,7 @@ class Panel:
         options: Options | None = None,
     ) -> Response:
         """Call ``func`` and return the response (see :func:`mgrhooks.dispatch.call`).
-        A group operation gets ``elids`` beside ``elid`` (:func:`mgrhooks.env.with_group_ids`).
+        A group operation gets ``elids`` beside ``elid`` (:func:`mgrhooks.model.with_group_ids`).
 
         :param params: request parameters, a mapping or ``(key, value)`` pairs in order
             (a ``func`` among them is dropped)

@@ -10,7 +10,9 @@ import sys
 from collections.abc import Collection, Mapping
 from typing import NamedTuple
 
+from .model import GROUP_ACTIONS as GROUP_ACTIONS  # (re-exported: the request's concern, see there)
 from .model import Request
+from .model import with_group_ids as with_group_ids  # (ditto)
 
 #: the W3C trace context: a handler joins the trace of whoever runs it (mgrhooks.tracing sets it)
 TRACE_CONTEXT = ("TRACEPARENT", "TRACESTATE")
@@ -19,9 +21,6 @@ ALLOWED = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME"
 ALLOWED_PREFIXES = ("LC_",)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
-#: the last part of a function name that makes it a group operation (``user.suspend``,
-#: ``ftp.user.delete``): the panel passes its selected ids in ``elids`` too
-GROUP_ACTIONS = frozenset({"delete", "suspend", "resume", "enable", "disable"})
 
 
 class Facts(NamedTuple):
@@ -36,27 +35,6 @@ class Facts(NamedTuple):
     chain: tuple[str, ...] = ()
     #: the Python running mgrhooks, so that sbin/mgrctl finds it from inside a handler
     python: str = sys.executable
-
-
-def with_group_ids(request: Request) -> Request:
-    """``request`` with ``elids`` beside ``elid`` when it is a group operation: its function
-    name ends in one of :data:`GROUP_ACTIONS`, ``elid`` is set and not empty, and the caller
-    gave no ``elids`` of its own. ``elids`` holds the same ids as ``elid`` (a group joined by
-    ", ") and comes right after it, so handlers find it in ``PARAM_elids``, the query string,
-    the POST body and old-generation ``<params>``; otherwise ``request`` itself.
-
-    Source: public ISPmanager 5 addons read the selected ids of ``user.suspend``,
-    ``user.resume`` and ``user.delete`` from ``PARAM_elids`` (docs/protocol.md, *Starting a
-    handler*); which functions get it is our choice.
-    """
-    if request.func.rpartition(".")[2] not in GROUP_ACTIONS:
-        return request
-    keys = [key for key, _ in request.params]
-    if "elids" in keys or not request.get("elid"):
-        return request
-    at = len(keys) - keys[::-1].index("elid")  # after the last elid, whose value counts
-    params = (*request.params[:at], ("elids", request.get("elid")), *request.params[at:])
-    return request._replace(params=params)
 
 
 def query_string(request: Request, leave_out: Collection[str] = ()) -> str:

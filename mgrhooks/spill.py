@@ -25,11 +25,11 @@ import stat
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
-from .env import NOTHING_SPILLED, Facts, Spilled, call_environment, query_string
 from .model import Request
 
 if TYPE_CHECKING:
     from .budget import Limits, SpillPlan
+    from .env import Facts, Spilled
 
 #: the most argv and environment may take whatever the stack limit (Linux: 3/4 of 8 MiB)
 TOTAL_CAP = 6 * 1024 * 1024
@@ -68,6 +68,8 @@ def write(
     :raises OSError: the files cannot be written (a full disk, a ``mgrhooks-<uid>`` that
         is not ours); nothing is left then (no directory, no partial set of files)
     """
+    from .env import NOTHING_SPILLED, Spilled, query_string  # (here: bench row "cold start" only releases)
+
     parent = _parent()
     plan = rule(request, base, facts, passed, parent, request_env)
     if not plan.any:
@@ -93,6 +95,7 @@ def rule(
     """Which values of ``request`` :func:`write` puts in files under ``parent`` (``None``:
     ``$TMPDIR/mgrhooks-<uid>``), nothing written (:func:`mgrhooks.budget.spill_plan`)."""
     from .budget import spill_plan  # (with the first handler of a call only)
+    from .env import call_environment
 
     parent = _parent() if parent is None else parent
     name_bytes = _NAME_BYTES + 1 + max(len(QUERY_FILE), len(str(len(request.params))))

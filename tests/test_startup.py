@@ -21,6 +21,7 @@ NOT_NEEDED = {
     "logging": "records outside a panel log",
     "mgrhooks.mgrctlcli": "sbin/mgrctl's command, and its parse of a command line for a serve",
     "mgrhooks.cache": "the registry cache (of a root with plugin files)",
+    "mgrhooks.env": "the environment of handlers, their spilled parameters",
 }
 
 #: regular expressions of ours that were compiled at import, and what uses them (a call
