@@ -19,9 +19,10 @@ passes through ``/``, ``/srv``, ``/srv/x`` and ``/srv/x/xml``, and one pointing 
 directory itself: the folders holding it are not checked on the way to it (our choice,
 as sshd stops at the home directory: they are the system's), only when a link leads
 through one. Group write is refused even for a group of one, as sshd does.
-"""
 
-from __future__ import annotations
+Annotations are evaluated, not postponed: see :mod:`mgrhooks.model` (every call of a root
+with plugin files defines this module's two records).
+"""
 
 import errno
 import os
