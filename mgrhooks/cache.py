@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, BinaryIO
 from .model import Event, FuncDecl, Handler, Problem, Registry, Source
 from .version import __version__
 
-try:  # loading needs the C unpickler alone: pickle.py and its import took ~1 ms of every call of a root
-    # with plugin files (bench row "per handler"); writing the cache imports pickle
+try:  # loading needs the C unpickler alone: importing pickle.py was ~4 M instructions (~1 ms) of every
+    # call on a root with plugin files (bench row "per handler | 1 handlers"); writing imports pickle
     from _pickle import UnpicklingError
     from _pickle import load as _unpickle
     from _pickle import loads as _unpickle_bytes
