@@ -4,7 +4,7 @@
 Usage: .venv/bin/python bench/run.py [--rounds N] [--runs N] [--only NAME ...] [--quick]
 
 Builds its fixtures in a temporary directory, times whole commands with hyperfine run by
-run, interleaved (A B C, C B A, ...: both sides of every ratio see the same moments of
+run, interleaved (A C B, B A C, ...: both sides of every ratio see the same moments of
 the machine), and prints medians and ratios with their targets. Absolute times on shared
 machines mean little; the ratios are the result.
 """
@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -95,18 +96,16 @@ def _within(value: float, bound: Bound) -> bool:
 def hyperfine(commands: list[list[str]], pace: Pace, cwd: Path) -> list[float]:
     """Median seconds of each command over ``pace.rounds * pace.runs`` interleaved rounds.
 
-    Each round is one hyperfine call timing every command once (``--runs 1``), in the
-    given order and then in reverse, round after round (A B C, C B A, ...), after one
-    round of warm-up that is not counted. hyperfine itself runs all the runs of one
-    command before the next (its issue #21, open), and on a 2-CPU virtual machine whose
-    speed drifts within seconds that block order moved a slope ratio 0.9x-1.6x between
-    two runs a minute apart; run by run, both sides of a ratio see the same moments
-    (docs/performance.md, "Measuring").
+    Each round is one hyperfine call timing every command once (``--runs 1``), in an order
+    of its own (:func:`_orders`), after one round of warm-up that is not counted.
+    hyperfine itself runs all the runs of one command before the next (its issue #21,
+    open), and on a 2-CPU virtual machine whose speed drifts within seconds that block
+    order moved a slope ratio 0.9x-1.6x between two runs a minute apart; run by run,
+    both sides of a ratio see the same moments (docs/performance.md, "Measuring").
     """
     times: list[list[float]] = [[] for _ in commands]
     export = cwd / "hyperfine.json"
-    for number in range(pace.rounds * pace.runs + 1):
-        order = list(range(len(commands)))[:: 1 if number % 2 else -1]
+    for number, order in enumerate(_orders(len(commands), pace.rounds * pace.runs + 1)):
         argv = ["hyperfine", "-N", "--runs", "1", "--export-json", str(export)]
         argv += [" ".join(_quote(part) for part in commands[index]) for index in order]
         done = subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -116,6 +115,22 @@ def hyperfine(commands: list[list[str]], pace: Pace, cwd: Path) -> list[float]:
             for index, result in zip(order, json.loads(export.read_text())["results"], strict=True):
                 times[index] += result["times"]
     return [statistics.median(t) for t in times]
+
+
+def _orders(count: int, rounds: int) -> list[list[int]]:
+    """The order of ``count`` commands in each of ``rounds`` rounds: a shuffle per round
+    (the same ones every run), so that each command follows each other one about as often.
+    What ran just before a command warms or cools what it finds (caches, the page cache):
+    with A B C D, D C B A a served call with 6 handlers came after a ``run-parts`` in half
+    the rounds and the call with 1 handler never did, which added ~0.1x to the served slope
+    ratio; in a fixed order it took ~0.1x off (docs/performance.md, "Measuring")."""
+    shuffler = random.Random(18)
+    orders = []
+    for _ in range(rounds):
+        order = list(range(count))
+        shuffler.shuffle(order)
+        orders.append(order)
+    return orders
 
 
 def _quote(part: str) -> str:
@@ -483,8 +498,8 @@ def _served_slope(single: Served, handled: Served, parts: tuple[Path, Path], rou
     and to ``run-parts`` (6 scripts against 1): medians of ``rounds`` interleaved rounds.
 
     A round makes one request to each server (a kept-alive ``http.client`` connection, as
-    an API client keeps one) and one run of each ``run-parts``, in one order and then the
-    reverse (A B C D, D C B A, ...), timed from this process; what the timing itself costs
+    an API client keeps one) and one run of each ``run-parts``, in an order of its own
+    (:func:`_orders`), timed from this process; what the timing itself costs
     is the same on both sides of each difference. Measured in blocks (seconds of ``wrk``
     against one server, then hyperfine's runs of ``run-parts``), the ratio moved 0.96x-1.67x
     between rounds on a 2-CPU virtual machine whose speed drifts within seconds
@@ -498,8 +513,7 @@ def _served_slope(single: Served, handled: Served, parts: tuple[Path, Path], rou
     "Served calls")."""
     sides = (_Request(single.url("desktop")), _Request(handled.url("desktop")), _Run(parts[0]), _Run(parts[1]))
     times: list[list[float]] = [[] for _ in sides]
-    for number in range(rounds + 1):
-        order = list(range(len(sides)))[:: 1 if number % 2 else -1]
+    for number, order in enumerate(_orders(len(sides), rounds + 1)):
         for index in order:
             took = sides[index]()
             if number:  # the first round warms up
