@@ -499,10 +499,10 @@ def _served_slope(single: Served, handled: Served, parts: tuple[Path, Path], rou
 
     A round makes one request to each server (a kept-alive ``http.client`` connection, as
     an API client keeps one) and one run of each ``run-parts``, in an order of its own
-    (:func:`_orders`), timed from this process; what the timing itself costs
-    is the same on both sides of each difference. Measured in blocks (seconds of ``wrk``
-    against one server, then hyperfine's runs of ``run-parts``), the ratio moved 0.96x-1.67x
-    between rounds on a 2-CPU virtual machine whose speed drifts within seconds
+    (:func:`_orders`), timed from this process; what the timing itself costs is the same
+    on both sides of each difference. Measured in blocks (seconds of ``wrk`` against one
+    server, then hyperfine's runs of ``run-parts``), the ratio moved 0.96x-1.67x between
+    rounds on a 2-CPU virtual machine whose speed drifts within seconds
     (docs/performance.md, "Measuring").
 
     Both sides start from one handler, as the exec slope does (1, 10 and 50 handlers): what
