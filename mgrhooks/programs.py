@@ -52,8 +52,8 @@ class Inspector:
     (:class:`mgrhooks.trust.Folder`: a change between two programs is seen as before), and
     each ``#!`` line found runnable is not judged again (an interpreter that vanishes
     between two programs of a call fails the run as the system reports it, naming the
-    script; one refused is judged again, as an earlier handler may have installed it). Bench row "per
-    handler | slope ratio": the check was ~0.1 ms of our CPU a handler.
+    script; one refused is judged again, as an earlier handler may have installed it).
+    Bench row "per handler | slope ratio": the check was ~0.1 ms of our CPU a handler.
 
     :param path: as :func:`inspect`'s
     """
@@ -118,8 +118,9 @@ class Inspector:
         ``/usr/bin/env NAME``, also NAME when it is not found in ``path``. A relative
         interpreter is taken from the root (the handler's working directory). A program that
         is no script, or cannot be read, is left to the system. Each ``#!`` line is judged
-        runnable once a call (the scripts of a call mostly share theirs); a line refused is judged
-        again at the next program, as an earlier handler may have installed its interpreter."""
+        runnable once a call (the scripts of a call mostly share theirs); a line refused is
+        judged again at the next program, as an earlier handler may have installed its
+        interpreter."""
         head = _head(program)
         if not head.startswith(b"#!"):
             return []
