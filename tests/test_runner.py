@@ -333,6 +333,22 @@ def test_a_large_stdin_handed_on_unchanged_is_one_sealed_file(tmp_path: Path, ru
     assert small.ok and small.stdout == b"<doc/>\n"  # a small one is written for its run, as ever
 
 
+def test_a_stdin_kept_ahead_is_the_file_the_run_reads(tmp_path: Path, start: str) -> None:
+    """``keep`` writes a large stdin's sealed file before the run that reads it (the walk,
+    while libxml2 checks a supplied list): that run reads the same file; a small stdin is
+    not kept and lets the kept one go."""
+    data = b"".join(b"<elem><n>%07d</n></elem>\n" for n in range(100_000))  # 2.4 MB
+    with Processes(guard=False, seal=start == "posix_spawn") as processes:
+        kept = processes.keep(data)
+        assert kept is not None and processes.keep(data) == kept  # the same bytes: not written again
+        inode = os.fstat(kept).st_ino
+        seen = processes.run(request(tmp_path, STDIN_SEEN, data)).stdout.split()
+        assert seen[0] == str(inode).encode() and seen[2] == b"refused"
+        assert processes.keep(b"<doc/>\n") is None
+        with pytest.raises(OSError):
+            os.fstat(kept)  # closed with it
+
+
 def test_spawning_stays_on_the_vfork_fast_path(tmp_path: Path, monkeypatch, start) -> None:
     """preexec_fn, user=, group= and extra_groups= force a real fork(), whose cost grows
     with the runner's memory; a handler gets its own session through start_new_session."""

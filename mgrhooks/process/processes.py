@@ -120,18 +120,31 @@ class Processes:
         (docs/performance.md); it goes with a run given other stdin, :meth:`drop_stdin`
         or :meth:`close`.
         ``None`` too where Linux cannot seal or reopen one. :raises OSError:"""
+        sealed = self.keep(data)
+        if sealed is None:
+            return None
+        from .spawn import reopened
+
+        return reopened(sealed)
+
+    def keep(self, data: bytes) -> int | None:
+        """The sealed in-memory file kept for ``data`` (written now unless it is the bytes
+        object kept already), ``None`` when ``data`` is too small to be kept (the kept one
+        goes) or Linux cannot seal one. For a caller that knows the next run's stdin early
+        and has time to spare before it: the walk while libxml2 checks a supplied list
+        (docs/performance.md). The descriptor stays this object's. :raises OSError:"""
         if len(data) < KEEP_STDIN:
             self.drop_stdin()
             return None
-        from .spawn import reopened, sealed_file
-
         if self._stdin is None or self._stdin[0] is not data:
+            from .spawn import sealed_file
+
             self.drop_stdin()
             sealed = sealed_file("mgrhooks-stdin", data)
             if sealed is None:
                 return None
             self._stdin = (data, sealed)
-        return reopened(self._stdin[1])
+        return self._stdin[1]
 
     def drop_stdin(self) -> None:
         """Let the kept stdin go (its file and the bytes it holds): a server keeping these
