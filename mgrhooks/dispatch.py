@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .handlers import Handlers
     from .process import Processes
     from .process.runner import RunOutcome, RunRequest
+    from .xmldoc import Rows
 
 #: runs one handler: :meth:`mgrhooks.process.Processes.run` unless a test or an application swaps it
 Runner = Callable[["RunRequest"], "RunOutcome"]
@@ -258,11 +259,21 @@ class _Walk:
             for step in self.plan.stage(Stage.AFTER)
         )
 
-    def _ready(self) -> None:
-        """Get the handlers ready to start (:meth:`~mgrhooks.handlers.Handlers.ready`) while
-        libxml2 checks a supplied list, where the main thread waited ~20 ms: a few percent
-        of the bench's "big document / ratio to that" row (docs/performance.md)."""
-        self._handlers().ready()
+    def _listed(self, current: Document, ahead: list[Document]) -> Callable[["Rows"], None]:
+        """What the walk does while libxml2 checks a supplied list, where the main thread
+        waited ~30 ms: it builds the listed document into ``ahead`` (``current`` left as it
+        was: the list may yet be refused) and gets the handlers ready, the first one's stdin
+        written when it reads the document (:meth:`~mgrhooks.handlers.Handlers.ready`).
+        ~6 ms of the bench's "big document / ratio to that" row (docs/performance.md, "Big
+        documents, fifth round": the join holds the GIL, which the check then waits for)."""
+
+        def meanwhile(rows: "Rows") -> None:
+            ahead.append(Document.listed(current.tree(), rows))
+            if self._programs_after():
+                after = self.plan.stage(Stage.AFTER)
+                self._handlers().ready(after[0], ahead[0])
+
+        return meanwhile
 
     def _step(self, step: Step, document: Document) -> StepResult:
         """Run one step (:meth:`_run`); the response after it keeps the panel's own
@@ -289,9 +300,10 @@ class _Walk:
 
     def _action(self, document: Document) -> StepResult:
         """The core's function: a supplied list appended as text, or its action on the tree."""
-        rows = self.core.rows(self.request.func, self._ready if self._programs_after() else None)
+        ahead: list[Document] = []
+        rows = self.core.rows(self.request.func, self._listed(document, ahead))
         if rows is not None:  # a supplied list: merged as text, no tree of its rows
-            return StepResult(Document.listed(document.edit(), rows))
+            return StepResult(ahead[0] if ahead else Document.listed(document.tree(), rows))
 
         def within(conn: "sqlite3.Connection", path: Path, doc: Element) -> None:
             self.monitor.committing(self.request, conn, path, doc)

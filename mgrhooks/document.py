@@ -63,8 +63,8 @@ class Document:
 
     @classmethod
     def listed(cls, current: Element, rows: Rows) -> Document:
-        """``current`` (consumed) with a supplied list's rows after its children, as text
-        (:func:`mgrhooks.merge.append_rows`): :attr:`plain` when ``current`` holds no
+        """``current`` (left as it was) with a supplied list's rows after its children, as
+        text (:func:`mgrhooks.merge.append_rows`): :attr:`plain` when ``current`` holds no
         interface part, the rows being all ``<elem>``."""
         from .merge import append_rows
         from .shape import INTERFACE

@@ -182,13 +182,15 @@ class Functions:
             text += f' ({objects} answers for its object only when its <doc> says {REPLACE}="yes")'
         return text
 
-    def rows(self, func: str, meanwhile: Callable[[], object] | None = None) -> Rows | None:
+    def rows(self, func: str, meanwhile: Callable[[Rows], object] | None = None) -> Rows | None:
         """The supplied document of ``func`` as rows of text, when it is a list that
         :func:`~mgrhooks.xmldoc.as_rows` takes; else ``None`` (also for a file that cannot
         be read or parsed: :meth:`action` reports it). A 50,000-row list takes about nine
         times its size as a tree (docs/performance.md).
 
-        :param meanwhile: run while libxml2 checks the list (:func:`~mgrhooks.xmldoc.as_rows`)"""
+        :param meanwhile: given the rows as counted, while libxml2 checks them
+            (:func:`~mgrhooks.xmldoc.as_rows`: nothing made of them may be used unless they
+            are returned)"""
         doc = self.core_docs.get(func)
         if doc is None or doc.objects is not None or self.is_builtin(func) or _not_believed(doc):
             return None  # (one object's document, or the built-in function: decided by action)

@@ -48,9 +48,14 @@ def append_rows(current: Element, rows: Rows) -> bytes:
     """:func:`apply` of a cgi handler's list answer given as text (:func:`mgrhooks.xmldoc.as_rows`),
     serialised: its attributes (``func`` excepted) set on ``current``, its rows after
     ``current``'s children. The document :func:`apply` would build from the parsed answer
-    (tests), without a tree of the rows. ``current`` is changed."""
-    for key, value in rows.attrib.items():
-        if key != "func":
+    (tests), without a tree of the rows. ``current`` is left as it was (the walk builds
+    this while the rows are still being checked: they may yet be refused)."""
+    attributes = {key: value for key, value in rows.attrib.items() if key != "func"}
+    if attributes:
+        import copy
+
+        current = copy.deepcopy(current)
+        for key, value in attributes.items():
             current.set(key, value)
     head = serialise(current)
     return b"".join((memoryview(head)[: -len(b"</doc>\n")], rows.rows, b"</doc>\n"))

@@ -178,7 +178,7 @@ _DOC_START = rb"<doc(?:" + _S[:-1] + rb"+[^ \t\r\n=/>]+" + _S + rb"=" + _S + rb"
 _END = b"</doc>\n"
 
 
-def as_rows(data: bytes, meanwhile: Callable[[], object] | None = None) -> Rows | None:
+def as_rows(data: bytes, meanwhile: Callable[[Rows], object] | None = None) -> Rows | None:
     """``data`` as a list without building a tree, when it is one: in our serialised form
     (the declaration, ``<doc ...>`` right after it, ``\n</doc>\n`` at its end), every child
     of ``<doc>`` an ``<elem>`` with no namespace, one after another with a newline between
@@ -192,9 +192,11 @@ def as_rows(data: bytes, meanwhile: Callable[[], object] | None = None) -> Rows 
     fooled once the text is well-formed). About an eighth of the CPU time the previous check
     took (docs/performance.md).
 
-    :param meanwhile: called in this thread once the counts say ``data`` is a list, while
-        libxml2 still checks it (the caller's own work that does not need the answer: the
-        walk gets its handlers ready); what it raises is raised, after the check ended
+    :param meanwhile: called in this thread with the rows as counted, while libxml2 still
+        checks them: the caller's work toward using them (the walk builds the listed
+        document and gets its handlers ready). The check may still refuse them: nothing it
+        makes of them may reach anyone unless they are returned. What it raises is raised,
+        after the check ended.
     :raises DocumentError: the text is not well-formed XML (with its line)
     """
     if not (data.startswith(DECLARATION) and data.endswith(b"\n" + _END)):
@@ -206,22 +208,32 @@ def as_rows(data: bytes, meanwhile: Callable[[], object] | None = None) -> Rows 
     first = data.find(b"<", head.end(), end)  # the first row; none: an empty list
     if first >= 0 and not (data.startswith(b"<elem", first) and data.endswith(b"</elem>\n", first, end)):
         return None
-    # libxml2 runs in another thread (it releases the GIL) while this one counts: ~15 ms of
-    # the bench's "big document / ratio to that" row (bench/run.py)
+    # libxml2 runs in another thread (lxml lets the GIL go, but for moments) while this one
+    # counts: part of the counts' ~15 ms off the bench's "big document / ratio to that" row
+    # (bench/run.py; docs/performance.md, "Big documents, fifth round")
     seen = _meanwhile(functools.partial(_well_formed, data, _Seen()))
     counted = first < 0 or _rows_only(data, first, end)
-    if counted and meanwhile is not None:
-        _while_waiting(meanwhile, seen)
+    rows = _counted_rows(head.group(), memoryview(data)[first if first >= 0 else end : end]) if counted else None
+    if rows is not None and meanwhile is not None:
+        _while_waiting(functools.partial(meanwhile, rows), seen)
     try:
         checked = seen()
     except DocumentError:
         if not counted:  # not a list: the parser reports what is wrong with it
             return None
         raise
-    if not counted or checked is None or checked.other:
+    if rows is None or checked is None or checked.other:
         return None
-    attrib = dict(parse(head.group() + _END).attrib)
-    return Rows(attrib, memoryview(data)[first if first >= 0 else end : end])
+    return rows
+
+
+def _counted_rows(head: bytes, rows: memoryview) -> Rows | None:
+    """The rows with the attributes of ``head``, the ``<doc ...>`` start tag; ``None`` when
+    the tag does not parse (a repeated attribute: the check refuses the whole text then)."""
+    try:
+        return Rows(dict(parse(head + _END).attrib), rows)
+    except DocumentError:
+        return None
 
 
 def _rows_only(data: bytes, first: int, end: int) -> bool:
@@ -270,9 +282,10 @@ def _while_waiting(work: Callable[[], object], result: Callable[[], object]) -> 
 
 def _meanwhile(work: Callable[[], _T]) -> Callable[[], _T]:
     """Start ``work`` in another thread; return what waits for its end and gives its result
-    (or raises what it raised). For C code that releases the GIL, as libxml2's parsing does,
-    so that this thread does something else at the same time (our choice: on a 2-CPU
-    machine, a 50,000-row list's byte counts took 15 of the ~50 ms its check took)."""
+    (or raises what it raised). For C code that releases the GIL, as libxml2's parsing does
+    (but for moments: work here that holds the GIL slows it), so that this thread does
+    something else at the same time (our choice: on a 2-CPU machine, a 50,000-row list's
+    byte counts took 15 of the ~50 ms its check took)."""
     outcome: list[tuple[bool, Any]] = []
 
     def run() -> None:

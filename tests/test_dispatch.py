@@ -224,8 +224,14 @@ class Recording(Processes):
     def prepare(self) -> None:
         self.events.append("prepare")
 
+    def keep(self, data: bytes) -> int | None:
+        self.events.append("keep")
+        self.kept = data
+        return super().keep(data)
+
     def run(self, request: RunRequest) -> RunOutcome:
         self.events.append("run")
+        self.stdin = request.stdin
         return RunOutcome(request, 0, request.stdin, b"", 0.001, pid=1)
 
 
@@ -256,3 +262,40 @@ def test_the_handlers_get_ready_while_a_supplied_list_is_checked(
     response = call(Root.open(root.path), Request("site"), options=Options(processes=processes, observers=observers))
     assert not response.error and response.doc.findtext("elem/n") == "1"
     assert processes.events == events
+
+
+LIST = '<?xml version="1.0" encoding="UTF-8"?>\n<doc func="site" total="1">\n<elem><n>1</n></elem>\n</doc>\n'
+
+
+@pytest.mark.parametrize(("handler_type", "events"), [("xml", ["prepare", "keep", "run"]), ("cgi", ["prepare", "run"])])
+def test_the_listed_document_is_made_while_a_supplied_list_is_checked(
+    root: PanelRoot, handler_type: str, events: list[str]
+) -> None:
+    """While libxml2 checks a supplied list, the walk builds the listed document and, when
+    the next handler is an xml one, writes its stdin file (docs/performance.md): the run
+    reads those very bytes."""
+    (root.path / "etc/core/billmgr").mkdir(parents=True)
+    (root.path / "etc/core/billmgr/site.xml").write_text(LIST)
+    script = "#!/bin/sh\ncat\n" if handler_type == "xml" else "#!/bin/sh\necho '<doc/>'\n"
+    root.handler("h.sh", script, '<event name="site" after="yes"/>', type=handler_type)
+    processes = Recording()
+    response = call(Root.open(root.path), Request("site"), options=Options(processes=processes))
+    printed = response.serialised  # (known before the tree is asked for)
+    assert not response.error and response.doc.findtext("elem/n") == "1" and response.doc.get("total") == "1"
+    assert processes.events == events
+    if handler_type == "xml":
+        assert processes.stdin is processes.kept and processes.stdin == printed
+
+
+def test_a_list_the_check_refuses_leaves_nothing_of_what_was_made_meanwhile(root: PanelRoot) -> None:
+    """A supplied document the counts take as a list but libxml2 refuses: what the walk made
+    of it meanwhile (the listed document, the handler's stdin file) reaches no one; the
+    response is the core's error, without the list's attributes."""
+    (root.path / "etc/core/billmgr").mkdir(parents=True)
+    broken = LIST.replace('total="1"', 'total="1" extra="yes"').replace("<n>1</n>", "<n>1<n>")
+    (root.path / "etc/core/billmgr/site.xml").write_text(broken)
+    root.handler("h.sh", "#!/bin/sh\ncat\n", '<event name="site" after="yes"/>')
+    processes = Recording()
+    response = call(Root.open(root.path), Request("site"), options=Options(processes=processes))
+    assert response.error and "extra" not in response.doc.attrib and response.doc.find("elem") is None
+    assert processes.events == ["prepare", "keep"]  # made meanwhile, never run

@@ -95,8 +95,10 @@ def test_append_rows_builds_what_apply_builds() -> None:
     for current in currents:
         rows = as_rows(answer)
         assert rows is not None
-        text = append_rows(parse(current), rows)
+        tree = parse(current)
+        text = append_rows(tree, rows)
         assert text.startswith(DECLARATION) and text.endswith(b"\n</doc>\n")
+        assert shape(tree) == shape(parse(current)), "the current document was changed (the rows may yet be refused)"
         assert shape(parse(text)) == shape(apply(parse(current), parse(answer), HandlerType.CGI).doc)
 
 

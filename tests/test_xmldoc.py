@@ -426,35 +426,39 @@ def test_as_rows_takes_only_lists_the_full_parse_reads_as_lists(data: bytes) -> 
 @example(DECLARATION + b"<doc>\n<elem><a></elem>\n</doc>\n")  # a list by its counts, broken for libxml2
 @example(DECLARATION + b"<doc>\n<elem></elem><!-- c -->\n</doc>\n")
 def test_work_done_meanwhile_changes_nothing_as_rows_decides(data: bytes) -> None:
-    """``meanwhile`` (the walk getting its handlers ready while libxml2 checks) runs once
-    for what the counts take as a list, and the answer is the same as without it: it is
-    given nothing, so an unchecked list reaches nobody."""
-    calls: list[None] = []
+    """``meanwhile`` (the walk building the listed document while libxml2 checks) runs
+    once for what the counts take as a list, and the answer is the same as without it.
+    It is given the rows as counted: when they are returned, they are what it was given."""
+    calls: list[Rows] = []
     try:
         alone: Rows | DocumentError | None = as_rows(data)
     except DocumentError as exc:
         alone = exc
     try:
-        rows: Rows | DocumentError | None = as_rows(data, lambda: calls.append(None))
+        rows: Rows | DocumentError | None = as_rows(data, calls.append)
     except DocumentError as exc:
         rows = exc
     if isinstance(alone, DocumentError):
         assert isinstance(rows, DocumentError) and (rows.reason, rows.line) == (alone.reason, alone.line)
     else:
         assert rows == alone
-    assert len(calls) <= 1 and (rows is None or isinstance(rows, DocumentError) or calls == [None])
+    assert len(calls) <= 1 and (rows is None or isinstance(rows, DocumentError) or calls == [rows])
 
 
 def test_work_done_meanwhile_runs_only_for_a_list_and_what_it_raises_is_raised() -> None:
     calls: list[str] = []
-    assert as_rows(DECLARATION + b"<doc>\n<ok/>\n</doc>\n", lambda: calls.append("not a list")) is None
+    assert as_rows(DECLARATION + b"<doc>\n<ok/>\n</doc>\n", lambda rows: calls.append("not a list")) is None
     assert calls == []
     broken = DECLARATION + b"<doc>\n<elem>\n<a></elem>\n</doc>\n"  # counted as a list, then refused
     with pytest.raises(DocumentError) as caught:
-        as_rows(broken, lambda: calls.append("broken"))
-    assert calls == ["broken"] and caught.value.line >= 3
+        as_rows(broken, lambda rows: calls.append(bytes(rows.rows).decode()))
+    assert calls == ["<elem>\n<a></elem>\n"] and caught.value.line >= 3
+    twice = DECLARATION + b'<doc a="1" a="2">\n<elem></elem>\n</doc>\n'  # counted, but its tag does not parse
+    with pytest.raises(DocumentError):
+        as_rows(twice, lambda rows: calls.append("twice"))
+    assert "twice" not in calls
 
-    def fails() -> None:
+    def fails(rows: Rows) -> None:
         raise OSError("no guardian")
 
     with pytest.raises(OSError, match="no guardian"):

@@ -36,6 +36,7 @@ __all__ = [
     "Turn",
     "adapter",
     "final",
+    "reads_document",
     "refused",
     "turn",
 ]
@@ -68,6 +69,13 @@ _BY_TYPE: dict[HandlerType, Spawned | InProcess] = {
     HandlerType.XML: XML,
     HandlerType.PYTHON: OBSERVER,
 }
+
+
+def reads_document(handler: Handler) -> bool:
+    """Whether ``handler``'s program gets the document's own bytes (:meth:`Document.data
+    <mgrhooks.document.Document.data>`) on stdin: an xml handler's of the new generation
+    (the old one's gets the old shape, other bytes)."""
+    return adapter(handler) is XML
 
 
 def adapter(handler: Handler) -> Spawned | InProcess:
