@@ -215,15 +215,36 @@ class Root(NamedTuple):
     def logging(self, echo: bool = False) -> Iterator[None]:
         """Send mgrhooks' log records to ``var/<mgr>.log`` (and stderr with ``echo``)
         meanwhile, at the levels ``etc/debug.conf`` sets. A ``var/`` that cannot be made
-        fails nothing here: the log says so on stderr when it cannot be opened."""
+        fails nothing here: the log says so on stderr when it cannot be opened.
+
+        An ``etc/debug.conf`` that is not believed (:mod:`mgrhooks.trust`) is not used:
+        the default levels apply, and the log says why (our choice: it only sets how much
+        the log says, so it stops no call, but whoever could write it could silence the
+        log or fill it)."""
         with suppress(OSError):
             self.var_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            conf = (self.path / "etc" / "debug.conf").read_text(errors="replace")
-        except OSError:
-            conf = ""
+        conf, refusal = self._debug_conf()
         with logs.to_file(self.log_file, logs.read_debug_conf(conf, self.mgr), echo, root=self.path):
+            if refusal is not None:
+                logs.ACTION.warning("%s: not trusted, its levels are not used: %s", self.debug_conf, refusal)
             yield
+
+    @property
+    def debug_conf(self) -> Path:
+        """``etc/debug.conf``: the log's levels, as on the panel (:func:`mgrhooks.logs.read_debug_conf`)."""
+        return self.path / "etc" / "debug.conf"
+
+    def _debug_conf(self) -> tuple[str, str | None]:
+        """The text of ``etc/debug.conf`` (``""`` when it is missing, cannot be read or is
+        not believed), and why it is not believed, or ``None``."""
+        try:
+            text = self.debug_conf.read_text(errors="replace")
+        except OSError:
+            return "", None
+        from . import trust
+
+        refusal = trust.refusal(str(self.path), "etc/debug.conf")
+        return ("", refusal) if refusal is not None else (text, None)
 
     def _log_registration(self, registry: Registry) -> None:
         """Log ``Register event ...`` lines once per change of the plugin files.

@@ -300,7 +300,7 @@ def refusal(root: str, relative: str) -> str | None:
 #: the folders of a root that hold what mgrhooks believes (``{mgr}``: the product), and
 #: its files other than plugin files and programs (which their own checks cover)
 FOLDERS = ("", "etc", "etc/xml", "etc/core", "etc/core/{mgr}", "addon")
-FILES = ("etc/mgrhooks.conf", "etc/mgrhooks.disabled")
+FILES = ("etc/mgrhooks.conf", "etc/mgrhooks.disabled", "etc/debug.conf")
 
 
 def audit(root: str, mgr: str) -> list[Problem]:

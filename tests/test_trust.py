@@ -147,6 +147,25 @@ def test_a_switch_file_others_may_write_stops_calls_and_switches(root: PanelRoot
     assert state.read_text() == "# nothing off\n"
 
 
+def test_a_debug_conf_others_may_write_is_not_used_and_the_log_says_why(root: PanelRoot) -> None:
+    """Our choice: an ``etc/debug.conf`` that is not believed stops no call (it only sets
+    how much the log says), but its levels are not used: whoever could write it could
+    silence the log or fill it. The log and ``check`` name it."""
+    root.handler("h.sh", "#!/bin/sh\ncat\n", '<event name="user" after="yes"/>')
+    conf = root.path / "etc/debug.conf"
+    conf.write_text("*.external 9\n")
+    conf.chmod(0o666)
+    result = root.mgrhooks("exec", "user")
+    assert result.returncode == 0
+    log = root.log()
+    assert "external DEBUG" not in log and "TRACE" not in log  # the defaults
+    assert f"{conf}: not trusted, its levels are not used: file etc/debug.conf is writable by group" in log
+    assert [line.split(": error:")[0] for line in check_lines(root)] == ["etc/debug.conf"]
+    conf.chmod(0o644)
+    root.mgrhooks("exec", "user")
+    assert "external DEBUG 'h.sh'" in root.log()  # believed again: used again
+
+
 def test_check_names_each_bad_folder_and_file_once(root: PanelRoot) -> None:
     (root.path / "etc/core/billmgr").mkdir(parents=True)
     (root.path / "etc/core/billmgr/a.xml").write_text("<doc/>")
