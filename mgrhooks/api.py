@@ -306,10 +306,15 @@ class Panel:
             return check(self.root, registry, for_call(self.root, self.core, registry, {}).is_builtin)
 
     def plugins(self) -> list[PluginInfo]:
-        """The plugin description files, in load order (:func:`mgrhooks.plugins.list_plugins`)."""
-        from .plugins import list_plugins
+        """The plugin description files, in load order, with what calls use of each
+        (:func:`mgrhooks.plugins.list_plugins`).
 
-        return list_plugins(self.root.path, self.root.mgr, self.root.disabled_plugins())
+        :raises RootError: ``etc/mgrhooks.disabled`` is not believed"""
+        from .plugins import list_plugins
+        from .root import plugin_files
+
+        files = plugin_files(self.root.path, self.root.mgr)
+        return list_plugins(files, self.root.mgr, self.root.registry(), self.root.disabled_plugins())
 
     def set_plugin_enabled(self, name: str, enabled: bool) -> tuple[PluginInfo, bool]:
         """Switch plugin ``name`` (``samba`` or its file name) on or off; a change is

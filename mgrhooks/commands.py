@@ -205,11 +205,13 @@ def plugin_group() -> None:
 @plugin_group.command("list")
 @_root_options
 def plugin_list(panel: Panel) -> None:
-    """One line per plugin: name, state, handlers, functions, file."""
+    """One line per plugin: name, state, handlers, functions, file; the counts are what
+    calls use of it, and its first error follows in brackets (see 'mgrhooks check')."""
     for plugin in panel.plugins():
         state = "enabled" if plugin.enabled else "disabled"
         counts = f"handlers={plugin.handlers} functions={plugin.functions}"
-        click.echo(f"{plugin.name:<20} {state:<8} {counts} {plugin.shown}")
+        problem = f" [{plugin.problem}]" if plugin.problem else ""
+        click.echo(f"{plugin.name:<20} {state:<8} {counts} {plugin.shown}{problem}")
 
 
 @plugin_group.command("enable")

@@ -389,7 +389,11 @@ class PluginInfo(NamedTuple):
 
     ``name`` is the file name without ``<mgr>_mod_`` and ``.xml`` (``samba``), ``file`` the
     file name, ``shown`` its path relative to the root; ``handlers`` counts the distinct
-    handlers its events name, ``functions`` its ``<func>`` declarations.
+    handlers its events name, ``functions`` its ``<func>`` declarations, both in what calls
+    use of it (its last good version when it cannot be used now); ``problem``: the first
+    error the registry has for it, as ``mgrhooks check`` shows it (not believed,
+    unreadable, not well-formed: saying when its last good version is used instead; or a
+    part of it ignored), or ``""``.
     """
 
     name: str
@@ -398,6 +402,7 @@ class PluginInfo(NamedTuple):
     enabled: bool
     handlers: int
     functions: int
+    problem: str = ""
 
 
 def plugin_name(file: str, mgr: str) -> str:
@@ -405,17 +410,26 @@ def plugin_name(file: str, mgr: str) -> str:
     return file.removeprefix(f"{mgr}_mod_").removesuffix(".xml")
 
 
-def list_plugins(root: Path, mgr: str, disabled: Collection[str]) -> list[PluginInfo]:
-    """Every plugin description of ``mgr`` under ``root``, in load order (read anew, not
-    from the registry cache), ``enabled`` unless its file name is in ``disabled``."""
-    files = plugin_files(root, mgr)
-    registry = load_registry(root, mgr, files)
+def list_plugins(
+    files: Sequence[PluginFile], mgr: str, registry: Registry, disabled: Collection[str]
+) -> list[PluginInfo]:
+    """Every file of ``files`` (:func:`plugin_files`), in load order, with what ``registry``
+    holds of it: the registry calls use (:meth:`mgrhooks.root.Root.registry`: trust and
+    last good versions applied), so the list counts what runs. ``enabled`` unless its
+    file name is in ``disabled``."""
+    errors: dict[str, str] = {}
+    for problem in registry.problems:
+        if problem.severity is Severity.ERROR:
+            errors.setdefault(problem.source.path, str(problem))
     found = []
     for shown, _, _ in files:
         file = shown.rsplit("/", 1)[-1]
         handlers = {e.handler.name for e in registry.events if e.handler.plugin == file}
         funcs = [f for f in registry.funcs if f.handler.plugin == file]
-        found.append(PluginInfo(plugin_name(file, mgr), file, shown, file not in disabled, len(handlers), len(funcs)))
+        enabled = file not in disabled
+        found.append(
+            PluginInfo(plugin_name(file, mgr), file, shown, enabled, len(handlers), len(funcs), errors.get(shown, ""))
+        )
     return found
 
 

@@ -178,11 +178,16 @@ def test_plugin_listing(tmp_path: Path) -> None:
     (tmp_path / "etc/billmgr_mod_tool.xml").write_text(
         '<mgrdata><handler name="t.sh"><func name="x.y"/></handler></mgrdata>'
     )
-    plugins = list_plugins(tmp_path, "billmgr", {"billmgr_mod_tool.xml"})
-    assert plugins == [
+    (tmp_path / "etc/xml/billmgr_mod_zz.xml").write_text("<mgrdata><handler>")
+    files = plugin_files(tmp_path, "billmgr")
+    plugins = list_plugins(files, "billmgr", load_registry(tmp_path, "billmgr", files), {"billmgr_mod_tool.xml"})
+    broken = "etc/xml/billmgr_mod_zz.xml:1: error: invalid XML: "
+    assert plugins[:2] == [
         PluginInfo("samba", "billmgr_mod_samba.xml", "etc/xml/billmgr_mod_samba.xml", True, 1, 0),
         PluginInfo("tool", "billmgr_mod_tool.xml", "etc/billmgr_mod_tool.xml", False, 0, 1),
     ]
+    assert plugins[2][:6] == ("zz", "billmgr_mod_zz.xml", "etc/xml/billmgr_mod_zz.xml", True, 0, 0)
+    assert plugins[2].problem.startswith(broken)
     assert find_plugin(plugins, "tool") is plugins[1] and find_plugin(plugins, "billmgr_mod_samba.xml") is plugins[0]
     assert find_plugin(plugins, "mod_tool") is None
     assert plugin_name("ispmgr_mod_a.b.xml", "ispmgr") == "a.b"

@@ -134,6 +134,26 @@ def test_a_plugin_file_believed_again_is_read_again(root: PanelRoot) -> None:
     assert root.mgrhooks("check").returncode == 0
 
 
+def test_plugin_list_counts_what_calls_use_and_names_a_file_not_believed(root: PanelRoot) -> None:
+    """A plugin file others may write: ``plugin list`` counts its last good version (what
+    calls still run), not the text now in it, and ends its line with the error; a file
+    never believed declares nothing."""
+    plugin = guard(root)
+    line = "guard                enabled  handlers=1 functions=0 etc/xml/billmgr_mod_guard.xml"
+    assert root.mgrhooks("plugin list").stdout.splitlines() == [line]
+    plugin.write_text(
+        plugin.read_text().replace("</mgrdata>", '<handler name="more.sh"><event>user</event></handler></mgrdata>')
+    )
+    plugin.chmod(0o666)
+    refused = "etc/xml/billmgr_mod_guard.xml: error: not trusted: file etc/xml/billmgr_mod_guard.xml is writable"
+    (listed,) = root.mgrhooks("plugin list").stdout.splitlines()
+    assert listed.startswith(f"{line} [{refused}") and listed.endswith("; its last good version is used]")
+    root.plugin("late", '<mgrdata><handler name="late.sh"><event>user</event></handler></mgrdata>').chmod(0o666)
+    late = root.mgrhooks("plugin list").stdout.splitlines()[1]
+    assert late.startswith("late                 enabled  handlers=0 functions=0 etc/xml/billmgr_mod_late.xml [")
+    assert "its last good version" not in late
+
+
 def test_a_switch_file_others_may_write_stops_calls_and_switches(root: PanelRoot) -> None:
     guard(root)
     state = root.path / "etc/mgrhooks.disabled"
