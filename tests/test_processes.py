@@ -203,3 +203,24 @@ def test_prepare_starts_the_guardian_before_any_handler_and_close_ends_it() -> N
         processes.prepare()  # once is enough
         assert [p for p in psutil.Process().children() if p.pid not in before] == started
     assert started[0].pid not in {p.pid for p in psutil.Process().children()}
+
+
+def test_wait_ended_gives_the_status_once_the_child_ends_or_none_when_time_runs_out() -> None:
+    """``wait_ended`` (the guardian's close, ``Spawned.wait``): the exit status once the
+    child ended, reaped; ``None`` while it runs; for both kinds of child."""
+    from mgrhooks.process.spawn import Spawned, wait_ended
+
+    children = [
+        ("Popen", lambda argv: subprocess.Popen(argv)),
+        ("posix_spawn", lambda argv: Spawned(os.posix_spawn(argv[0], argv, dict(os.environ)))),
+    ]
+    for name, start in children:
+        sleeper = start(["/bin/sleep", "5"])
+        assert wait_ended(sleeper, 0.05) is None, name
+        sleeper.kill()
+        assert wait_ended(sleeper, 5) == -signal.SIGKILL, name
+        quick = start(["/bin/sh", "-c", "exit 3"])
+        assert wait_ended(quick, 5) == 3 and wait_ended(quick, 0) == 3, name
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(quick.pid, os.WNOHANG)
+            raise AssertionError(f"{name}: not reaped")

@@ -35,7 +35,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from .spawn import Child, Handover, PosixSpawn, memory_file, start
+from .spawn import Child, Handover, PosixSpawn, memory_file, start, wait_ended
 
 if TYPE_CHECKING:  # psutil and mmap load when needed, not at start-up
     import mmap
@@ -359,9 +359,7 @@ class Guardian:
             return  # never started: nothing to end
         self.release()
         os.close(self._pipe)
-        ends = time.monotonic() + 1
-        while self._proc.poll() is None and time.monotonic() < ends:
-            time.sleep(0.001)
+        wait_ended(self._proc, 1)
         if self._shared is not None:
             self._shared.close()
             self._shared = None

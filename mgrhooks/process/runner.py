@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import NamedTuple, Protocol
 
 from ..settings import DEFAULT_TIMEOUT, DRAIN_GRACE, KILL_GRACE, OUTPUT_LIMIT
-from .spawn import Child, Handover, memory_file
+from .spawn import Child, Handover, memory_file, pidfd
 
 #: bytes of stderr kept (the last ones) for the log
 STDERR_KEEP = 64 * 1024
@@ -177,7 +177,7 @@ class _Session:
         self.widened = False
         self.poller = select.poll()  # poll(2): one call a wait, where epoll needs five more a handler
         self.open = {stdout, stderr}
-        self.pidfd = _pidfd(proc.pid)
+        self.pidfd = pidfd(proc.pid)
 
     def collect(self) -> RunOutcome:
         failure = None
@@ -311,14 +311,6 @@ def _widen(fd: int) -> int:
         return int(fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _WIDE))
     except (ImportError, AttributeError, OSError):  # not Linux, or over the user's pipe quota
         return _CHUNK
-
-
-def _pidfd(pid: int) -> int | None:
-    """A descriptor that becomes readable when ``pid`` exits (Linux ≥ 5.3), else ``None``."""
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None
 
 
 def _reason(failure: Failure | None, returncode: int, request: RunRequest) -> str:
