@@ -71,10 +71,11 @@ def merge(
     return answered(turn, merged, Document.of(merged.doc), run)
 
 
-#: a header line of a CGI response: a field name (an HTTP token), then a colon
-_FIELD = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:")
+#: a header line of a CGI response: a field name (an HTTP token), then a colon (compiled
+#: at first use and kept by re, as _DECLARED: most answers have no header block)
+_FIELD = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:"
 #: the encoding an XML declaration names, replaced once the body is UTF-8
-_DECLARED = re.compile(rb"""\A(\s*<\?xml\s[^>]*?\bencoding\s*=\s*)(["'])[^"']*\2""")
+_DECLARED = rb"""\A(\s*<\?xml\s[^>]*?\bencoding\s*=\s*)(["'])[^"']*\2"""
 
 
 class ResponseError(ValueError):
@@ -134,7 +135,7 @@ def _header_block(output: bytes) -> tuple[bytes, bytes] | None:
         line = output[start:end].rstrip(b"\r")
         if not line:
             return output[:start], output[end + 1 :]
-        if not (_FIELD.match(line) or (start > 0 and line[:1] in (b" ", b"\t"))):  # (or a folded line)
+        if not (re.match(_FIELD, line) or (start > 0 and line[:1] in (b" ", b"\t"))):  # (or a folded line)
             return None
         start = end + 1
 
@@ -150,4 +151,4 @@ def _decoded(body: bytes, media_type: str, charset: str | None) -> bytes:
         raise ResponseError(f'an unknown charset "{charset}" in its Content-Type') from None
     except UnicodeDecodeError as exc:
         raise ResponseError(f"a body that is not {charset} as its Content-Type says (byte {exc.start})") from None
-    return _DECLARED.sub(lambda found: found.group(1) + b'"UTF-8"', text.encode("utf-8"), count=1)
+    return re.sub(_DECLARED, lambda found: found.group(1) + b'"UTF-8"', text.encode("utf-8"), count=1)
