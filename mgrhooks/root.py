@@ -107,11 +107,15 @@ class Root(NamedTuple):
 
     def _believe(self, path: Path) -> None:
         """:raises RootError: the file at ``path`` exists and is not believed"""
-        from . import trust
-
-        refusal = trust.refusal(str(self.path), str(path.relative_to(self.path)))
+        refusal = self._refusal(path)
         if refusal is not None:
             raise RootError(f"{path}: not trusted: {refusal}")
+
+    def _refusal(self, path: Path) -> str | None:
+        """Why the root's file at ``path`` is not believed (:mod:`mgrhooks.trust`), or ``None``."""
+        from . import trust
+
+        return trust.refusal(str(self.path), str(path.relative_to(self.path)))
 
     @property
     def disabled_file(self) -> Path:
@@ -241,9 +245,7 @@ class Root(NamedTuple):
             text = self.debug_conf.read_text(errors="replace")
         except OSError:
             return "", None
-        from . import trust
-
-        refusal = trust.refusal(str(self.path), "etc/debug.conf")
+        refusal = self._refusal(self.debug_conf)
         return ("", refusal) if refusal is not None else (text, None)
 
     def _log_registration(self, registry: Registry) -> None:
